@@ -1,0 +1,214 @@
+//! The `genl-gateway` command: the daemon and its CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use genl_gateway::config::GatewayConfig;
+use genl_gateway::gateway::Gateway;
+use genl_gateway::{api, client};
+use hyper::Method;
+use serde_json::Value;
+
+const DEFAULT_CONFIG: &str = "/etc/genl-gateway/gateway.toml";
+const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "genl-gateway",
+    version,
+    about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The gateway configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Log as JSON lines instead of human-readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Call an operation of a family's plugin and print its JSON answer.
+    Call {
+        /// The family, e.g. nlctrl.
+        family: String,
+        /// The operation, e.g. list.
+        op: String,
+        /// The JSON input (default: none).
+        input: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List every family the kernel has and the plugin serving it.
+    Families {
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(clap::Args)]
+struct Conn {
+    /// The gateway's API socket.
+    #[arg(long, env = "GENL_GATEWAY_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, log_json } => {
+            init_logging(log_json);
+            let config = GatewayConfig::load(&config)?;
+            let gateway = Gateway::start(config).await?;
+            tokio::select! {
+                r = api::serve(gateway) => r?,
+                _ = shutdown_signal() => tracing::info!("shutting down"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            family,
+            op,
+            input,
+            conn,
+        } => {
+            if let Some(input) = &input {
+                serde_json::from_str::<Value>(input).context("the input is not JSON")?;
+            }
+            let path = format!("/v1/families/{family}/ops/{op}");
+            let (status, body) = client::request(&conn.socket, Method::POST, &path, input).await?;
+            print_json(&body);
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Families { json, conn } => {
+            let (status, body) =
+                client::request(&conn.socket, Method::GET, "/v1/families", None).await?;
+            if json || !status.is_success() {
+                print_json(&body);
+            } else {
+                print_family_table(&body);
+            }
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) ends output quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn print_json(body: &[u8]) {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )),
+        Err(_) => emit(&format!("{}\n", String::from_utf8_lossy(body))),
+    }
+}
+
+fn print_family_table(body: &[u8]) {
+    let Ok(Value::Array(families)) = serde_json::from_slice::<Value>(body) else {
+        print_json(body);
+        return;
+    };
+    let mut out = format!(
+        "{:<16} {:>6} {:>4} {:>4} {:>7}  PLUGIN\n",
+        "NAME", "ID", "VER", "OPS", "GROUPS"
+    );
+    for f in families {
+        let count = |k: &str| f[k].as_array().map_or(0, Vec::len);
+        let id = if f["present"] == true {
+            f["id"].to_string()
+        } else {
+            "absent".into()
+        };
+        let plugin = match &f["plugin"] {
+            Value::Null => "-".to_owned(),
+            p => p["state"].as_str().unwrap_or("?").to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<16} {:>6} {:>4} {:>4} {:>7}  {}\n",
+            f["name"].as_str().unwrap_or("?"),
+            id,
+            f["version"]
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            count("ops"),
+            count("mcast_groups"),
+            plugin
+        ));
+    }
+    emit(&out);
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GENL_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,300 @@
+//! One loaded plugin: its compiled, pre-linked component and the live
+//! instance that serves calls. Calls into an instance are serialised; a
+//! trap discards the instance and the next call builds a fresh one.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::{Plugin, PluginPre};
+use super::host_api::{Event, KernelAccess, PluginState};
+use super::runtime::{EPOCH_TICK, PluginError, Runtime};
+use super::stdio::LogStream;
+use crate::config::{FamilyConfig, Limits};
+
+/// What a plugin says it offers (its `describe`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    /// The family it serves.
+    pub family: String,
+    /// Its version.
+    pub version: String,
+    /// Its operations.
+    pub ops: Vec<OpDescription>,
+    /// Its event topics.
+    pub topics: Vec<String>,
+}
+
+/// One operation of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpDescription {
+    /// Name.
+    pub name: String,
+    /// One sentence.
+    pub summary: String,
+    /// Whether it may change kernel state.
+    pub writes: bool,
+}
+
+/// A plugin's state as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// The `.wasm` file.
+    pub path: String,
+    /// "ready" or "failed".
+    pub state: &'static str,
+    /// How many times the instance was rebuilt after a crash.
+    pub restarts: u64,
+    /// The last crash or failure, if any.
+    pub last_error: Option<String>,
+    /// What the plugin offers.
+    pub description: Description,
+}
+
+/// Why a call did not return the plugin's answer.
+#[derive(Debug, Clone)]
+pub enum CallFailure {
+    /// The plugin answered with an error.
+    Plugin {
+        /// Its stable code.
+        code: String,
+        /// Its message.
+        message: String,
+        /// The kernel error behind it.
+        kernel: Option<genl_wire::KernelError>,
+    },
+    /// The plugin trapped (panic, deadline, memory limit); its instance was
+    /// discarded.
+    Crashed(String),
+    /// No instance could be built (its `init` fails or traps).
+    Unavailable(String),
+}
+
+struct Live {
+    store: Store<PluginState>,
+    plugin: Plugin,
+}
+
+/// A loaded plugin.
+pub struct LoadedPlugin {
+    path: PathBuf,
+    engine: Engine,
+    pre: PluginPre<PluginState>,
+    access: KernelAccess,
+    events: broadcast::Sender<Event>,
+    limits: Limits,
+    config: Vec<(String, String)>,
+    description: Description,
+    live: tokio::sync::Mutex<Option<Live>>,
+    restarts: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+fn trap(e: wasmtime::Error) -> String {
+    // The root cause (e.g. "wasm trap: interrupt", "unreachable") first,
+    // then wasmtime's context; one line.
+    format!("{e:#}").replace('\n', " ")
+}
+
+impl LoadedPlugin {
+    /// Compile, link, instantiate and initialise the plugin of `family`.
+    pub async fn load(
+        runtime: &Runtime,
+        family: &FamilyConfig,
+        access: KernelAccess,
+        events: broadcast::Sender<Event>,
+    ) -> Result<Arc<Self>, PluginError> {
+        let component = runtime.compile(&family.plugin)?;
+        let invalid = |e: wasmtime::Error| PluginError::Invalid {
+            path: family.plugin.display().to_string(),
+            reason: trap(e),
+        };
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(invalid)?;
+        let pre = PluginPre::new(pre).map_err(invalid)?;
+        let mut plugin = Self {
+            path: family.plugin.clone(),
+            engine: runtime.engine.clone(),
+            pre,
+            access,
+            events,
+            limits: family.limits,
+            config: family.config.clone().into_iter().collect(),
+            description: Description {
+                family: family.family.clone(),
+                version: String::new(),
+                ops: Vec::new(),
+                topics: Vec::new(),
+            },
+            live: tokio::sync::Mutex::new(None),
+            restarts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        };
+        let mut live = plugin.instantiate().await?;
+        plugin.arm_deadline(&mut live.store);
+        let d = live
+            .plugin
+            .call_describe(&mut live.store)
+            .await
+            .map_err(|e| PluginError::Trap(format!("in describe: {}", trap(e))))?;
+        plugin.description = Description {
+            family: d.family,
+            version: d.version,
+            ops: d
+                .ops
+                .into_iter()
+                .map(|o| OpDescription {
+                    name: o.name,
+                    summary: o.summary,
+                    writes: o.writes,
+                })
+                .collect(),
+            topics: d.topics,
+        };
+        *plugin.live.get_mut() = Some(live);
+        Ok(Arc::new(plugin))
+    }
+
+    fn arm_deadline(&self, store: &mut Store<PluginState>) {
+        let ticks = self
+            .limits
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
+
+    async fn instantiate(&self) -> Result<Live, PluginError> {
+        let family = self.access.family.clone();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(LogStream::new(family.clone(), "stdout"))
+            .stderr(LogStream::new(family.clone(), "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            PluginState {
+                kernel: self.access.clone(),
+                events: self.events.clone(),
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        self.arm_deadline(&mut store);
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| PluginError::Trap(format!("instantiating: {}", trap(e))))?;
+        self.arm_deadline(&mut store);
+        match plugin.call_init(&mut store, &self.config).await {
+            Ok(Ok(())) => Ok(Live { store, plugin }),
+            Ok(Err(msg)) => Err(PluginError::Init(msg)),
+            Err(e) => Err(PluginError::Trap(format!("in init: {}", trap(e)))),
+        }
+    }
+
+    /// Call `op` with the JSON `input`.
+    pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
+        let mut slot = self.live.lock().await;
+        if slot.is_none() {
+            match self.instantiate().await {
+                Ok(live) => {
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    *slot = Some(live);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.set_error(&msg);
+                    return Err(CallFailure::Unavailable(msg));
+                }
+            }
+        }
+        let Some(live) = slot.as_mut() else {
+            return Err(CallFailure::Unavailable("no instance".into()));
+        };
+        self.arm_deadline(&mut live.store);
+        let started = std::time::Instant::now();
+        match live.plugin.call_call(&mut live.store, op, input).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(CallFailure::Plugin {
+                code: e.code,
+                message: e.message,
+                kernel: e.kernel.map(|k| genl_wire::KernelError {
+                    errno: k.errno,
+                    message: k.message,
+                    offset: k.offset,
+                }),
+            }),
+            Err(e) => {
+                let mut msg = trap(e);
+                if started.elapsed()
+                    >= self
+                        .limits
+                        .call_timeout
+                        .saturating_sub(Duration::from_millis(20))
+                {
+                    msg = format!(
+                        "exceeded its {:?} call deadline ({msg})",
+                        self.limits.call_timeout
+                    );
+                }
+                tracing::error!(plugin = %self.access.family, op, "plugin crashed: {msg}; its instance is discarded and rebuilt on the next call");
+                self.set_error(&msg);
+                *slot = None;
+                Err(CallFailure::Crashed(msg))
+            }
+        }
+    }
+
+    fn set_error(&self, msg: &str) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(msg.to_owned());
+    }
+
+    /// The family this plugin serves.
+    pub fn family(&self) -> &str {
+        &self.access.family
+    }
+
+    /// What the plugin offers.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The plugin's state for the API.
+    pub fn status(&self) -> PluginStatus {
+        PluginStatus {
+            path: self.path.display().to_string(),
+            state: "ready",
+            restarts: self.restarts.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            description: self.description.clone(),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Plugins: WebAssembly components compiled and run by wasmtime, one per
+//! configured family, each in its own store with its own limits.
+
+mod host_api;
+mod instance;
+mod runtime;
+mod stdio;
+
+pub use host_api::{Event, KernelAccess};
+pub use instance::{CallFailure, LoadedPlugin, PluginStatus};
+pub use runtime::{PluginError, Runtime};
+
+/// Bindings generated from `wit/gateway.wit`.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "genl:gateway/plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}

@@ -1,0 +1,237 @@
+//! The nlctrl plugin: the generic netlink controller, which knows every
+//! family the kernel has.
+//!
+//! Operations:
+//! - `list`: every family, with id, version, header size, max attribute,
+//!   ops with their capability flags, and multicast groups.
+//! - `get {"name": "..."}`: one family by name.
+//!
+//! Events (topic `family`): a family or multicast group appeared or went
+//! away, from nlctrl's `notify` group.
+
+use genl_plugin_sdk::prelude::*;
+use genl_plugin_sdk::wire::consts::{
+    GENL_ADMIN_PERM, GENL_CMD_CAP_DO, GENL_CMD_CAP_DUMP, GENL_CMD_CAP_HASPOL, GENL_UNS_ADMIN_PERM,
+};
+use genl_plugin_sdk::wire::ctrl::{
+    CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY,
+    CTRL_CMD_NEWMCAST_GRP, getfamily_by_name,
+};
+
+/// The plugin has no state: every answer comes fresh from the kernel.
+pub struct Nlctrl;
+
+impl Plugin for Nlctrl {
+    fn init(_config: Config) -> Result<Self, String> {
+        Ok(Nlctrl)
+    }
+
+    fn describe(&self) -> PluginDescription {
+        PluginDescription::new("nlctrl")
+            .version(env!("CARGO_PKG_VERSION"))
+            .op("list", "Every generic netlink family the kernel has", false)
+            .op("get", "One family by name: {\"name\": \"...\"}", false)
+            .topic("family")
+    }
+
+    fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
+        match op {
+            "list" => list(),
+            "get" => get(&input),
+            _ => Err(CallError::unknown_op(op)),
+        }
+    }
+
+    fn on_notification(&mut self, _group: &str, message: Message) {
+        let action = match message.cmd {
+            CTRL_CMD_NEWFAMILY => "family-added",
+            CTRL_CMD_DELFAMILY => "family-removed",
+            CTRL_CMD_NEWMCAST_GRP => "group-added",
+            CTRL_CMD_DELMCAST_GRP => "group-removed",
+            other => {
+                log::debug(&format!(
+                    "ignoring nlctrl notification with command {other}"
+                ));
+                return;
+            }
+        };
+        match FamilyInfo::decode(&message.payload) {
+            Ok(family) => events::publish(
+                "family",
+                &json!({"action": action, "family": family_json(&family)}),
+            ),
+            Err(e) => log::warn(&format!("malformed nlctrl notification: {e}")),
+        }
+    }
+}
+
+fn list() -> Result<Value, CallError> {
+    let replies = kernel::dump_request(CTRL_CMD_GETFAMILY, &[])?;
+    let mut families = Vec::with_capacity(replies.len());
+    for reply in &replies {
+        families.push(family_json(&FamilyInfo::decode(&reply.payload)?));
+    }
+    Ok(Value::Array(families))
+}
+
+fn get(input: &Value) -> Result<Value, CallError> {
+    let name = input
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CallError::bad_input("expected {\"name\": \"<family>\"}"))?;
+    let payload = getfamily_by_name(name).map_err(|e| CallError::bad_input(e.to_string()))?;
+    let replies = match kernel::do_request(CTRL_CMD_GETFAMILY, &payload) {
+        Err(RequestError::Kernel(e)) if e.errno == 2 => {
+            return Err(CallError::not_found(format!(
+                "the kernel has no family named '{name}'"
+            )));
+        }
+        other => other?,
+    };
+    let reply = replies
+        .first()
+        .ok_or_else(|| CallError::new("kernel", "GETFAMILY was acknowledged without a reply"))?;
+    Ok(family_json(&FamilyInfo::decode(&reply.payload)?))
+}
+
+/// The capability flags of an op, by name.
+fn op_caps(flags: u32) -> Vec<&'static str> {
+    [
+        (GENL_CMD_CAP_DO, "do"),
+        (GENL_CMD_CAP_DUMP, "dump"),
+        (GENL_CMD_CAP_HASPOL, "has-policy"),
+        (GENL_ADMIN_PERM, "admin-perm"),
+        (GENL_UNS_ADMIN_PERM, "uns-admin-perm"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+fn family_json(f: &FamilyInfo) -> Value {
+    json!({
+        "name": f.name,
+        "id": f.id,
+        "version": f.version,
+        "hdrsize": f.hdrsize,
+        "maxattr": f.maxattr,
+        "ops": f.ops.iter().map(|o| json!({"id": o.id, "flags": o.flags, "caps": op_caps(o.flags)})).collect::<Vec<_>>(),
+        "mcast_groups": f.mcast_groups.iter().map(|g| json!({"name": g.name, "id": g.id})).collect::<Vec<_>>(),
+    })
+}
+
+export_plugin!(Nlctrl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genl_plugin_sdk::testing::{FakeKernel, RequestKind};
+    use genl_plugin_sdk::{KernelError, McastGroup, OpInfo};
+
+    fn family(name: &str, id: u16) -> FamilyInfo {
+        FamilyInfo {
+            name: name.into(),
+            id,
+            version: 1,
+            hdrsize: 0,
+            maxattr: 4,
+            ops: vec![OpInfo {
+                id: 1,
+                flags: GENL_CMD_CAP_DO | GENL_ADMIN_PERM,
+            }],
+            mcast_groups: vec![McastGroup {
+                name: "events".into(),
+                id: 9,
+            }],
+        }
+    }
+
+    #[test]
+    fn list_decodes_every_family_of_the_dump() {
+        let kernel = FakeKernel::new(family("nlctrl", 0x10));
+        kernel.on_dump(CTRL_CMD_GETFAMILY, |_| {
+            Ok(vec![
+                Message::new(CTRL_CMD_NEWFAMILY, family("nlctrl", 0x10).encode()),
+                Message::new(CTRL_CMD_NEWFAMILY, family("netdev", 0x19).encode()),
+            ])
+        });
+        let out = Nlctrl::init(Config::new())
+            .unwrap()
+            .call("list", Value::Null)
+            .unwrap();
+        let names: Vec<_> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("nlctrl"), json!("netdev")]);
+        assert_eq!(out[1]["id"], 0x19);
+        assert_eq!(out[1]["ops"][0]["caps"], json!(["do", "admin-perm"]));
+        assert_eq!(
+            out[1]["mcast_groups"][0],
+            json!({"name": "events", "id": 9})
+        );
+    }
+
+    #[test]
+    fn get_sends_the_name_and_maps_enoent_to_not_found() {
+        let kernel = FakeKernel::new(family("nlctrl", 0x10));
+        kernel.on_do(CTRL_CMD_GETFAMILY, |req| {
+            let name = Attrs::new(&req.payload)
+                .find(2)
+                .unwrap()
+                .unwrap()
+                .str()
+                .unwrap()
+                .to_owned();
+            if name == "netdev" {
+                Ok(vec![Message::new(
+                    CTRL_CMD_NEWFAMILY,
+                    family("netdev", 0x19).encode(),
+                )])
+            } else {
+                Err(RequestError::Kernel(KernelError {
+                    errno: 2,
+                    message: None,
+                    offset: None,
+                }))
+            }
+        });
+        let mut p = Nlctrl::init(Config::new()).unwrap();
+        assert_eq!(
+            p.call("get", json!({"name": "netdev"})).unwrap()["id"],
+            0x19
+        );
+        let err = p.call("get", json!({"name": "nope"})).unwrap_err();
+        assert_eq!(err.code, "not-found");
+        assert_eq!(p.call("get", json!({})).unwrap_err().code, "bad-input");
+        assert_eq!(
+            p.call("frobnicate", Value::Null).unwrap_err().code,
+            "unknown-op"
+        );
+        assert!(kernel.requests().iter().all(|r| r.kind == RequestKind::Do));
+    }
+
+    #[test]
+    fn notifications_become_family_events() {
+        let kernel = FakeKernel::new(family("nlctrl", 0x10));
+        let mut p = Nlctrl::init(Config::new()).unwrap();
+        p.on_notification(
+            "notify",
+            Message::new(CTRL_CMD_NEWFAMILY, family("genl_test", 0x20).encode()),
+        );
+        p.on_notification("notify", Message::new(CTRL_CMD_DELFAMILY, vec![1, 2, 3]));
+        let events = kernel.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, "family");
+        assert_eq!(events[0].1["action"], "family-added");
+        assert_eq!(events[0].1["family"]["name"], "genl_test");
+        assert_eq!(
+            kernel.logs().len(),
+            1,
+            "the truncated notification is logged"
+        );
+    }
+}
