@@ -9,6 +9,8 @@ use crate::Plugin;
 use crate::types::{CallError, Config, Level, Message, PluginDescription, RequestError};
 
 #[doc(hidden)]
+// Generated code: its ABI shims take as many arguments as the ABI has.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
