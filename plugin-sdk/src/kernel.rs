@@ -17,17 +17,20 @@ pub fn do_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError>
 }
 
 /// A `do` request with extra NLM_F_CREATE / EXCL / REPLACE / APPEND flags.
-pub fn do_request_with_flags(
-    cmd: u8,
-    flags: u16,
-    payload: &[u8],
-) -> Result<Vec<Message>, RequestError> {
+pub fn do_request_with_flags(cmd: u8, flags: u16, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
     backend::do_request(cmd, flags, payload)
 }
 
 /// A dump request: every message of the dump, until NLMSG_DONE.
 pub fn dump_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
     backend::dump_request(cmd, payload)
+}
+
+/// A `do` request sent from the family's listener socket, so that a
+/// registration (TASKSTATS_CMD_ATTR_REGISTER_CPUMASK) makes the kernel send
+/// its unicast notifications to this plugin's `on_notification`.
+pub fn listen_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
+    backend::listen_request(cmd, payload)
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -34,6 +34,8 @@
 pub mod events;
 pub mod kernel;
 pub mod log;
+pub mod ops;
+pub mod schema;
 mod types;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -43,12 +45,8 @@ pub mod testing;
 #[doc(hidden)]
 pub mod wasm;
 
-pub use genl_wire::{
-    self as wire, Attr, AttrWriter, Attrs, FamilyInfo, KernelError, McastGroup, OpInfo,
-};
-pub use types::{
-    CallError, Config, Level, Message, OpDescription, PluginDescription, RequestError,
-};
+pub use genl_wire::{self as wire, Attr, AttrWriter, Attrs, FamilyInfo, KernelError, McastGroup, OpInfo};
+pub use types::{CallError, Config, Level, Message, OpDescription, PluginDescription, RequestError};
 
 /// What a plugin implements. Only [`Plugin::init`], [`Plugin::describe`] and
 /// [`Plugin::call`] are required; notifications are ignored by default.
@@ -68,13 +66,18 @@ pub trait Plugin: Sized + 'static {
     fn on_notification(&mut self, group: &str, message: Message) {
         let _ = (group, message);
     }
+
+    /// Notifications were lost (socket overrun or full queue); resynchronise.
+    fn on_events_lost(&mut self) {
+        log::warn("notifications were lost");
+    }
 }
 
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Attr, AttrWriter, Attrs, CallError, Config, FamilyInfo, Level, Message, OpDescription,
-        Plugin, PluginDescription, RequestError, events, export_plugin, kernel, log,
+        Attr, AttrWriter, Attrs, CallError, Config, FamilyInfo, Level, Message, OpDescription, Plugin,
+        PluginDescription, RequestError, events, export_plugin, kernel, log,
     };
     pub use serde_json::{Value, json};
 }
@@ -88,7 +91,7 @@ macro_rules! export_plugin {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type GenlGatewayPluginExport = $crate::wasm::Export<$plugin>;
-            $crate::wasm::bindings::export!(GenlGatewayPluginExport with_types_in $crate::wasm::bindings);
+    $crate::wasm::bindings::export!(GenlGatewayPluginExport with_types_in $crate::wasm::bindings);
         };
     };
 }

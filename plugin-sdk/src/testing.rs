@@ -16,13 +16,15 @@ use genl_wire::FamilyInfo;
 
 use crate::types::{Level, Message, RequestError};
 
-/// Whether a request was a `do` or a dump.
+/// Whether a request was a `do`, a dump, or a `do` from the listener socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestKind {
     /// NLM_F_REQUEST | NLM_F_ACK.
     Do,
     /// NLM_F_REQUEST | NLM_F_DUMP.
     Dump,
+    /// A `do` sent from the listener socket ([`crate::kernel::listen_request`]).
+    Listen,
 }
 
 /// A request the plugin made.
@@ -99,6 +101,19 @@ impl FakeKernel {
         self
     }
 
+    /// Answer listener-socket requests of `cmd` with `handler`.
+    pub fn on_listen(
+        &self,
+        cmd: u8,
+        handler: impl FnMut(&Request) -> Result<Vec<Message>, RequestError> + 'static,
+    ) -> &Self {
+        self.state
+            .borrow_mut()
+            .handlers
+            .insert((RequestKind::Listen, cmd), Box::new(handler));
+        self
+    }
+
     /// Every request the plugin made, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.state.borrow().requests.clone()
@@ -115,16 +130,9 @@ impl FakeKernel {
     }
 }
 
-fn request(
-    kind: RequestKind,
-    cmd: u8,
-    flags: u16,
-    payload: &[u8],
-) -> Result<Vec<Message>, RequestError> {
+fn request(kind: RequestKind, cmd: u8, flags: u16, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
     let Some(state) = state() else {
-        return Err(RequestError::Io(
-            "no FakeKernel installed on this thread".into(),
-        ));
+        return Err(RequestError::Io("no FakeKernel installed on this thread".into()));
     };
     let req = Request {
         kind,
@@ -154,9 +162,7 @@ pub(crate) mod kernel {
     pub fn family() -> Result<FamilyInfo, RequestError> {
         state()
             .and_then(|s| s.borrow().family.clone())
-            .ok_or_else(|| {
-                RequestError::FamilyAbsent("no FakeKernel installed on this thread".into())
-            })
+            .ok_or_else(|| RequestError::FamilyAbsent("no FakeKernel installed on this thread".into()))
     }
 
     pub fn do_request(cmd: u8, flags: u16, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
@@ -165,6 +171,10 @@ pub(crate) mod kernel {
 
     pub fn dump_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
         request(RequestKind::Dump, cmd, 0, payload)
+    }
+
+    pub fn listen_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
+        request(RequestKind::Listen, cmd, 0, payload)
     }
 }
 

@@ -55,6 +55,8 @@ pub enum RequestError {
     Kernel(KernelError),
     /// The operator's family file does not allow this command.
     Denied(String),
+    /// The request breaks the family's attribute policy; names the attribute.
+    Invalid(String),
     /// The family is not registered in the kernel right now.
     FamilyAbsent(String),
     /// No answer within the request timeout.
@@ -68,6 +70,7 @@ impl std::fmt::Display for RequestError {
         match self {
             RequestError::Kernel(e) => e.fmt(f),
             RequestError::Denied(m) => write!(f, "denied: {m}"),
+            RequestError::Invalid(m) => write!(f, "invalid request: {m}"),
             RequestError::FamilyAbsent(m) => write!(f, "family absent: {m}"),
             RequestError::Timeout => f.write_str("the kernel did not answer in time"),
             RequestError::Io(m) => write!(f, "netlink I/O error: {m}"),
@@ -128,6 +131,7 @@ impl From<RequestError> for CallError {
                 kernel: Some(k),
             },
             RequestError::Denied(m) => CallError::new("denied", m),
+            RequestError::Invalid(m) => CallError::new("invalid-request", m),
             RequestError::FamilyAbsent(m) => CallError::new("family-absent", m),
             RequestError::Timeout => CallError::new("timeout", "the kernel did not answer in time"),
             RequestError::Io(m) => CallError::new("io", m),

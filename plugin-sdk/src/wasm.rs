@@ -70,6 +70,10 @@ impl<P: Plugin> bindings::Guest for Export<P> {
         with_plugin::<P, _>(|p| p.on_notification(&group, message));
     }
 
+    fn on_events_lost() {
+        with_plugin::<P, _>(|p| p.on_events_lost());
+    }
+
     fn call(op: String, input: String) -> Result<String, wit::CallError> {
         let result = (|| {
             let input: serde_json::Value = if input.trim().is_empty() {
@@ -78,9 +82,8 @@ impl<P: Plugin> bindings::Guest for Export<P> {
                 serde_json::from_str(&input)
                     .map_err(|e| CallError::bad_input(format!("input is not JSON: {e}")))?
             };
-            let out = with_plugin::<P, _>(|p| p.call(&op, input)).ok_or_else(|| {
-                CallError::new("not-initialised", "the plugin's init did not succeed")
-            })??;
+            let out = with_plugin::<P, _>(|p| p.call(&op, input))
+                .ok_or_else(|| CallError::new("not-initialised", "the plugin's init did not succeed"))??;
             serde_json::to_string(&out)
                 .map_err(|e| CallError::new("internal", format!("output is not JSON: {e}")))
         })();
@@ -119,6 +122,7 @@ fn from_wit_request_error(e: wit::RequestError) -> RequestError {
             offset: k.offset,
         }),
         wit::RequestError::Denied(m) => RequestError::Denied(m),
+        wit::RequestError::Invalid(m) => RequestError::Invalid(m),
         wit::RequestError::FamilyAbsent(m) => RequestError::FamilyAbsent(m),
         wit::RequestError::Timeout => RequestError::Timeout,
         wit::RequestError::Io(m) => RequestError::Io(m),
@@ -164,6 +168,12 @@ pub(crate) mod kernel {
 
     pub fn dump_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
         imp::dump_request(cmd, payload)
+            .map(|ms| ms.into_iter().map(from_wit_message).collect())
+            .map_err(from_wit_request_error)
+    }
+
+    pub fn listen_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
+        imp::listen_request(cmd, payload)
             .map(|ms| ms.into_iter().map(from_wit_message).collect())
             .map_err(from_wit_request_error)
     }

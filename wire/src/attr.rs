@@ -203,8 +203,7 @@ impl<'a> Attr<'a> {
             .iter()
             .position(|&b| b == 0)
             .unwrap_or(self.payload.len());
-        std::str::from_utf8(&self.payload[..end])
-            .map_err(|_| WireError::BadString { kind: self.kind() })
+        std::str::from_utf8(&self.payload[..end]).map_err(|_| WireError::BadString { kind: self.kind() })
     }
 
     /// NLA_FLAG: present means true; the payload must be empty.

@@ -58,6 +58,8 @@ pub const NETLINK_DROP_MEMBERSHIP: i32 = 2;
 pub const NETLINK_CAP_ACK: i32 = 10;
 /// Ask for extended acknowledgements.
 pub const NETLINK_EXT_ACK: i32 = 11;
+/// Report the multicast group of each datagram (struct nl_pktinfo).
+pub const NETLINK_PKTINFO: i32 = 3;
 /// Validate strictly (reject unknown attributes in dump requests).
 pub const NETLINK_GET_STRICT_CHK: i32 = 12;
 

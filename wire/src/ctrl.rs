@@ -164,10 +164,7 @@ impl FamilyInfo {
 
     /// The id of the multicast group called `name`.
     pub fn group_id(&self, name: &str) -> Option<u32> {
-        self.mcast_groups
-            .iter()
-            .find(|g| g.name == name)
-            .map(|g| g.id)
+        self.mcast_groups.iter().find(|g| g.name == name).map(|g| g.id)
     }
 }
 

@@ -24,14 +24,14 @@ impl NlHeader {
 
     /// Read a header from the start of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let b: &[u8; Self::SIZE] = buf
-            .get(..Self::SIZE)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(WireError::Truncated {
-                what: "netlink header",
-                need: Self::SIZE,
-                have: buf.len(),
-            })?;
+        let b: &[u8; Self::SIZE] =
+            buf.get(..Self::SIZE)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(WireError::Truncated {
+                    what: "netlink header",
+                    need: Self::SIZE,
+                    have: buf.len(),
+                })?;
         Ok(Self {
             len: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
             kind: u16::from_ne_bytes([b[4], b[5]]),

@@ -12,6 +12,7 @@ pub mod consts;
 pub mod ctrl;
 pub mod header;
 pub mod message;
+pub mod policy;
 
 pub use attr::{Attr, AttrWriter, Attrs, Nested};
 pub use ctrl::{FamilyInfo, McastGroup, OpInfo};

@@ -196,12 +196,7 @@ impl KernelError {
 
 impl std::fmt::Display for KernelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "kernel error {} (errno {})",
-            self.errno_name(),
-            self.errno
-        )?;
+        write!(f, "kernel error {} (errno {})", self.errno_name(), self.errno)?;
         if let Some(m) = &self.message {
             write!(f, ": {m}")?;
         }
@@ -215,13 +210,7 @@ impl std::fmt::Display for KernelError {
 impl std::error::Error for KernelError {}
 
 /// Build a complete genl request: netlink header, genl header, payload.
-pub fn genl_request(
-    family_id: u16,
-    flags: u16,
-    seq: u32,
-    genl: GenlHeader,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn genl_request(family_id: u16, flags: u16, seq: u32, genl: GenlHeader, payload: &[u8]) -> Vec<u8> {
     let len = NlHeader::SIZE + GenlHeader::SIZE + payload.len();
     let mut out = Vec::with_capacity(align4(len));
     NlHeader {
@@ -268,8 +257,7 @@ mod tests {
         assert_eq!(msg.completion(), Ok(Some(Ok(()))));
 
         let mut w = AttrWriter::new();
-        w.put_str(NLMSGERR_ATTR_MSG, "address already in use")
-            .unwrap();
+        w.put_str(NLMSGERR_ATTR_MSG, "address already in use").unwrap();
         w.put_u32(NLMSGERR_ATTR_OFFS, 20);
         let tlvs = w.finish();
         let err = error_message(-17, NLM_F_CAPPED | NLM_F_ACK_TLVS, &tlvs);
@@ -299,9 +287,6 @@ mod tests {
         }
         let whole: Vec<_> = Messages::new(&req).collect::<Result<_, _>>().unwrap();
         assert_eq!(whole.len(), 1);
-        assert_eq!(
-            whole[0].genl().unwrap().0,
-            GenlHeader { cmd: 3, version: 1 }
-        );
+        assert_eq!(whole[0].genl().unwrap().0, GenlHeader { cmd: 3, version: 1 });
     }
 }

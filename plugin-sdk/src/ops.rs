@@ -1,0 +1,57 @@
+//! The usual shape of an operation: JSON input encoded as the request's
+//! attributes, the kernel's replies decoded back to JSON.
+
+use serde_json::Value;
+
+use crate::kernel;
+use crate::schema::{Field, decode, encode};
+use crate::types::{CallError, Message};
+
+/// Encode `input` (null or an object) with `fields`; a mismatch is the
+/// client's error.
+pub fn request_attrs(input: &Value, fields: &[Field]) -> Result<Vec<u8>, CallError> {
+    match input {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(m) if m.is_empty() => Ok(Vec::new()),
+        v => encode(v, fields).map_err(|e| CallError::bad_input(e.to_string())),
+    }
+}
+
+/// Decode every message's attributes with `fields`.
+pub fn decode_all(replies: &[Message], fields: &[Field]) -> Result<Vec<Value>, CallError> {
+    replies
+        .iter()
+        .map(|m| decode(&m.payload, fields).map_err(CallError::decode))
+        .collect()
+}
+
+/// A `do` request built from `input`; returns the single reply decoded
+/// (`null` for commands that only acknowledge, an array if several).
+pub fn do_json(cmd: u8, input: &Value, request: &[Field], reply: &[Field]) -> Result<Value, CallError> {
+    do_json_with_flags(cmd, 0, input, request, reply)
+}
+
+/// [`do_json`] with extra NLM_F_* flags.
+pub fn do_json_with_flags(
+    cmd: u8,
+    flags: u16,
+    input: &Value,
+    request: &[Field],
+    reply: &[Field],
+) -> Result<Value, CallError> {
+    let attrs = request_attrs(input, request)?;
+    let replies = kernel::do_request_with_flags(cmd, flags, &attrs)?;
+    let mut values = decode_all(&replies, reply)?;
+    Ok(match values.len() {
+        0 => Value::Null,
+        1 => values.remove(0),
+        _ => Value::Array(values),
+    })
+}
+
+/// A dump filtered by `input`; returns every entry decoded.
+pub fn dump_json(cmd: u8, input: &Value, request: &[Field], reply: &[Field]) -> Result<Value, CallError> {
+    let attrs = request_attrs(input, request)?;
+    let replies = kernel::dump_request(cmd, &attrs)?;
+    Ok(Value::Array(decode_all(&replies, reply)?))
+}
