@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing genl-gateway needs on a Debian 12
 # machine with rustup: the wasm32-wasip2 target, a C toolchain (wasmtime's
-# runtime has a little C), and iproute2 (ip netns, genl) for the tests.
+# runtime has a little C), and for the tests iproute2 (ip netns, genl) and
+# ethtool (an independent way to change device settings).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v ip >/dev/null || need+=(iproute2)
 command -v genl >/dev/null || need+=(iproute2)
+command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -58,6 +58,11 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Timeout of one netlink request.
     pub request_timeout: Duration,
+    /// The network namespace to talk to (a `/run/netns/NAME` path), or the
+    /// gateway's own.
+    pub netns: Option<PathBuf>,
+    /// Default receive buffer of each family's listener socket.
+    pub receive_buffer: usize,
 }
 
 /// Client API settings.
@@ -108,6 +113,12 @@ pub struct FamilyConfig {
     pub limits: Limits,
     /// The plugin's own key/value configuration.
     pub config: BTreeMap<String, String>,
+    /// Check the plugin's requests against the kernel's policy first.
+    pub validate_requests: bool,
+    /// Receive buffer of this family's listener socket.
+    pub receive_buffer: usize,
+    /// Notifications queued for the plugin before new ones are dropped.
+    pub queue: usize,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +158,8 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawNetlink {
     request_timeout_ms: Option<u64>,
+    netns: Option<String>,
+    receive_buffer_kib: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +175,9 @@ struct RawFamily {
     limits: RawLimits,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    validate_requests: Option<bool>,
+    receive_buffer_kib: Option<usize>,
+    queue: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +187,24 @@ struct RawCommands {
     allow_do: Vec<u8>,
     #[serde(default, rename = "dump")]
     allow_dump: Vec<u8>,
+}
+
+/// A buffer size in KiB within what netlink sockets can take.
+fn check_kib(
+    path: &Path,
+    key: &'static str,
+    kib: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let kib = kib.unwrap_or(default);
+    if !(1..=1 << 20).contains(&kib) {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: format!("{kib} is out of range; use 1 to 1048576 (KiB)"),
+        });
+    }
+    Ok(kib << 10)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -185,11 +219,7 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, C
         path: path.to_owned(),
         // toml's message spans several lines (a source excerpt); keep it on
         // one so each error is one log line.
-        message: e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
+        message: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
     })
 }
 
@@ -264,7 +294,22 @@ impl GatewayConfig {
                 message: format!("{request_timeout_ms} is out of range; use 1 to 600000"),
             });
         }
+        let netns = raw.netlink.netns.map(|ns| {
+            if ns.contains('/') {
+                PathBuf::from(ns)
+            } else {
+                Path::new("/run/netns").join(ns)
+            }
+        });
+        let receive_buffer = check_kib(
+            path,
+            "netlink.receive_buffer_kib",
+            raw.netlink.receive_buffer_kib,
+            4096,
+        )?;
         Ok(Self {
+            netns,
+            receive_buffer,
             path: path.to_owned(),
             api: ApiConfig {
                 socket: resolve(&base, raw.api.socket),
@@ -348,7 +393,21 @@ impl GatewayConfig {
                 (k, v)
             })
             .collect();
+        let receive_buffer = match raw.receive_buffer_kib {
+            Some(kib) => check_kib(path, "receive_buffer_kib", Some(kib), 0)?,
+            None => self.receive_buffer,
+        };
+        let queue = raw.queue.unwrap_or(1024);
+        if !(1..=1 << 20).contains(&queue) {
+            return Err(invalid(
+                "queue",
+                format!("{queue} is out of range; use 1 to 1048576"),
+            ));
+        }
         Ok(FamilyConfig {
+            validate_requests: raw.validate_requests.unwrap_or(true),
+            receive_buffer,
+            queue,
             path: path.to_owned(),
             family: raw.family,
             plugin,

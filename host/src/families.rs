@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use genl_wire::consts::GENL_ID_CTRL;
-use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, CTRL_VERSION, getfamily_by_name};
+use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, CTRL_CMD_GETPOLICY, CTRL_VERSION, getfamily_by_name};
+use genl_wire::policy::Policies;
 use genl_wire::{FamilyInfo, GenlHeader};
 
 use crate::netlink::{OwnedMessage, RequestError, Requester};
@@ -14,9 +15,7 @@ use crate::netlink::{OwnedMessage, RequestError, Requester};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     /// The kernel has no family of that name.
-    #[error(
-        "the kernel has no generic netlink family '{0}' (see `genl ctrl list`; is its module loaded?)"
-    )]
+    #[error("the kernel has no generic netlink family '{0}' (see `genl ctrl list`; is its module loaded?)")]
     Absent(String),
     /// The lookup itself failed.
     #[error("looking up family '{name}': {source}")]
@@ -32,6 +31,7 @@ pub enum ResolveError {
 pub struct FamilyResolver {
     requester: Arc<Requester>,
     cache: RwLock<HashMap<String, Arc<FamilyInfo>>>,
+    policies: RwLock<HashMap<String, Arc<Policies>>>,
 }
 
 const GETFAMILY: GenlHeader = GenlHeader {
@@ -41,8 +41,7 @@ const GETFAMILY: GenlHeader = GenlHeader {
 
 fn decode(msg: &OwnedMessage) -> Result<FamilyInfo, RequestError> {
     let payload = msg.payload.get(GenlHeader::SIZE..).unwrap_or_default();
-    FamilyInfo::decode(payload)
-        .map_err(|e| RequestError::Io(format!("malformed GETFAMILY reply: {e}")))
+    FamilyInfo::decode(payload).map_err(|e| RequestError::Io(format!("malformed GETFAMILY reply: {e}")))
 }
 
 impl FamilyResolver {
@@ -51,6 +50,7 @@ impl FamilyResolver {
         Self {
             requester,
             cache: RwLock::default(),
+            policies: RwLock::default(),
         }
     }
 
@@ -89,9 +89,61 @@ impl FamilyResolver {
             })?;
         let info = Arc::new(info);
         if let Ok(mut c) = self.cache.write() {
-            c.insert(name.to_owned(), info.clone());
+            let previous = c.insert(name.to_owned(), info.clone());
+            if previous.is_some_and(|p| p.id != info.id || p.version != info.version) {
+                // Re-registered: its policies may have changed with it.
+                self.drop_policies(name);
+            }
         }
         Ok(info)
+    }
+
+    /// The attribute policies of `name` (every op), cached until the family
+    /// goes away or re-registers. A family that publishes no policies has an
+    /// empty set.
+    pub async fn policies(&self, name: &str) -> Result<Arc<Policies>, ResolveError> {
+        if let Some(p) = self.policies.read().ok().and_then(|c| c.get(name).cloned()) {
+            return Ok(p);
+        }
+        let attrs = getfamily_by_name(name).map_err(|_| ResolveError::Absent(name.to_owned()))?;
+        let genl = GenlHeader {
+            cmd: CTRL_CMD_GETPOLICY,
+            version: CTRL_VERSION,
+        };
+        let mut policies = Policies::default();
+        match self.requester.dump(GENL_ID_CTRL, genl, &attrs).await {
+            Ok(replies) => {
+                for r in &replies {
+                    let payload = r.payload.get(GenlHeader::SIZE..).unwrap_or_default();
+                    policies.absorb(payload).map_err(|e| ResolveError::Request {
+                        name: name.to_owned(),
+                        source: RequestError::Io(format!("malformed GETPOLICY reply: {e}")),
+                    })?;
+                }
+            }
+            Err(RequestError::Kernel(e)) if e.errno == libc::ENOENT => {
+                return Err(ResolveError::Absent(name.to_owned()));
+            }
+            // Families without policies answer EOPNOTSUPP or ENODATA.
+            Err(RequestError::Kernel(e)) if e.errno == libc::EOPNOTSUPP || e.errno == libc::ENODATA => {}
+            Err(source) => {
+                return Err(ResolveError::Request {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        }
+        let policies = Arc::new(policies);
+        if let Ok(mut c) = self.policies.write() {
+            c.insert(name.to_owned(), policies.clone());
+        }
+        Ok(policies)
+    }
+
+    fn drop_policies(&self, name: &str) {
+        if let Ok(mut c) = self.policies.write() {
+            c.remove(name);
+        }
     }
 
     /// Every family the kernel has right now (a fresh GETFAMILY dump).
@@ -105,5 +157,6 @@ impl FamilyResolver {
         if let Ok(mut c) = self.cache.write() {
             c.remove(name);
         }
+        self.drop_policies(name);
     }
 }

@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +48,26 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Follow a family's events, one JSON line each.
+    Events {
+        /// The family, e.g. netdev.
+        family: String,
+        /// Only these topics (repeatable).
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one family: ids, ops, groups, policy, plugin and listener state.
+    Family {
+        /// The family.
+        family: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List every family the kernel has and the plugin serving it.
     Families {
         /// Print the raw JSON instead of a table.
@@ -67,10 +87,7 @@ struct Conn {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -116,9 +133,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
-        Command::Families { json, conn } => {
+        Command::Events {
+            family,
+            topic,
+            count,
+            conn,
+        } => {
+            let mut path = format!("/v1/families/{family}/events");
+            if !topic.is_empty() {
+                path.push_str(&format!("?topic={}", topic.join(",")));
+            }
+            let mut seen = 0u64;
+            let mut lagged = false;
+            let failed = client::follow_events(&conn.socket, &path, |name, data| {
+                emit(&format!("{data}\n"));
+                if name == "lagged" {
+                    lagged = true;
+                    return false;
+                }
+                seen += 1;
+                count.is_none_or(|c| seen < c)
+            })
+            .await?;
+            if let Some((_, body)) = failed {
+                print_json(&body);
+                return Ok(ExitCode::from(2));
+            }
+            Ok(if lagged {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Family { family, conn } => {
             let (status, body) =
-                client::request(&conn.socket, Method::GET, "/v1/families", None).await?;
+                client::request(&conn.socket, Method::GET, &format!("/v1/families/{family}"), None).await?;
+            print_json(&body);
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Families { json, conn } => {
+            let (status, body) = client::request(&conn.socket, Method::GET, "/v1/families", None).await?;
             if json || !status.is_success() {
                 print_json(&body);
             } else {
@@ -173,10 +231,7 @@ fn print_family_table(body: &[u8]) {
             "{:<16} {:>6} {:>4} {:>4} {:>7}  {}\n",
             f["name"].as_str().unwrap_or("?"),
             id,
-            f["version"]
-                .as_u64()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
+            f["version"].as_u64().map(|v| v.to_string()).unwrap_or_default(),
             count("ops"),
             count("mcast_groups"),
             plugin

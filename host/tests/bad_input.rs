@@ -17,11 +17,7 @@ fn serve_error(config: &std::path::Path) -> String {
     assert!(!out.status.success(), "serve should fail");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        stderr.trim().lines().count(),
-        1,
-        "one error line, got:\n{stderr}"
-    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one error line, got:\n{stderr}");
     stderr
 }
 
@@ -67,12 +63,7 @@ fn absent_family_missing_plugin_and_broken_file_leave_the_rest_serving() {
     assert_eq!(out.status.code(), Some(2));
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["error"]["code"], "family-absent", "{err}");
-    assert!(
-        err["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no_such_fam")
-    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("no_such_fam"));
 
     // A plugin path that does not exist: the family is reported, not served.
     let out = gw.cli(&["call", "netdev", "dev-get"]);

@@ -56,11 +56,7 @@ fn raw_family_dump() -> BTreeMap<String, u16> {
                     let payload = &buf[a + 4..a + alen];
                     match atype {
                         1 => id = u16::from_ne_bytes(payload.try_into().unwrap()),
-                        2 => {
-                            name = String::from_utf8_lossy(payload)
-                                .trim_end_matches('\0')
-                                .to_owned()
-                        }
+                        2 => name = String::from_utf8_lossy(payload).trim_end_matches('\0').to_owned(),
                         _ => {}
                     }
                     a += (alen + 3) & !3;
@@ -128,10 +124,7 @@ fn nlctrl_list_matches_the_kernel() {
     );
     assert_eq!(via_gateway, raw, "gateway and raw GETFAMILY dump disagree");
     if let Some(iproute2) = iproute2_families() {
-        assert_eq!(
-            via_gateway, iproute2,
-            "gateway and `genl ctrl list` disagree"
-        );
+        assert_eq!(via_gateway, iproute2, "gateway and `genl ctrl list` disagree");
     }
 
     // Ops and groups come through decoded: nlctrl has GETFAMILY (3) with
@@ -179,10 +172,7 @@ fn nlctrl_list_matches_the_kernel() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(served, ["nlctrl"]);
-    assert_eq!(
-        families[0]["plugin"]["description"]["ops"][0]["name"],
-        "list"
-    );
+    assert_eq!(families[0]["plugin"]["description"]["ops"][0]["name"], "list");
 }
 
 #[test]

@@ -75,9 +75,7 @@ impl From<CallError> for ApiError {
                     "no plugin serves family '{f}' (GET /v1/families lists them; add a file to families.d)"
                 ),
             ),
-            CallError::FamilyAbsent(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "family-absent", m)
-            }
+            CallError::FamilyAbsent(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "family-absent", m),
             CallError::PluginFailed { family, reason } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "plugin-unavailable",

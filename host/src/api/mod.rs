@@ -2,6 +2,7 @@
 //! TCP. Every error is a JSON body with a stable code.
 
 mod error;
+mod policy;
 mod routes;
 
 use std::sync::Arc;
@@ -28,8 +29,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("removing the stale socket {}", api.socket.display()));
+            return Err(e).with_context(|| format!("removing the stale socket {}", api.socket.display()));
         }
     }
     let unix = UnixListener::bind(&api.socket).with_context(|| {
@@ -48,9 +48,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let tcp = match api.tcp {
         Some(addr) => {
             let l = TcpListener::bind(addr).await.with_context(|| {
-                format!(
-                    "binding the TCP API on {addr} (is another gateway running? change [api] tcp)"
-                )
+                format!("binding the TCP API on {addr} (is another gateway running? change [api] tcp)")
             })?;
             tracing::info!(%addr, "API listening on TCP");
             Some(l)

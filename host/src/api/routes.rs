@@ -4,15 +4,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::ApiError;
 use crate::gateway::Gateway;
+use crate::plugin::Event;
 
 /// The API's routes over `gateway`.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -20,7 +24,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/families", get(families))
+        .route("/v1/families/{family}", get(family))
         .route("/v1/families/{family}/ops/{op}", post(call))
+        .route("/v1/families/{family}/events", get(events))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(gateway)
@@ -28,9 +34,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let served = gw.families.values().filter(|f| f.plugin.is_ok()).count();
-    Json(
-        json!({"status": "ok", "families_served": served, "families_configured": gw.families.len()}),
-    )
+    Json(json!({"status": "ok", "families_served": served, "families_configured": gw.families.len()}))
 }
 
 async fn not_found() -> ApiError {
@@ -93,11 +97,7 @@ async fn call(
             "the request body is not UTF-8",
         )
     })?;
-    let input = if input.trim().is_empty() {
-        "null"
-    } else {
-        input
-    };
+    let input = if input.trim().is_empty() { "null" } else { input };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -109,4 +109,129 @@ async fn call(
     // The plugin's output is JSON already (the SDK serialised it); pass it
     // through without re-parsing.
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// One family: what the kernel says now, its plugin, its listener, and its
+/// attribute policies.
+async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let entry = gw.families.get(&name);
+    let info = match gw.resolver.resolve(&name).await {
+        Ok(info) => Some(info),
+        Err(crate::families::ResolveError::Absent(_)) => None,
+        Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "kernel", e.to_string())),
+    };
+    if info.is_none() && entry.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-family",
+            format!("the kernel has no family '{name}' and no family file configures it"),
+        ));
+    }
+    let mut out = json!({"name": name, "present": info.is_some()});
+    if let Some(f) = &info {
+        out["id"] = f.id.into();
+        out["version"] = f.version.into();
+        out["hdrsize"] = f.hdrsize.into();
+        out["maxattr"] = f.maxattr.into();
+        out["ops"] = f
+            .ops
+            .iter()
+            .map(|o| json!({"id": o.id, "flags": o.flags}))
+            .collect();
+        out["mcast_groups"] = f
+            .mcast_groups
+            .iter()
+            .map(|g| json!({"name": g.name, "id": g.id}))
+            .collect();
+        out["policy"] = match gw.resolver.policies(&name).await {
+            Ok(p) => super::policy::to_json(&p),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+    }
+    if let Some(entry) = entry {
+        out["plugin"] = match &entry.plugin {
+            Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
+            Err(reason) => {
+                json!({"path": entry.config.plugin.display().to_string(), "state": "failed", "last_error": reason})
+            }
+        };
+        if let Some(l) = &entry.listener {
+            use std::sync::atomic::Ordering::Relaxed;
+            out["listener"] = json!({
+                "groups": l.joined(),
+                "received": l.stats.received.load(Relaxed),
+                "dropped": l.stats.dropped.load(Relaxed),
+                "overruns": l.stats.overruns.load(Relaxed),
+            });
+        }
+    }
+    Ok(Json(out))
+}
+
+#[derive(serde::Deserialize)]
+struct EventQuery {
+    /// Comma-separated topics to keep; all when absent.
+    topic: Option<String>,
+}
+
+/// Server-Sent Events of one family's plugin. A subscriber that falls more
+/// than the backlog behind is sent a `lagged` event and cut off, so a slow
+/// reader never holds the gateway or the other subscribers back.
+async fn events(
+    State(gw): State<Arc<Gateway>>,
+    Path(family): Path<String>,
+    Query(q): Query<EventQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    if !gw.families.contains_key(&family) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-family",
+            format!("no plugin serves family '{family}', so it has no events"),
+        ));
+    }
+    let topics: Option<Vec<String>> = q.topic.map(|t| {
+        t.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    let rx = gw.events.subscribe();
+    let family: Arc<str> = family.into();
+    let stream = stream::unfold(Some((rx, gw)), move |state| {
+        let family = family.clone();
+        let topics = topics.clone();
+        async move {
+            let (mut rx, gw) = state?;
+            loop {
+                match rx.recv().await {
+                    Ok(ev)
+                        if *ev.family == *family && topics.as_ref().is_none_or(|t| t.contains(&ev.topic)) =>
+                    {
+                        return Some((Ok(sse_event(&ev)), Some((rx, gw))));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        gw.note_subscriber_cut_off(&family, n);
+                        let ev = SseEvent::default().event("lagged").data(format!(
+                            "{{\"error\":{{\"code\":\"lagged\",\"message\":\"subscriber fell {n} events behind and was cut off; reconnect\"}}}}"
+                        ));
+                        return Some((Ok(ev), None));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse_event(ev: &Event) -> SseEvent {
+    // The payload was checked to be JSON when the plugin published it.
+    let data = format!(
+        "{{\"family\":{},\"topic\":{},\"payload\":{}}}",
+        Value::from(&*ev.family),
+        Value::from(ev.topic.as_str()),
+        ev.payload
+    );
+    SseEvent::default().event(&ev.topic).data(data)
 }

@@ -4,5 +4,7 @@
 mod requester;
 mod socket;
 
-pub use requester::{OwnedMessage, RequestError, Requester};
+pub use requester::{
+    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestError, Requester, SocketOptions,
+};
 pub use socket::NlSocket;

@@ -5,21 +5,26 @@
 //! The kernel runs at most one dump per socket at a time (a second one gets
 //! EBUSY), so dumps take turns on a lock while `do` requests interleave
 //! freely with them.
+//!
+//! The same type serves a family's listener socket: there, messages that
+//! answer no request (multicast and unicast notifications) go to a
+//! [`NotificationSink`] instead of being dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use genl_wire::consts::{
-    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
-    SOL_NETLINK,
+    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, SOL_NETLINK,
 };
 use genl_wire::message::genl_request;
 use genl_wire::{GenlHeader, KernelError, Messages, NlHeader, WireError};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 use super::socket::NlSocket;
 
@@ -30,13 +35,77 @@ const RECV_BUF: usize = 256 << 10;
 /// How many times a dump interrupted by a concurrent change is retried.
 const DUMP_INTR_RETRIES: usize = 3;
 
-/// A reply message, copied out of the receive buffer.
+/// A message copied out of the receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedMessage {
     /// Its netlink header.
     pub header: NlHeader,
+    /// The multicast group it was sent to; 0 for unicast.
+    pub group: u32,
     /// Everything after the netlink header.
     pub payload: Vec<u8>,
+}
+
+/// What a listener socket delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// A notification from the kernel, in the order the kernel sent it.
+    Message(OwnedMessage),
+    /// Notifications were lost before this point: the socket overran
+    /// (ENOBUFS) or the plugin's queue was full. The receiver should
+    /// resynchronise, e.g. with a dump.
+    Lost,
+}
+
+/// Counters of one listener socket.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Notifications received from the kernel.
+    pub received: AtomicU64,
+    /// Notifications dropped because the plugin's queue was full.
+    pub dropped: AtomicU64,
+    /// Times the kernel reported an overrun (ENOBUFS).
+    pub overruns: AtomicU64,
+}
+
+/// Where a listener socket's notifications go.
+#[derive(Clone)]
+pub struct NotificationSink {
+    /// The plugin's bounded queue.
+    pub queue: mpsc::Sender<Notification>,
+    /// The family's counters.
+    pub stats: Arc<ListenerStats>,
+    /// Set when something was lost and the receiver has not been told yet.
+    pub lost: Arc<AtomicBool>,
+}
+
+impl NotificationSink {
+    fn deliver(&self, n: Notification) {
+        if self.lost.load(Ordering::Relaxed) {
+            if self.queue.try_send(Notification::Lost).is_err() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.lost.store(false, Ordering::Relaxed);
+        }
+        if self.queue.try_send(n).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How to open a [`Requester`].
+#[derive(Clone, Default)]
+pub struct SocketOptions {
+    /// The network namespace to open the socket in.
+    pub netns: Option<Arc<File>>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// SO_RCVBUF(FORCE) size.
+    pub receive_buffer: usize,
+    /// For a listener socket: where notifications go.
+    pub sink: Option<NotificationSink>,
 }
 
 /// Why a request did not produce an answer.
@@ -64,31 +133,41 @@ struct Pending {
 
 type PendingMap = Mutex<HashMap<u32, Pending>>;
 
-/// The shared request socket.
+/// A netlink socket with its reader task: requests with replies routed by
+/// sequence number, and, for a listener, notifications to a sink.
 pub struct Requester {
     sock: Arc<AsyncFd<NlSocket>>,
     pending: Arc<PendingMap>,
     next_seq: AtomicU32,
     dump_turn: tokio::sync::Mutex<()>,
     timeout: Duration,
+    reader: AbortHandle,
+}
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        // The reader holds the socket; stopping it closes the socket.
+        self.reader.abort();
+    }
 }
 
 impl Requester {
     /// Open the socket and start its reader task on the current runtime.
-    pub fn open(timeout: Duration) -> std::io::Result<Arc<Self>> {
-        let sock = NlSocket::open()?;
+    pub fn open(opts: SocketOptions) -> std::io::Result<Arc<Self>> {
+        let sock = NlSocket::open_in(opts.netns.as_deref())?;
         sock.set_option(SOL_NETLINK, NETLINK_EXT_ACK, 1)?;
         // Errors need not echo the whole request back; ext-ack gives the
         // offset of the offending attribute instead.
         sock.set_option(SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
-        sock.set_receive_buffer(4 << 20)?;
+        sock.enable_pktinfo()?;
+        sock.set_receive_buffer(opts.receive_buffer)?;
         // SAFETY: NlSocket owns its fd (an OwnedFd) and never replaces it, so
         // the fd stays open and the same for the AsyncFd's whole life.
         let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let sock = Arc::new(sock);
         let pending: Arc<PendingMap> = Arc::default();
-        tokio::spawn(read_loop(sock.clone(), pending.clone()));
+        let reader = tokio::spawn(read_loop(sock.clone(), pending.clone(), opts.sink)).abort_handle();
         // Start sequence numbers away from 0 so stray replies to a previous
         // process using the same port are unlikely to match.
         let seed = std::time::SystemTime::now()
@@ -100,8 +179,19 @@ impl Requester {
             pending,
             next_seq: AtomicU32::new(seed | 1),
             dump_turn: tokio::sync::Mutex::new(()),
-            timeout,
+            timeout: opts.timeout,
+            reader,
         }))
+    }
+
+    /// The socket's port id (where the kernel sends unicast notifications).
+    pub fn portid(&self) -> u32 {
+        self.sock.get_ref().portid()
+    }
+
+    /// Join multicast group `id`.
+    pub fn join_group(&self, id: u32) -> std::io::Result<()> {
+        self.sock.get_ref().join_group(id)
     }
 
     /// A `do` request; returns the reply messages before the ACK.
@@ -113,9 +203,7 @@ impl Requester {
         payload: &[u8],
     ) -> Result<Vec<OwnedMessage>, RequestError> {
         let flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
-        self.exchange(family, genl, flags, payload)
-            .await
-            .map(|(m, _)| m)
+        self.exchange(family, genl, flags, payload).await.map(|(m, _)| m)
     }
 
     /// A dump; returns every message up to NLMSG_DONE. A dump the kernel
@@ -181,7 +269,7 @@ fn lock(m: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn read_loop(sock: Arc<AsyncFd<NlSocket>>, pending: Arc<PendingMap>) {
+async fn read_loop(sock: Arc<AsyncFd<NlSocket>>, pending: Arc<PendingMap>, sink: Option<NotificationSink>) {
     let mut buf = vec![0u8; RECV_BUF];
     loop {
         let mut guard = match sock.readable().await {
@@ -192,22 +280,38 @@ async fn read_loop(sock: Arc<AsyncFd<NlSocket>>, pending: Arc<PendingMap>) {
                 return;
             }
         };
-        let n = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(n)) => n,
+        let (n, group) = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // The kernel dropped messages for this socket. Replies may be
+                // among them, so waiting requests can never complete: fail
+                // them. A listener's receiver is told to resynchronise.
+                match &sink {
+                    Some(sink) => {
+                        let n = sink.stats.overruns.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(
+                            overruns = n,
+                            "notification socket overran (ENOBUFS); notifications were lost"
+                        );
+                        sink.lost.store(true, Ordering::Relaxed);
+                    }
+                    None => tracing::warn!("netlink request socket overran (ENOBUFS)"),
+                }
+                fail_all(&pending, "the socket overran and replies were lost; try again");
+                continue;
+            }
             Ok(Err(e)) => {
-                // ENOBUFS here means replies were lost: the requests waiting
-                // for them can never complete, so fail them now.
-                tracing::warn!("netlink request socket: {e}");
+                tracing::warn!("netlink socket: {e}");
                 fail_all(&pending, &format!("receive: {e}"));
                 continue;
             }
             Err(_would_block) => continue,
         };
-        route(&buf[..n], &pending);
+        route(&buf[..n], group, &pending, sink.as_ref());
     }
 }
 
-fn route(datagram: &[u8], pending: &PendingMap) {
+fn route(datagram: &[u8], group: u32, pending: &PendingMap, sink: Option<&NotificationSink>) {
     let mut map = lock(pending);
     for msg in Messages::new(datagram) {
         let msg = match msg {
@@ -218,8 +322,21 @@ fn route(datagram: &[u8], pending: &PendingMap) {
             }
         };
         let seq = msg.header.seq;
-        let Some(p) = map.get_mut(&seq) else {
-            tracing::trace!(seq, "reply for no waiting request (timed out?)");
+        // Notifications answer no request: multicast always, and unicast
+        // ones carry seq 0 or a seq nobody waits for.
+        let waiting = if group == 0 { map.get_mut(&seq) } else { None };
+        let Some(p) = waiting else {
+            match sink {
+                Some(sink) => {
+                    sink.stats.received.fetch_add(1, Ordering::Relaxed);
+                    sink.deliver(Notification::Message(OwnedMessage {
+                        header: msg.header,
+                        group,
+                        payload: msg.payload.to_vec(),
+                    }));
+                }
+                None => tracing::trace!(seq, "message for no waiting request (timed out?)"),
+            }
             continue;
         };
         if msg.header.flags & NLM_F_DUMP_INTR != 0 {
@@ -229,6 +346,7 @@ fn route(datagram: &[u8], pending: &PendingMap) {
             Ok(None) => {
                 p.parts.push(OwnedMessage {
                     header: msg.header,
+                    group,
                     payload: msg.payload.to_vec(),
                 });
                 continue;

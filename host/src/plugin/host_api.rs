@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::genl::gateway::{events, kernel, log, types};
 use crate::families::{FamilyResolver, ResolveError};
+use crate::gateway::Listener;
 use crate::netlink::{OwnedMessage, RequestError, Requester};
 
 /// Flags a plugin may add to a `do` request.
@@ -44,6 +45,10 @@ pub struct KernelAccess {
     pub requester: Arc<Requester>,
     /// The family resolver.
     pub resolver: Arc<FamilyResolver>,
+    /// Check requests against the family's policy before sending.
+    pub validate: bool,
+    /// The family's listener socket, for `listen-request`.
+    pub listener: Arc<Listener>,
 }
 
 /// The per-store state of one plugin instance.
@@ -69,13 +74,10 @@ impl KernelAccess {
         if let Some(f) = self.resolver.cached(&self.family) {
             return Ok(f);
         }
-        self.resolver
-            .resolve(&self.family)
-            .await
-            .map_err(|e| match e {
-                ResolveError::Absent(_) => types::RequestError::FamilyAbsent(e.to_string()),
-                ResolveError::Request { source, .. } => to_wit_error(source),
-            })
+        self.resolver.resolve(&self.family).await.map_err(|e| match e {
+            ResolveError::Absent(_) => types::RequestError::FamilyAbsent(e.to_string()),
+            ResolveError::Request { source, .. } => to_wit_error(source),
+        })
     }
 
     fn check(&self, kind: &str, cmd: u8, allowed: &[u8]) -> Result<(), types::RequestError> {
@@ -86,6 +88,56 @@ impl KernelAccess {
                 "command {cmd} of family {} is not allowed as a {kind} request; add it to [commands] {kind} in {} if the operator agrees",
                 self.family, self.config_path
             )))
+        }
+    }
+
+    async fn check_policy(
+        &self,
+        family: &FamilyInfo,
+        cmd: u8,
+        dump: bool,
+        payload: &[u8],
+    ) -> Result<(), types::RequestError> {
+        let policies = match self.resolver.policies(&self.family).await {
+            Ok(p) => p,
+            Err(e) => {
+                // No policy to check against is not a reason to refuse: the
+                // kernel still validates.
+                tracing::debug!(family = %self.family, "no policy for validation: {e}");
+                return Ok(());
+            }
+        };
+        let attrs = payload.get(family.hdrsize as usize..).unwrap_or_default();
+        policies.validate(u32::from(cmd), dump, attrs).map_err(|v| {
+            types::RequestError::Invalid(format!(
+                "command {cmd} of {}: {v} (checked against the kernel's policy before sending)",
+                self.family
+            ))
+        })
+    }
+
+    /// A `do` from the listener socket (registrations for unicast
+    /// notifications).
+    async fn listen_request(
+        &self,
+        cmd: u8,
+        payload: Vec<u8>,
+    ) -> Result<Vec<types::Message>, types::RequestError> {
+        self.check("do", cmd, &self.allow_do)?;
+        let family = self.family_info().await?;
+        if self.validate {
+            self.check_policy(&family, cmd, false, &payload).await?;
+        }
+        let socket = self.listener.socket().ok_or_else(|| {
+            types::RequestError::FamilyAbsent(format!("family {} has no listener socket now", self.family))
+        })?;
+        let genl = GenlHeader {
+            cmd,
+            version: u8::try_from(family.version).unwrap_or(u8::MAX),
+        };
+        match socket.do_request(family.id, genl, 0, &payload).await {
+            Ok(msgs) => msgs.into_iter().map(to_wit_message).collect(),
+            Err(e) => Err(to_wit_error(e)),
         }
     }
 
@@ -108,6 +160,9 @@ impl KernelAccess {
             )));
         }
         let family = self.family_info().await?;
+        if self.validate {
+            self.check_policy(&family, cmd, dump, &payload).await?;
+        }
         let genl = GenlHeader {
             cmd,
             version: u8::try_from(family.version).unwrap_or(u8::MAX),
@@ -126,7 +181,7 @@ impl KernelAccess {
     }
 }
 
-fn to_wit_message(m: OwnedMessage) -> Result<types::Message, types::RequestError> {
+pub(crate) fn to_wit_message(m: OwnedMessage) -> Result<types::Message, types::RequestError> {
     let genl = GenlHeader::parse(&m.payload)
         .map_err(|e| types::RequestError::Io(format!("reply without a genl header: {e}")))?;
     let mut payload = m.payload;
@@ -212,6 +267,14 @@ impl kernel::Host for PluginState {
     ) -> Result<Vec<types::Message>, types::RequestError> {
         self.kernel.request(true, cmd, 0, payload).await
     }
+
+    async fn listen_request(
+        &mut self,
+        cmd: u8,
+        payload: Vec<u8>,
+    ) -> Result<Vec<types::Message>, types::RequestError> {
+        self.kernel.listen_request(cmd, payload).await
+    }
 }
 
 impl log::Host for PluginState {
@@ -229,6 +292,12 @@ impl log::Host for PluginState {
 
 impl events::Host for PluginState {
     async fn publish(&mut self, topic: String, payload: String) {
+        // Subscribers splice the payload into JSON: refuse anything else
+        // rather than hand them a corrupt stream.
+        if serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_err() {
+            tracing::warn!(plugin = %self.kernel.family, %topic, "dropped an event whose payload is not JSON");
+            return;
+        }
         // No subscriber is not an error: events are best-effort fan-out.
         let _ = self.events.send(Event {
             family: self.kernel.family.clone(),

@@ -14,10 +14,12 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{Plugin, PluginPre};
+use super::host_api::to_wit_message;
 use super::host_api::{Event, KernelAccess, PluginState};
 use super::runtime::{EPOCH_TICK, PluginError, Runtime};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
+use crate::netlink::OwnedMessage;
 
 /// What a plugin says it offers (its `describe`).
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +79,20 @@ pub enum CallFailure {
     Unavailable(String),
 }
 
+/// One item for a plugin's notification entry points.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A kernel notification of `group` ("" for unicast).
+    Message {
+        /// The group's name.
+        group: Arc<str>,
+        /// The message.
+        message: OwnedMessage,
+    },
+    /// Notifications were lost before the next one.
+    Lost,
+}
+
 struct Live {
     store: Store<PluginState>,
     plugin: Plugin,
@@ -116,10 +132,7 @@ impl LoadedPlugin {
             path: family.plugin.display().to_string(),
             reason: trap(e),
         };
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(invalid)?;
+        let pre = runtime.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = PluginPre::new(pre).map_err(invalid)?;
         let mut plugin = Self {
             path: family.plugin.clone(),
@@ -213,9 +226,8 @@ impl LoadedPlugin {
         }
     }
 
-    /// Call `op` with the JSON `input`.
-    pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
-        let mut slot = self.live.lock().await;
+    /// The live instance, built afresh if the last one crashed.
+    async fn ensure_live<'a>(&self, slot: &'a mut Option<Live>) -> Result<&'a mut Live, CallFailure> {
         if slot.is_none() {
             match self.instantiate().await {
                 Ok(live) => {
@@ -229,9 +241,51 @@ impl LoadedPlugin {
                 }
             }
         }
-        let Some(live) = slot.as_mut() else {
-            return Err(CallFailure::Unavailable("no instance".into()));
+        slot.as_mut()
+            .ok_or_else(|| CallFailure::Unavailable("no instance".into()))
+    }
+
+    /// Hand `batch` to the plugin's notification entry points, in order.
+    /// A trap discards the instance and the rest of the batch.
+    pub async fn notify(&self, batch: Vec<Delivery>) {
+        let mut slot = self.live.lock().await;
+        let live = match self.ensure_live(&mut slot).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(plugin = %self.access.family, dropped = batch.len(), "notifications dropped: {e:?}");
+                return;
+            }
         };
+        for item in batch {
+            self.arm_deadline(&mut live.store);
+            let result = match item {
+                Delivery::Message { group, message } => match to_wit_message(message) {
+                    Ok(m) => {
+                        live.plugin
+                            .call_on_notification(&mut live.store, &group, &m)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %self.access.family, "notification dropped: {e:?}");
+                        continue;
+                    }
+                },
+                Delivery::Lost => live.plugin.call_on_events_lost(&mut live.store).await,
+            };
+            if let Err(e) = result {
+                let msg = trap(e);
+                tracing::error!(plugin = %self.access.family, "plugin crashed in a notification handler: {msg}; its instance is discarded");
+                self.set_error(&msg);
+                *slot = None;
+                return;
+            }
+        }
+    }
+
+    /// Call `op` with the JSON `input`.
+    pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
+        let mut slot = self.live.lock().await;
+        let live = self.ensure_live(&mut slot).await?;
         self.arm_deadline(&mut live.store);
         let started = std::time::Instant::now();
         match live.plugin.call_call(&mut live.store, op, input).await {
@@ -247,12 +301,7 @@ impl LoadedPlugin {
             }),
             Err(e) => {
                 let mut msg = trap(e);
-                if started.elapsed()
-                    >= self
-                        .limits
-                        .call_timeout
-                        .saturating_sub(Duration::from_millis(20))
-                {
+                if started.elapsed() >= self.limits.call_timeout.saturating_sub(Duration::from_millis(20)) {
                     msg = format!(
                         "exceeded its {:?} call deadline ({msg})",
                         self.limits.call_timeout
@@ -267,10 +316,7 @@ impl LoadedPlugin {
     }
 
     fn set_error(&self, msg: &str) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(msg.to_owned());
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.to_owned());
     }
 
     /// The family this plugin serves.

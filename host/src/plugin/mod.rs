@@ -7,7 +7,7 @@ mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
-pub use instance::{CallFailure, LoadedPlugin, PluginStatus};
+pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
 pub use runtime::{PluginError, Runtime};
 
 /// Bindings generated from `wit/gateway.wit`.

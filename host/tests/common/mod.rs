@@ -16,9 +16,7 @@ pub fn workspace() -> PathBuf {
 
 /// The built plugin `name`, or a panic that says how to build it.
 pub fn plugin(name: &str) -> PathBuf {
-    let p = workspace()
-        .join("target/plugins")
-        .join(format!("{name}.wasm"));
+    let p = workspace().join("target/plugins").join(format!("{name}.wasm"));
     assert!(
         p.is_file(),
         "{} is missing: run scripts/build-plugins.sh (scripts/test.sh does)",
@@ -49,6 +47,15 @@ impl TestConfig {
         Self { dir }
     }
 
+    /// Point the gateway at network namespace `ns`.
+    pub fn netns(&self, ns: &Netns) -> &Self {
+        let path = self.path();
+        let mut text = std::fs::read_to_string(&path).expect("gateway.toml");
+        text.push_str(&format!("[netlink]\nnetns = \"{}\"\n", ns.name));
+        std::fs::write(path, text).expect("gateway.toml");
+        self
+    }
+
     pub fn family(&self, file: &str, text: &str) -> &Self {
         std::fs::write(self.dir.path().join("families.d").join(file), text).expect("family file");
         self
@@ -61,6 +68,92 @@ impl TestConfig {
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("api.sock")
     }
+}
+
+/// A private network namespace made by the test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "gwt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME args...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// Feed `ip -n NAME -batch -` these lines.
+    pub fn ip_batch(&self, lines: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn ip -batch");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(lines.as_bytes())
+            .expect("write batch");
+        assert!(child.wait().expect("wait ip").success(), "ip -batch failed");
+    }
+
+    /// Run a command inside the namespace; returns its output.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// The ifindexes of every link in the namespace, from iproute2.
+    pub fn ifindexes(&self) -> Vec<u64> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link"])
+            .output()
+            .expect("ip link");
+        let mut v: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A running gateway; killed on drop.
@@ -104,6 +197,42 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Call `family op input` through the CLI; returns (success, JSON).
+    pub fn call(&self, family: &str, op: &str, input: &str) -> (bool, serde_json::Value) {
+        let out = self.cli(&["call", family, op, input]);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "call {family} {op}: not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                self.log_text()
+            )
+        });
+        (out.status.success(), v)
+    }
+
+    /// Start `events family --count n` in the background; its stdout has
+    /// one JSON line per event.
+    pub fn subscribe(&self, family: &str, topic: &str, count: u64) -> Child {
+        let child = Command::new(binary())
+            .args([
+                "events",
+                family,
+                "--topic",
+                topic,
+                "--count",
+                &count.to_string(),
+                "--socket",
+            ])
+            .arg(&self.socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn events");
+        // The subscription is live once the HTTP request reached the server;
+        // give it a moment so events sent right after are not missed.
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
     /// Run the CLI against this gateway.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(binary())
@@ -123,5 +252,35 @@ impl Drop for Gateway {
 }
 
 /// The nlctrl family file as bundled.
-pub const NLCTRL: &str =
-    "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[commands]\ndo = [3]\ndump = [3]\n";
+pub const NLCTRL: &str = "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[commands]\ndo = [3]\ndump = [3]\n";
+
+/// Wait up to `secs` for `child` to exit; kill it and panic otherwise.
+pub fn wait_output(mut child: Child, secs: u64, what: &str) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{what}: timed out; got so far:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "{what}: bad JSON line {l:?}: {e}\nall output:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })
+        })
+        .collect()
+}

@@ -14,8 +14,8 @@ use genl_plugin_sdk::wire::consts::{
     GENL_ADMIN_PERM, GENL_CMD_CAP_DO, GENL_CMD_CAP_DUMP, GENL_CMD_CAP_HASPOL, GENL_UNS_ADMIN_PERM,
 };
 use genl_plugin_sdk::wire::ctrl::{
-    CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY,
-    CTRL_CMD_NEWMCAST_GRP, getfamily_by_name,
+    CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY, CTRL_CMD_NEWMCAST_GRP,
+    getfamily_by_name,
 };
 
 /// The plugin has no state: every answer comes fresh from the kernel.
@@ -49,9 +49,7 @@ impl Plugin for Nlctrl {
             CTRL_CMD_NEWMCAST_GRP => "group-added",
             CTRL_CMD_DELMCAST_GRP => "group-removed",
             other => {
-                log::debug(&format!(
-                    "ignoring nlctrl notification with command {other}"
-                ));
+                log::debug(&format!("ignoring nlctrl notification with command {other}"));
                 return;
             }
         };
@@ -169,10 +167,7 @@ mod tests {
         assert_eq!(names, [json!("nlctrl"), json!("netdev")]);
         assert_eq!(out[1]["id"], 0x19);
         assert_eq!(out[1]["ops"][0]["caps"], json!(["do", "admin-perm"]));
-        assert_eq!(
-            out[1]["mcast_groups"][0],
-            json!({"name": "events", "id": 9})
-        );
+        assert_eq!(out[1]["mcast_groups"][0], json!({"name": "events", "id": 9}));
     }
 
     #[test]
@@ -200,17 +195,11 @@ mod tests {
             }
         });
         let mut p = Nlctrl::init(Config::new()).unwrap();
-        assert_eq!(
-            p.call("get", json!({"name": "netdev"})).unwrap()["id"],
-            0x19
-        );
+        assert_eq!(p.call("get", json!({"name": "netdev"})).unwrap()["id"], 0x19);
         let err = p.call("get", json!({"name": "nope"})).unwrap_err();
         assert_eq!(err.code, "not-found");
         assert_eq!(p.call("get", json!({})).unwrap_err().code, "bad-input");
-        assert_eq!(
-            p.call("frobnicate", Value::Null).unwrap_err().code,
-            "unknown-op"
-        );
+        assert_eq!(p.call("frobnicate", Value::Null).unwrap_err().code, "unknown-op");
         assert!(kernel.requests().iter().all(|r| r.kind == RequestKind::Do));
     }
 
@@ -228,10 +217,6 @@ mod tests {
         assert_eq!(events[0].0, "family");
         assert_eq!(events[0].1["action"], "family-added");
         assert_eq!(events[0].1["family"]["name"], "genl_test");
-        assert_eq!(
-            kernel.logs().len(),
-            1,
-            "the truncated notification is logged"
-        );
+        assert_eq!(kernel.logs().len(), 1, "the truncated notification is logged");
     }
 }

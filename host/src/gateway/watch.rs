@@ -1,0 +1,72 @@
+//! Follows nlctrl's `notify` group so the gateway tracks families as they
+//! come and go: a configured family that appears is resolved and its groups
+//! joined; one that re-registers is re-resolved and re-joined; one that goes
+//! away is shown absent until it returns. No restart needed.
+
+use std::sync::Arc;
+
+use genl_wire::ctrl::{CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_NEWFAMILY, CTRL_CMD_NEWMCAST_GRP};
+use genl_wire::{FamilyInfo, GenlHeader};
+use tokio::sync::mpsc;
+
+use super::Gateway;
+use crate::netlink::{Notification, OwnedMessage};
+
+/// Run the watcher over the notifications of nlctrl's `notify` group.
+pub async fn run(gateway: Arc<Gateway>, mut rx: mpsc::Receiver<Notification>) {
+    while let Some(n) = rx.recv().await {
+        match n {
+            Notification::Message(m) => handle(&gateway, &m).await,
+            Notification::Lost => {
+                tracing::warn!("family notifications were lost; re-resolving every configured family");
+                for name in gateway.families.keys() {
+                    refresh(&gateway, name).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(gateway: &Gateway, m: &OwnedMessage) {
+    let Ok(genl) = GenlHeader::parse(&m.payload) else {
+        return;
+    };
+    let Ok(info) = FamilyInfo::decode(&m.payload[GenlHeader::SIZE..]) else {
+        tracing::warn!("malformed nlctrl notification ignored");
+        return;
+    };
+    if !gateway.families.contains_key(&info.name) {
+        return;
+    }
+    match genl.cmd {
+        CTRL_CMD_NEWFAMILY | CTRL_CMD_NEWMCAST_GRP | CTRL_CMD_DELMCAST_GRP => {
+            tracing::info!(family = %info.name, id = info.id, cmd = genl.cmd, "family registered or changed");
+            refresh(gateway, &info.name).await;
+        }
+        CTRL_CMD_DELFAMILY => {
+            tracing::warn!(family = %info.name, "family went away; calls fail until it returns");
+            gateway.resolver.forget(&info.name);
+            if let Some(l) = gateway.listener(&info.name) {
+                l.clear();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Resolve `name` afresh and rebuild its listener.
+pub async fn refresh(gateway: &Gateway, name: &str) {
+    match gateway.resolver.resolve(name).await {
+        Ok(info) => {
+            if let Some(Err(e)) = gateway.listener(name).map(|l| l.rebuild(&info)) {
+                tracing::error!(family = name, "cannot open its listener socket: {e}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            if let Some(l) = gateway.listener(name) {
+                l.clear();
+            }
+        }
+    }
+}
