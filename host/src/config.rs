@@ -43,6 +43,17 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
 /// `gateway.toml`.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -63,6 +74,12 @@ pub struct GatewayConfig {
     pub netns: Option<PathBuf>,
     /// Default receive buffer of each family's listener socket.
     pub receive_buffer: usize,
+    /// Where compiled components are cached (None: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Poll the plugin and families directories and reload on change.
+    pub watch: bool,
+    /// Count fuel in every plugin, so families may set `limits.fuel`.
+    pub fuel_metering: bool,
 }
 
 /// Client API settings.
@@ -83,6 +100,13 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time one call into the plugin may take.
     pub call_timeout: Duration,
+    /// Fuel (roughly, wasm instructions) one call may burn; needs
+    /// `limits.fuel_metering` in gateway.toml.
+    pub fuel: Option<u64>,
+    /// Log lines per second a plugin may write before lines are suppressed.
+    pub log_lines_per_sec: u32,
+    /// Consecutive crashes after which the plugin is marked failed.
+    pub max_crashes: u32,
 }
 
 impl Default for Limits {
@@ -90,12 +114,15 @@ impl Default for Limits {
         Self {
             memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(5),
+            fuel: None,
+            log_lines_per_sec: 50,
+            max_crashes: 5,
         }
     }
 }
 
 /// One family file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyConfig {
     /// Where the file was read from.
     pub path: PathBuf,
@@ -145,6 +172,8 @@ struct RawApi {
 struct RawPlugins {
     dir: PathBuf,
     families_dir: PathBuf,
+    cache_dir: Option<PathBuf>,
+    watch: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -152,6 +181,11 @@ struct RawPlugins {
 struct RawLimits {
     memory_mib: Option<u64>,
     call_timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    log_lines_per_sec: Option<u32>,
+    max_crashes: Option<u32>,
+    /// Only in gateway.toml.
+    fuel_metering: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -257,6 +291,15 @@ impl RawLimits {
             }
             limits.call_timeout = Duration::from_millis(ms);
         }
+        if let Some(fuel) = self.fuel {
+            limits.fuel = Some(fuel);
+        }
+        if let Some(n) = self.log_lines_per_sec {
+            limits.log_lines_per_sec = n.max(1);
+        }
+        if let Some(n) = self.max_crashes {
+            limits.max_crashes = n.max(1);
+        }
         Ok(limits)
     }
 }
@@ -307,9 +350,20 @@ impl GatewayConfig {
             raw.netlink.receive_buffer_kib,
             4096,
         )?;
+        let limits = raw.limits.apply(path, Limits::default())?;
+        if limits.fuel.is_some() && raw.limits.fuel_metering != Some(true) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "limits.fuel",
+                message: "fuel limits need `fuel_metering = true` in [limits]".into(),
+            });
+        }
         Ok(Self {
             netns,
             receive_buffer,
+            cache_dir: raw.plugins.cache_dir.map(|d| resolve(&base, d)),
+            watch: raw.plugins.watch.unwrap_or(true),
+            fuel_metering: raw.limits.fuel_metering.unwrap_or(false),
             path: path.to_owned(),
             api: ApiConfig {
                 socket: resolve(&base, raw.api.socket),
@@ -318,7 +372,7 @@ impl GatewayConfig {
             },
             plugin_dir: resolve(&base, raw.plugins.dir),
             families_dir: resolve(&base, raw.plugins.families_dir),
-            limits: raw.limits.apply(path, Limits::default())?,
+            limits,
             request_timeout: Duration::from_millis(request_timeout_ms),
         })
     }
@@ -393,6 +447,18 @@ impl GatewayConfig {
                 (k, v)
             })
             .collect();
+        if raw.limits.fuel_metering.is_some() {
+            return Err(invalid(
+                "limits.fuel_metering",
+                "is engine-wide: set it in gateway.toml".into(),
+            ));
+        }
+        if raw.limits.fuel.is_some() && !self.fuel_metering {
+            return Err(invalid(
+                "limits.fuel",
+                "needs `fuel_metering = true` in the [limits] of gateway.toml (and a restart)".into(),
+            ));
+        }
         let receive_buffer = match raw.receive_buffer_kib {
             Some(kib) => check_kib(path, "receive_buffer_kib", Some(kib), 0)?,
             None => self.receive_buffer,

@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,6 +58,21 @@ enum Command {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the plugins with their state, hash, limits and restarts.
+    Plugins {
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reload one family's plugin, or every family file when none is named.
+    Reload {
+        /// The family to reload.
+        family: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -109,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(log_json);
             let config = GatewayConfig::load(&config)?;
             let gateway = Gateway::start(config).await?;
+            tokio::spawn(reload_on_sighup(gateway.clone()));
             tokio::select! {
                 r = api::serve(gateway) => r?,
                 _ = shutdown_signal() => tracing::info!("shutting down"),
@@ -163,6 +179,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Plugins { json, conn } => {
+            let (status, body) = client::request(&conn.socket, Method::GET, "/v1/plugins", None).await?;
+            if json || !status.is_success() {
+                print_json(&body);
+            } else {
+                print_plugin_table(&body);
+            }
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Reload { family, conn } => {
+            let path = match &family {
+                Some(f) => format!("/v1/plugins/{f}/reload"),
+                None => "/v1/reload".to_owned(),
+            };
+            let (status, body) = client::request(&conn.socket, Method::POST, &path, None).await?;
+            print_json(&body);
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
             })
         }
         Command::Family { family, conn } => {
@@ -240,9 +282,57 @@ fn print_family_table(body: &[u8]) {
     emit(&out);
 }
 
+fn print_plugin_table(body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        print_json(body);
+        return;
+    };
+    let mut out = format!(
+        "{:<16} {:<10} {:>8} {:>6}  {:<12} LAST ERROR\n",
+        "FAMILY", "STATE", "RESTARTS", "MEM", "SHA256"
+    );
+    for p in v["plugins"].as_array().into_iter().flatten() {
+        let mem = p["limits"]["memory_bytes"]
+            .as_u64()
+            .map(|b| format!("{}M", b >> 20))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<16} {:<10} {:>8} {:>6}  {:<12} {}\n",
+            p["family"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["restarts"].as_u64().unwrap_or(0),
+            mem,
+            p["sha256"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
+            p["last_error"].as_str().unwrap_or("")
+        ));
+    }
+    for b in v["broken_files"].as_array().into_iter().flatten() {
+        out.push_str(&format!("broken: {}\n", b["error"].as_str().unwrap_or("?")));
+    }
+    emit(&out);
+}
+
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GENL_GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = std::env::var("GENL_GATEWAY_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("warning: GENL_GATEWAY_LOG={spec:?} is not a valid filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    // At debug level wasmtime logs every byte a plugin writes to stdout and
+    // every function it compiles: that would bypass the plugins' log rate
+    // limit. Keep its internals quiet unless the operator asks for them.
+    if !spec.contains("wasmtime") && !spec.contains("cranelift") {
+        for quiet in [
+            "wasmtime_wasi=info",
+            "wasmtime_internal_cranelift=info",
+            "cranelift_codegen=info",
+            "wasmtime=info",
+        ] {
+            if let Ok(d) = quiet.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -250,6 +340,20 @@ fn init_logging(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// SIGHUP re-reads every family file, as `POST /v1/reload` does.
+async fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP; reload through the API instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading");
+        for o in gateway.reload().await.iter().filter(|o| o.result != "unchanged") {
+            tracing::info!(file = %o.file, family = ?o.family, result = o.result, error = ?o.error, "reload");
+        }
     }
 }
 

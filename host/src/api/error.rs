@@ -97,6 +97,17 @@ impl From<CallError> for ApiError {
                     "plugin-crashed",
                     format!("the plugin of family '{family}' crashed: {why}"),
                 ),
+                CallFailure::Restarting {
+                    retry_after,
+                    last_error,
+                } => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "plugin-restarting",
+                    format!(
+                        "the plugin of family '{family}' crashed ({last_error}) and restarts in {} ms; retry then",
+                        retry_after.as_millis()
+                    ),
+                ),
                 CallFailure::Unavailable(why) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "plugin-unavailable",

@@ -1,6 +1,6 @@
 //! The endpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -27,14 +27,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/families/{family}", get(family))
         .route("/v1/families/{family}/ops/{op}", post(call))
         .route("/v1/families/{family}/events", get(events))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins/{family}/reload", post(reload_plugin))
+        .route("/v1/reload", post(reload_all))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(gateway)
 }
 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    let served = gw.families.values().filter(|f| f.plugin.is_ok()).count();
-    Json(json!({"status": "ok", "families_served": served, "families_configured": gw.families.len()}))
+    let families = gw.families();
+    let served = families.iter().filter(|(_, f)| f.plugin.is_ok()).count();
+    Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
 }
 
 async fn not_found() -> ApiError {
@@ -55,8 +59,9 @@ async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiErro
             format!("listing families: {e}"),
         )
     })?;
+    let configured: BTreeMap<String, _> = gw.families().into_iter().collect();
     let plugin_of = |name: &str| {
-        gw.families.get(name).map(|entry| match &entry.plugin {
+        configured.get(name).map(|entry| match &entry.plugin {
             Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
             Err(reason) => json!({"path": entry.config.plugin.display().to_string(), "state": "failed", "last_error": reason}),
         })
@@ -79,7 +84,7 @@ async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiErro
             })
         })
         .collect();
-    for name in gw.families.keys().filter(|n| !seen.contains(*n)) {
+    for name in configured.keys().filter(|n| !seen.contains(*n)) {
         out.push(json!({"name": name, "present": false, "plugin": plugin_of(name)}));
     }
     Ok(Json(Value::Array(out)))
@@ -114,7 +119,7 @@ async fn call(
 /// One family: what the kernel says now, its plugin, its listener, and its
 /// attribute policies.
 async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let entry = gw.families.get(&name);
+    let entry = gw.family(&name);
     let info = match gw.resolver.resolve(&name).await {
         Ok(info) => Some(info),
         Err(crate::families::ResolveError::Absent(_)) => None,
@@ -182,7 +187,7 @@ async fn events(
     Path(family): Path<String>,
     Query(q): Query<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
-    if !gw.families.contains_key(&family) {
+    if gw.family(&family).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown-family",
@@ -234,4 +239,60 @@ fn sse_event(ev: &Event) -> SseEvent {
         ev.payload
     );
     SseEvent::default().event(&ev.topic).data(data)
+}
+
+/// Every configured plugin with its state, hash, limits and restarts, the
+/// family files that could not be read, and the compiled cache's counters.
+async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let plugins: Vec<Value> = gw
+        .families()
+        .into_iter()
+        .map(|(name, entry)| {
+            let mut v = match &entry.plugin {
+                Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
+                Err(reason) => json!({"path": entry.config.plugin.display().to_string(), "state": "failed", "last_error": reason}),
+            };
+            v["family"] = name.into();
+            v["file"] = entry.config.path.display().to_string().into();
+            v
+        })
+        .collect();
+    let broken: Vec<Value> = gw
+        .broken_files()
+        .into_iter()
+        .map(|(file, error)| json!({"file": file.display().to_string(), "error": error}))
+        .collect();
+    Json(json!({
+        "plugins": plugins,
+        "broken_files": broken,
+        "cache": {"compiled": gw.runtime.cache.compiled.load(Relaxed), "hits": gw.runtime.cache.hits.load(Relaxed)},
+        "engine": {"pooling_allocator": gw.runtime.pooling, "fuel_metering": gw.runtime.fuel},
+    }))
+}
+
+/// Reload one family's file and plugin; the old version keeps serving if
+/// the new one fails.
+async fn reload_plugin(
+    State(gw): State<Arc<Gateway>>,
+    Path(family): Path<String>,
+) -> Result<Response, ApiError> {
+    let outcome = gw.reload_family(&family).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-family",
+            format!("no family file configures '{family}'"),
+        )
+    })?;
+    let status = if outcome.result == "failed" {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// Re-read every family file (as SIGHUP does).
+async fn reload_all(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    Json(json!(gw.reload().await))
 }

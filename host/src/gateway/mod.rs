@@ -1,31 +1,42 @@
 //! The gateway: the configured families, their plugins and listeners, and
-//! the kernel connection they share. Built once by `serve`; the API reads it.
+//! the kernel connection they share. The API reads it; reloads swap
+//! families in and out of it.
 
 mod listener;
+mod reload;
 mod watch;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
 
 pub use listener::Listener;
+pub use reload::ReloadOutcome;
 
 use crate::config::{FamilyConfig, GatewayConfig};
 use crate::families::{FamilyResolver, ResolveError};
 use crate::netlink::{Requester, SocketOptions};
-use crate::plugin::{CallFailure, Event, KernelAccess, LoadedPlugin, Runtime};
+use crate::plugin::{CallFailure, Event, LoadedPlugin, Runtime, RuntimeOptions};
 
-/// How many unread events a subscriber may lag before it loses some.
+/// How many unread events a subscriber may lag before it is cut off.
 const EVENT_BACKLOG: usize = 4096;
 
 /// Receive buffer of the shared request socket: replies to one request at
 /// a time per dump, so a few MiB is ample.
 const REQUEST_RCVBUF: usize = 4 << 20;
 
-/// A configured family and what became of its plugin.
+/// How often the file watcher looks at the plugin and families directories.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A configured family and what became of its plugin. Immutable: a reload
+/// builds a new entry and swaps it in.
 pub struct FamilyEntry {
     /// Its configuration.
     pub config: FamilyConfig,
@@ -33,6 +44,20 @@ pub struct FamilyEntry {
     pub plugin: Result<Arc<LoadedPlugin>, String>,
     /// Its listener socket (when the plugin loaded).
     pub listener: Option<Arc<Listener>>,
+    dispatcher: Option<AbortHandle>,
+}
+
+impl Drop for FamilyEntry {
+    fn drop(&mut self) {
+        // Replaced or removed: stop delivering to this version and close
+        // its socket (the dispatcher holds the listener and the plugin).
+        if let Some(d) = &self.dispatcher {
+            d.abort();
+        }
+        if let Some(l) = &self.listener {
+            l.clear();
+        }
+    }
 }
 
 /// Why a client's call failed before or inside the plugin.
@@ -64,14 +89,17 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Family resolution.
     pub resolver: Arc<FamilyResolver>,
-    /// Configured families by name.
-    pub families: BTreeMap<String, FamilyEntry>,
-    /// Family files that could not be read, with why.
-    pub broken_files: Vec<String>,
+    /// The wasm engine.
+    pub runtime: Runtime,
     /// Events published by plugins.
     pub events: broadcast::Sender<Event>,
     /// Event subscribers cut off for falling behind.
-    pub subscribers_cut_off: std::sync::atomic::AtomicU64,
+    pub subscribers_cut_off: AtomicU64,
+    families: RwLock<BTreeMap<String, Arc<FamilyEntry>>>,
+    broken_files: RwLock<BTreeMap<PathBuf, String>>,
+    requester: Arc<Requester>,
+    base: SocketOptions,
+    reload_turn: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -97,114 +125,63 @@ impl Gateway {
         };
         let requester = Requester::open(base.clone()).context("cannot open a generic netlink socket")?;
         let resolver = Arc::new(FamilyResolver::new(requester.clone()));
-        let runtime = Runtime::new()?;
+        let runtime = Runtime::new(&RuntimeOptions {
+            fuel: config.fuel_metering,
+            cache_dir: config.cache_dir.clone(),
+            // Sized for the largest memory limit a family may set.
+            max_memory_bytes: 4096 << 20,
+        })?;
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
-
-        let mut families = BTreeMap::new();
-        let mut broken_files = Vec::new();
-        let mut dispatchers = Vec::new();
-        for family in config.load_families()? {
-            let family = match family {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!("{e}; this family is skipped");
-                    broken_files.push(e.to_string());
-                    continue;
-                }
-            };
-            match resolver.resolve(&family.family).await {
-                Ok(info) => tracing::info!(family = %family.family, id = info.id, "family resolved"),
-                Err(e @ ResolveError::Absent(_)) => {
-                    tracing::warn!(
-                        "{}: {e}; calls to it fail until it appears",
-                        family.path.display()
-                    );
-                }
-                Err(e) => tracing::warn!("{}: {e}", family.path.display()),
-            }
-            let name: Arc<str> = family.family.as_str().into();
-            let (listener, queue) = Listener::new(
-                name.clone(),
-                family.groups.clone(),
-                SocketOptions {
-                    receive_buffer: family.receive_buffer,
-                    ..base.clone()
-                },
-                family.queue,
-            );
-            let access = KernelAccess {
-                family: name,
-                config_path: family.path.display().to_string().into(),
-                allow_do: family.allow_do.as_slice().into(),
-                allow_dump: family.allow_dump.as_slice().into(),
-                validate: family.validate_requests,
-                requester: requester.clone(),
-                resolver: resolver.clone(),
-                listener: listener.clone(),
-            };
-            let (plugin, listener) = match LoadedPlugin::load(&runtime, &family, access, events.clone()).await
-            {
-                Ok(p) => {
-                    tracing::info!(family = %family.family, plugin = %family.plugin.display(), ops = p.description().ops.len(), "plugin loaded");
-                    dispatchers.push((listener.clone(), queue, p.clone()));
-                    (Ok(p), Some(listener))
-                }
-                Err(e) => {
-                    tracing::error!("{}: {e}; this family is not served", family.path.display());
-                    (Err(e.to_string()), None)
-                }
-            };
-            families.insert(
-                family.family.clone(),
-                FamilyEntry {
-                    config: family,
-                    plugin,
-                    listener,
-                },
-            );
-        }
         let gateway = Arc::new(Self {
             config,
             resolver,
-            families,
-            broken_files,
+            runtime,
             events,
-            subscribers_cut_off: Default::default(),
+            subscribers_cut_off: AtomicU64::new(0),
+            families: RwLock::default(),
+            broken_files: RwLock::default(),
+            requester,
+            base,
+            reload_turn: tokio::sync::Mutex::new(()),
         });
-
-        for (listener, queue, plugin) in dispatchers {
-            tokio::spawn(listener::dispatch(listener, queue, plugin));
-        }
-        for name in gateway.families.keys() {
-            if gateway.resolver.cached(name).is_some() {
-                watch::refresh(&gateway, name).await;
+        for outcome in gateway.reload().await {
+            if let (Some(family), "added") = (&outcome.family, outcome.result)
+                && let Err(e @ ResolveError::Absent(_)) = gateway.resolver.resolve(family).await
+            {
+                tracing::warn!("{}: {e}; calls to it fail until it appears", outcome.file);
             }
         }
-        gateway.watch_families(&base).await?;
+        for name in gateway.families().into_iter().map(|(n, _)| n) {
+            if gateway.resolver.cached(&name).is_some() {
+                watch::refresh(&gateway, &name).await;
+            }
+        }
+        gateway.watch_families().await?;
+        if gateway.config.watch {
+            tokio::spawn(reload::watch_files(gateway.clone(), WATCH_INTERVAL));
+        }
         Ok(gateway)
     }
 
     /// Join nlctrl's `notify` group and follow families coming and going.
-    async fn watch_families(self: &Arc<Self>, base: &SocketOptions) -> anyhow::Result<()> {
+    async fn watch_families(self: &Arc<Self>) -> anyhow::Result<()> {
         let nlctrl = self
             .resolver
             .resolve("nlctrl")
             .await
             .context("resolving nlctrl")?;
-        let group = nlctrl.group_id("notify").context("nlctrl has no notify group")?;
         let (watcher, rx) = Listener::new(
             "nlctrl (gateway)".into(),
             vec!["notify".into()],
             SocketOptions {
                 receive_buffer: 1 << 20,
-                ..base.clone()
+                ..self.base.clone()
             },
             1024,
         );
         watcher
             .rebuild(&nlctrl)
             .context("opening the family watcher socket")?;
-        tracing::debug!(group, "watching families");
         let gateway = self.clone();
         tokio::spawn(async move {
             // The watcher's socket lives as long as this task.
@@ -214,9 +191,40 @@ impl Gateway {
         Ok(())
     }
 
+    /// Every configured family, by name (a snapshot).
+    pub fn families(&self) -> Vec<(String, Arc<FamilyEntry>)> {
+        let map = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn families_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<FamilyEntry>>> {
+        self.families.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One configured family.
+    pub fn family(&self, name: &str) -> Option<Arc<FamilyEntry>> {
+        self.families
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
     /// The listener of configured family `name`, if its plugin loaded.
-    pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
-        self.families.get(name)?.listener.as_ref()
+    pub fn listener(&self, name: &str) -> Option<Arc<Listener>> {
+        self.family(name)?.listener.clone()
+    }
+
+    /// Family files that could not be read, with why.
+    pub fn broken_files(&self) -> BTreeMap<PathBuf, String> {
+        self.broken_files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn broken_files_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<PathBuf, String>> {
+        self.broken_files.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Count and log an event subscriber cut off after missing `missed` events.
@@ -229,8 +237,7 @@ impl Gateway {
     /// Call `op` of `family`'s plugin with the JSON `input`.
     pub async fn call(&self, family: &str, op: &str, input: &str) -> Result<String, CallError> {
         let entry = self
-            .families
-            .get(family)
+            .family(family)
             .ok_or_else(|| CallError::UnknownFamily(family.to_owned()))?;
         let plugin = entry.plugin.as_ref().map_err(|reason| CallError::PluginFailed {
             family: family.to_owned(),

@@ -19,8 +19,8 @@ pub async fn run(gateway: Arc<Gateway>, mut rx: mpsc::Receiver<Notification>) {
             Notification::Message(m) => handle(&gateway, &m).await,
             Notification::Lost => {
                 tracing::warn!("family notifications were lost; re-resolving every configured family");
-                for name in gateway.families.keys() {
-                    refresh(&gateway, name).await;
+                for (name, _) in gateway.families() {
+                    refresh(&gateway, &name).await;
                 }
             }
         }
@@ -35,7 +35,7 @@ async fn handle(gateway: &Gateway, m: &OwnedMessage) {
         tracing::warn!("malformed nlctrl notification ignored");
         return;
     };
-    if !gateway.families.contains_key(&info.name) {
+    if gateway.family(&info.name).is_none() {
         return;
     }
     match genl.cmd {

@@ -11,6 +11,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::genl::gateway::{events, kernel, log, types};
+use super::log_limit::LogLimiter;
 use crate::families::{FamilyResolver, ResolveError};
 use crate::gateway::Listener;
 use crate::netlink::{OwnedMessage, RequestError, Requester};
@@ -58,6 +59,7 @@ pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
+    pub(crate) log_limiter: Arc<LogLimiter>,
 }
 
 impl WasiView for PluginState {
@@ -280,13 +282,13 @@ impl kernel::Host for PluginState {
 impl log::Host for PluginState {
     async fn log(&mut self, level: types::Level, message: String) {
         let plugin = &*self.kernel.family;
-        match level {
+        self.log_limiter.emit(plugin, || match level {
             types::Level::Trace => tracing::trace!(plugin, "{message}"),
             types::Level::Debug => tracing::debug!(plugin, "{message}"),
             types::Level::Info => tracing::info!(plugin, "{message}"),
             types::Level::Warn => tracing::warn!(plugin, "{message}"),
             types::Level::Error => tracing::error!(plugin, "{message}"),
-        }
+        });
     }
 }
 

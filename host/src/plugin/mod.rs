@@ -3,12 +3,13 @@
 
 mod host_api;
 mod instance;
+mod log_limit;
 mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
 pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
-pub use runtime::{PluginError, Runtime};
+pub use runtime::{PluginError, Runtime, RuntimeOptions};
 
 /// Bindings generated from `wit/gateway.wit`.
 pub(crate) mod bindings {

@@ -1,12 +1,15 @@
-//! The one wasmtime engine of the process and the linker every plugin is
-//! instantiated with.
+//! The one wasmtime engine of the process, the linker every plugin is
+//! instantiated with, and the on-disk cache of compiled components.
 
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Plugin;
 use super::host_api::PluginState;
@@ -23,6 +26,14 @@ pub enum PluginError {
         "plugin file {0} does not exist (build the plugins with scripts/build-plugins.sh, or fix `plugin` in the family file)"
     )]
     Missing(String),
+    /// The file could not be read.
+    #[error("reading plugin {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
     /// The file is not a valid component or does not match the contract.
     #[error("plugin {path} is not a usable genl:gateway@0.1.0 component: {reason}")]
     Invalid {
@@ -42,21 +53,84 @@ pub enum PluginError {
     Engine(String),
 }
 
+/// Engine-wide settings, from `gateway.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Count fuel in every plugin (needed for per-family `fuel`).
+    pub fuel: bool,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest memory any plugin may have, for sizing the pooling allocator.
+    pub max_memory_bytes: usize,
+}
+
+/// Counters of the compiled-component cache.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Components compiled from wasm.
+    pub compiled: AtomicU64,
+    /// Components loaded from the cache without compiling.
+    pub hits: AtomicU64,
+}
+
+/// A compiled component and where it came from.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// SHA-256 of the `.wasm`, hex.
+    pub sha256: String,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
 /// The engine and linker shared by all plugins.
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<PluginState>>,
+    /// Whether fuel is counted.
+    pub fuel: bool,
+    /// Whether the pooling allocator is in use.
+    pub pooling: bool,
+    cache_dir: Option<PathBuf>,
+    engine_hash: String,
+    /// Cache counters.
+    pub cache: CacheStats,
+}
+
+fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Epoch interruption bounds each call's wall time at the cost of a load
+    // and compare per loop back-edge, far cheaper than fuel.
+    config.epoch_interruption(true);
+    config.consume_fuel(opts.fuel);
+    if pooling {
+        // Slots for a few dozen plugins; each memory slot reserves address
+        // space (not memory) up to the largest plugin memory limit.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(1024)
+            .max_memory_size(opts.max_memory_bytes.max(1 << 20));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
 }
 
 impl Runtime {
-    /// Build the engine and start its epoch ticker.
-    pub fn new() -> Result<Self, PluginError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        // Epoch interruption bounds each call's wall time at a cost of a
-        // load and compare per loop back-edge, far cheaper than fuel.
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+    /// Build the engine (pooling allocator if the machine allows it) and
+    /// start its epoch ticker.
+    pub fn new(opts: &RuntimeOptions) -> Result<Self, PluginError> {
+        let (engine, pooling) = match Engine::new(&engine_config(opts, true)) {
+            Ok(e) => (e, true),
+            Err(e) => {
+                tracing::info!("pooling allocator unavailable ({e:#}); using on-demand allocation");
+                let e = Engine::new(&engine_config(opts, false))
+                    .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+                (e, false)
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -74,20 +148,81 @@ impl Runtime {
                 }
             })
             .map_err(|e| PluginError::Engine(format!("epoch ticker thread: {e}")))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+        if let Some(dir) = &opts.cache_dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), "compiled-component cache disabled: {e}");
+        }
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            fuel: opts.fuel,
+            pooling,
+            cache_dir: opts.cache_dir.clone(),
+            engine_hash,
+            cache: CacheStats::default(),
         })
     }
 
-    /// Compile a component from `path`.
-    pub fn compile(&self, path: &Path) -> Result<Component, PluginError> {
+    /// Compile the component at `path`, or load it from the cache when the
+    /// same bytes were compiled by a compatible engine before.
+    pub fn compile(&self, path: &Path) -> Result<Compiled, PluginError> {
         if !path.is_file() {
             return Err(PluginError::Missing(path.display().to_string()));
         }
-        Component::from_file(&self.engine, path).map_err(|e| PluginError::Invalid {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let cache_file = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)));
+        if let Some(file) = cache_file.as_ref().filter(|f| f.is_file()) {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name),
+            // into a cache directory only the gateway writes. A file that
+            // does not deserialise is recompiled below.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(component) => {
+                    self.cache.hits.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(plugin = %path.display(), "loaded from the compiled cache (no compilation)");
+                    return Ok(Compiled {
+                        component,
+                        sha256,
+                        cached: true,
+                    });
+                }
+                Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cache entry: {e:#}"),
+            }
+        }
+        let component = Component::new(&self.engine, &bytes).map_err(|e| PluginError::Invalid {
             path: path.display().to_string(),
             reason: format!("{e:#}"),
+        })?;
+        self.cache.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(plugin = %path.display(), "compiled");
+        if let Some(file) = cache_file {
+            // Write then rename, so a concurrent reader never sees half a file.
+            let tmp = file.with_extension("tmp");
+            let written = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+                .and_then(|()| std::fs::rename(&tmp, &file).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!(file = %file.display(), "could not cache the compiled component: {e}");
+            }
+        }
+        Ok(Compiled {
+            component,
+            sha256,
+            cached: false,
         })
     }
 }

@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::log_limit::LogLimiter;
+
 /// Longest line kept; the rest of a longer line is cut, not buffered.
 const MAX_LINE: usize = 4096;
 
@@ -16,12 +18,17 @@ const MAX_LINE: usize = 4096;
 pub struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
+    limiter: Arc<LogLimiter>,
 }
 
 impl LogStream {
     /// A stream for `plugin`'s `stream` ("stdout" or "stderr").
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
-        Self { plugin, stream }
+    pub fn new(plugin: Arc<str>, stream: &'static str, limiter: Arc<LogLimiter>) -> Self {
+        Self {
+            plugin,
+            stream,
+            limiter,
+        }
     }
 }
 
@@ -36,6 +43,7 @@ impl StdoutStream for LogStream {
         Box::new(LineWriter {
             plugin: self.plugin.clone(),
             stream: self.stream,
+            limiter: self.limiter.clone(),
             line: Vec::new(),
         })
     }
@@ -44,6 +52,7 @@ impl StdoutStream for LogStream {
 struct LineWriter {
     plugin: Arc<str>,
     stream: &'static str,
+    limiter: Arc<LogLimiter>,
     line: Vec<u8>,
 }
 
@@ -51,11 +60,13 @@ impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
-        if self.stream == "stderr" {
-            tracing::warn!(plugin = %self.plugin, stream = self.stream, "{text}");
-        } else {
-            tracing::info!(plugin = %self.plugin, stream = self.stream, "{text}");
-        }
+        self.limiter.emit(&self.plugin, || {
+            if self.stream == "stderr" {
+                tracing::warn!(plugin = %self.plugin, stream = self.stream, "{text}");
+            } else {
+                tracing::info!(plugin = %self.plugin, stream = self.stream, "{text}");
+            }
+        });
         self.line.clear();
     }
 }

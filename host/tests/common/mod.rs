@@ -33,27 +33,62 @@ pub fn binary() -> &'static str {
 /// A config directory with `gateway.toml` and `families.d/`.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
+    sections: std::cell::RefCell<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl TestConfig {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("families.d")).expect("families.d");
-        let gateway = format!(
-            "[api]\nsocket = \"api.sock\"\n[plugins]\ndir = \"{}\"\nfamilies_dir = \"families.d\"\n",
-            workspace().join("target/plugins").display()
-        );
-        std::fs::write(dir.path().join("gateway.toml"), gateway).expect("gateway.toml");
-        Self { dir }
+        let config = Self {
+            dir,
+            sections: Default::default(),
+        };
+        config
+            .set("api", "socket = \"api.sock\"")
+            .set(
+                "plugins",
+                &format!("dir = \"{}\"", workspace().join("target/plugins").display()),
+            )
+            .set("plugins", "families_dir = \"families.d\"")
+            .set("plugins", "watch = false");
+        config
+    }
+
+    /// Set `line` (`key = value`) in `[section]`, replacing that key.
+    pub fn set(&self, section: &str, line: &str) -> &Self {
+        let key = line.split('=').next().unwrap_or_default().trim().to_owned();
+        {
+            let mut sections = self.sections.borrow_mut();
+            let lines = sections.entry(section.to_owned()).or_default();
+            lines.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+            lines.push(line.to_owned());
+        }
+        let text: String = self
+            .sections
+            .borrow()
+            .iter()
+            .map(|(s, lines)| format!("[{s}]\n{}\n", lines.join("\n")))
+            .collect();
+        std::fs::write(self.path(), text).expect("gateway.toml");
+        self
     }
 
     /// Point the gateway at network namespace `ns`.
     pub fn netns(&self, ns: &Netns) -> &Self {
-        let path = self.path();
-        let mut text = std::fs::read_to_string(&path).expect("gateway.toml");
-        text.push_str(&format!("[netlink]\nnetns = \"{}\"\n", ns.name));
-        std::fs::write(path, text).expect("gateway.toml");
-        self
+        self.set("netlink", &format!("netns = \"{}\"", ns.name))
+    }
+
+    /// Serve plugins from a private copy of the built ones, which the test
+    /// may then change; returns that directory.
+    pub fn private_plugins(&self) -> PathBuf {
+        let dir = self.dir.path().join("plugins");
+        std::fs::create_dir_all(&dir).expect("plugins dir");
+        for name in ["nlctrl", "netdev", "chaos"] {
+            std::fs::copy(plugin(name), dir.join(format!("{name}.wasm"))).expect("copy plugin");
+        }
+        self.set("plugins", &format!("dir = \"{}\"", dir.display()));
+        dir
     }
 
     pub fn family(&self, file: &str, text: &str) -> &Self {
