@@ -87,10 +87,61 @@ pub struct GatewayConfig {
 pub struct ApiConfig {
     /// Unix socket path.
     pub socket: PathBuf,
+    /// The socket file's permission bits.
+    pub socket_mode: u32,
+    /// The group to give the socket file, if any.
+    pub socket_group: Option<String>,
     /// Loopback TCP address, if enabled.
     pub tcp: Option<SocketAddr>,
+    /// Bearer tokens accepted on TCP.
+    pub tokens: Vec<Token>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Events a subscriber may fall behind before it is cut off.
+    pub event_backlog: usize,
+}
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// List, describe, follow events, call read-only ops.
+    Read,
+    /// Also call ops that change kernel state.
+    Write,
+    /// Also reload plugins.
+    Admin,
+}
+
+/// A bearer token for the TCP API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// A name for logs.
+    pub name: String,
+    /// The secret.
+    pub secret: String,
+    /// Families it may reach; `*` for all.
+    pub families: Vec<String>,
+    /// What it may do.
+    pub access: Access,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("families", &self.families)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Whether the token reaches `family`.
+    pub fn covers(&self, family: &str) -> bool {
+        self.families.iter().any(|f| f == "*" || f == family)
+    }
 }
 
 /// Per-plugin resource limits.
@@ -163,8 +214,28 @@ struct RawGateway {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     socket: PathBuf,
+    socket_mode: Option<String>,
+    socket_group: Option<String>,
     tcp: Option<String>,
     max_body_bytes: Option<usize>,
+    event_backlog: Option<usize>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default = "all_families")]
+    families: Vec<String>,
+    access: Access,
+}
+
+fn all_families() -> Vec<String> {
+    vec!["*".to_owned()]
 }
 
 #[derive(Deserialize)]
@@ -329,6 +400,60 @@ impl GatewayConfig {
                 Some(addr)
             }
         };
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let socket_mode = match &raw.api.socket_mode {
+            None => 0o660,
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    invalid(
+                        "api.socket_mode",
+                        format!("'{m}' is not an octal mode like \"0660\""),
+                    )
+                })?,
+        };
+        let mut tokens = Vec::new();
+        for t in raw.api.tokens {
+            let secret = match (t.token, t.token_file) {
+                (Some(s), None) => s,
+                (None, Some(file)) => {
+                    let file = resolve(&base, file);
+                    read(&file)?.trim().to_owned()
+                }
+                _ => {
+                    return Err(invalid(
+                        "api.tokens",
+                        format!("token '{}': give exactly one of `token` and `token_file`", t.name),
+                    ));
+                }
+            };
+            if secret.len() < 16 {
+                return Err(invalid(
+                    "api.tokens",
+                    format!(
+                        "token '{}' is shorter than 16 characters; use e.g. `openssl rand -hex 24`",
+                        t.name
+                    ),
+                ));
+            }
+            tokens.push(Token {
+                name: t.name,
+                secret,
+                families: t.families,
+                access: t.access,
+            });
+        }
+        if tcp.is_some() && tokens.is_empty() {
+            return Err(invalid(
+                "api.tcp",
+                "the TCP API needs at least one [[api.tokens]] entry (the Unix socket needs none)".into(),
+            ));
+        }
         let request_timeout_ms = raw.netlink.request_timeout_ms.unwrap_or(5000);
         if !(1..=600_000).contains(&request_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -367,8 +492,12 @@ impl GatewayConfig {
             path: path.to_owned(),
             api: ApiConfig {
                 socket: resolve(&base, raw.api.socket),
+                socket_mode,
+                socket_group: raw.api.socket_group,
                 tcp,
+                tokens,
                 max_body_bytes: raw.api.max_body_bytes.unwrap_or(1 << 20),
+                event_backlog: raw.api.event_backlog.unwrap_or(4096).max(1),
             },
             plugin_dir: resolve(&base, raw.plugins.dir),
             families_dir: resolve(&base, raw.plugins.families_dir),
@@ -500,6 +629,10 @@ mod tests {
         [api]
         socket = "run/api.sock"
         tcp = "127.0.0.1:7411"
+        [[api.tokens]]
+        name = "ops"
+        token = "0123456789abcdef0123"
+        access = "read"
         [plugins]
         dir = "plugins"
         families_dir = "families.d"

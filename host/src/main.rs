@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +36,16 @@ enum Command {
         /// Log as JSON lines instead of human-readable text.
         #[arg(long)]
         log_json: bool,
+    },
+    /// Validate the configuration and load every plugin without serving:
+    /// one line a family, non-zero exit on any error.
+    Check {
+        /// The gateway configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Call an operation of a family's plugin and print its JSON answer.
     Call {
@@ -131,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { config, json } => check(&config, json).await,
         Command::Call {
             family,
             op,
@@ -237,6 +248,67 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn emit(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// `check`: start the gateway's loading path (no API, no watching) and
+/// report what became of each family file.
+async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut config = GatewayConfig::load(path)?;
+    config.watch = false;
+    let gateway = Gateway::start(config).await?;
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for (name, entry) in gateway.families() {
+        let file = entry.config.path.display().to_string();
+        let present = gateway.resolver.cached(&name).is_some();
+        let row = match &entry.plugin {
+            Ok(p) => serde_json::json!({
+                "family": name, "file": file, "status": "ok", "present": present,
+                "plugin": entry.config.plugin.display().to_string(),
+                "ops": p.description().ops.len(), "topics": p.description().topics.len(),
+            }),
+            Err(e) => {
+                ok = false;
+                serde_json::json!({"family": name, "file": file, "status": "error", "error": e})
+            }
+        };
+        rows.push(row);
+    }
+    for (file, error) in gateway.broken_files() {
+        ok = false;
+        rows.push(serde_json::json!({"file": file.display().to_string(), "status": "error", "error": error}));
+    }
+    if json {
+        emit(&format!("{}\n", serde_json::json!({"ok": ok, "families": rows})));
+    } else {
+        let mut out = String::new();
+        for r in &rows {
+            let line = match r["status"].as_str() {
+                Some("ok") => format!(
+                    "ok     {:<14} {} ops, {} topics{}  ({})",
+                    r["family"].as_str().unwrap_or("?"),
+                    r["ops"],
+                    r["topics"],
+                    if r["present"] == true {
+                        ""
+                    } else {
+                        "; family absent from the kernel now"
+                    },
+                    r["file"].as_str().unwrap_or("?"),
+                ),
+                _ => format!("error  {}", r["error"].as_str().unwrap_or("?")),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(if ok {
+            "configuration OK\n"
+        } else {
+            "configuration has errors\n"
+        });
+        emit(&out);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_json(body: &[u8]) {

@@ -1,7 +1,9 @@
 //! The client API: HTTP/JSON on a Unix socket and, if configured, loopback
 //! TCP. Every error is a JSON body with a stable code.
 
+mod auth;
 mod error;
+mod metrics;
 mod policy;
 mod routes;
 
@@ -40,8 +42,13 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     })?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&api.socket, std::fs::Permissions::from_mode(0o660))
+        std::fs::set_permissions(&api.socket, std::fs::Permissions::from_mode(api.socket_mode))
             .with_context(|| format!("setting the mode of {}", api.socket.display()))?;
+    }
+    if let Some(group) = &api.socket_group {
+        let gid = group_id(group).with_context(|| format!("[api] socket_group: no group named '{group}'"))?;
+        std::os::unix::fs::chown(&api.socket, None, Some(gid))
+            .with_context(|| format!("giving {} to group {group}", api.socket.display()))?;
     }
     tracing::info!(socket = %api.socket.display(), "API listening on the Unix socket");
 
@@ -59,10 +66,24 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let unix_server = axum::serve(unix, app.clone());
     match tcp {
         Some(tcp) => {
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                gateway.clone(),
+                auth::require_token,
+            ));
             let tcp_server = axum::serve(tcp, app);
             tokio::try_join!(async { unix_server.await }, async { tcp_server.await })?;
         }
         None => unix_server.await?,
     }
     Ok(())
+}
+
+/// The id of group `name`, from the system's group database.
+fn group_id(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the returned record is
+    // read at once, before any other call could reuse its static storage.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    // SAFETY: non-null gr points at a valid struct group.
+    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
 }

@@ -30,7 +30,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/{family}/reload", post(reload_plugin))
         .route("/v1/reload", post(reload_all))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(gateway)
 }
@@ -39,6 +41,22 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let families = gw.families();
     let served = families.iter().filter(|(_, f)| f.plugin.is_ok()).count();
     Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        super::metrics::render(&gw),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not take that method; see docs/api.md",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -93,8 +111,22 @@ async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiErro
 async fn call(
     State(gw): State<Arc<Gateway>>,
     Path((family, op)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the request body exceeds {} bytes ([api] max_body_bytes)",
+                    gw.config.api.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e.body_text())
+        }
+    })?;
     let input = std::str::from_utf8(&body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

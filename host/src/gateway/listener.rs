@@ -101,6 +101,14 @@ impl Listener {
         self.socket.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Notifications waiting in the plugin's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.opts
+            .sink
+            .as_ref()
+            .map_or(0, |s| s.queue.max_capacity() - s.queue.capacity())
+    }
+
     /// The groups joined now, by name.
     pub fn joined(&self) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -25,9 +25,6 @@ use crate::families::{FamilyResolver, ResolveError};
 use crate::netlink::{Requester, SocketOptions};
 use crate::plugin::{CallFailure, Event, LoadedPlugin, Runtime, RuntimeOptions};
 
-/// How many unread events a subscriber may lag before it is cut off.
-const EVENT_BACKLOG: usize = 4096;
-
 /// Receive buffer of the shared request socket: replies to one request at
 /// a time per dump, so a few MiB is ample.
 const REQUEST_RCVBUF: usize = 4 << 20;
@@ -131,7 +128,7 @@ impl Gateway {
             // Sized for the largest memory limit a family may set.
             max_memory_bytes: 4096 << 20,
         })?;
-        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let (events, _) = broadcast::channel(config.api.event_backlog);
         let gateway = Arc::new(Self {
             config,
             resolver,

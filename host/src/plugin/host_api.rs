@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::genl::gateway::{events, kernel, log, types};
 use super::log_limit::LogLimiter;
+use super::metrics::PluginMetrics;
 use crate::families::{FamilyResolver, ResolveError};
 use crate::gateway::Listener;
 use crate::netlink::{OwnedMessage, RequestError, Requester};
@@ -60,6 +61,7 @@ pub struct PluginState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) log_limiter: Arc<LogLimiter>,
+    pub(crate) metrics: Arc<PluginMetrics>,
 }
 
 impl WasiView for PluginState {
@@ -300,6 +302,9 @@ impl events::Host for PluginState {
             tracing::warn!(plugin = %self.kernel.family, %topic, "dropped an event whose payload is not JSON");
             return;
         }
+        self.metrics
+            .events_published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // No subscriber is not an error: events are best-effort fan-out.
         let _ = self.events.send(Event {
             family: self.kernel.family.clone(),

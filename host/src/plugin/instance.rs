@@ -17,6 +17,7 @@ use super::bindings::{Plugin, PluginPre};
 use super::host_api::to_wit_message;
 use super::host_api::{Event, KernelAccess, PluginState};
 use super::log_limit::LogLimiter;
+use super::metrics::PluginMetrics;
 use super::runtime::{EPOCH_TICK, PluginError, Runtime};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
@@ -160,6 +161,8 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<PluginMetrics>,
 }
 
 fn trap(e: wasmtime::Error) -> String {
@@ -208,6 +211,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
+            metrics: Arc::default(),
         };
         let mut live = plugin.instantiate().await?;
         plugin.arm(&mut live.store);
@@ -273,6 +277,7 @@ impl LoadedPlugin {
                 table: ResourceTable::new(),
                 limits,
                 log_limiter: self.limiter.clone(),
+                metrics: self.metrics.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -333,6 +338,7 @@ impl LoadedPlugin {
 
     /// Record a crash: back off exponentially, or give up after too many.
     fn crashed(&self, msg: &str) {
+        self.metrics.traps.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.to_owned());
         let mut c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
         c.consecutive += 1;
@@ -373,6 +379,9 @@ impl LoadedPlugin {
         };
         for item in batch {
             self.arm(&mut live.store);
+            self.metrics
+                .notifications_delivered
+                .fetch_add(1, Ordering::Relaxed);
             let result = match item {
                 Delivery::Message { group, message } => match to_wit_message(message) {
                     Ok(m) => {
@@ -399,6 +408,22 @@ impl LoadedPlugin {
 
     /// Call `op` with the JSON `input`.
     pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
+        let started = Instant::now();
+        self.metrics.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(op, input).await;
+        self.metrics.observe(started.elapsed());
+        if let Err(e) = &result {
+            self.metrics.error(match e {
+                CallFailure::Plugin { code, .. } => code,
+                CallFailure::Crashed(_) => "plugin-crashed",
+                CallFailure::Unavailable(_) => "plugin-unavailable",
+                CallFailure::Restarting { .. } => "plugin-restarting",
+            });
+        }
+        result
+    }
+
+    async fn call_inner(&self, op: &str, input: &str) -> Result<String, CallFailure> {
         let mut slot = self.live.lock().await;
         let live = self.ensure_live(&mut slot).await?;
         self.arm(&mut live.store);

@@ -4,11 +4,13 @@
 mod host_api;
 mod instance;
 mod log_limit;
+mod metrics;
 mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
 pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
+pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use runtime::{PluginError, Runtime, RuntimeOptions};
 
 /// Bindings generated from `wit/gateway.wit`.

@@ -245,10 +245,10 @@ impl Gateway {
         (out.status.success(), v)
     }
 
-    /// Start `events family --count n` in the background; its stdout has
-    /// one JSON line per event.
-    pub fn subscribe(&self, family: &str, topic: &str, count: u64) -> Child {
-        let child = Command::new(binary())
+    /// Start `events family --count n` in the background; its stdout (one
+    /// JSON line per event) is drained on a thread so the pipe never fills.
+    pub fn subscribe(&self, family: &str, topic: &str, count: u64) -> Subscription {
+        let mut child = Command::new(binary())
             .args([
                 "events",
                 family,
@@ -262,10 +262,16 @@ impl Gateway {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn events");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            out
+        });
         // The subscription is live once the HTTP request reached the server;
         // give it a moment so events sent right after are not missed.
         std::thread::sleep(Duration::from_millis(300));
-        child
+        Subscription { child, reader }
     }
 
     /// Run the CLI against this gateway.
@@ -289,33 +295,97 @@ impl Drop for Gateway {
 /// The nlctrl family file as bundled.
 pub const NLCTRL: &str = "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[commands]\ndo = [3]\ndump = [3]\n";
 
-/// Wait up to `secs` for `child` to exit; kill it and panic otherwise.
-pub fn wait_output(mut child: Child, secs: u64, what: &str) -> Vec<serde_json::Value> {
+/// A running `events` subscriber.
+pub struct Subscription {
+    child: Child,
+    reader: std::thread::JoinHandle<String>,
+}
+
+/// Wait up to `secs` for the subscriber to exit; kill it and panic
+/// otherwise. Returns its events.
+pub fn wait_output(sub: Subscription, secs: u64, what: &str) -> Vec<serde_json::Value> {
+    let Subscription { mut child, reader } = sub;
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
+    let mut timed_out = false;
+    while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{what}: timed out; got so far:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            let _ = child.wait();
+            timed_out = true;
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().expect("output");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let out = reader.join().expect("reader thread");
+    if timed_out {
+        let n = out.lines().count();
+        panic!(
+            "{what}: timed out after {n} events; last: {:?}",
+            out.lines().last()
+        );
+    }
+    out.lines()
         .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: bad JSON line {l:?}: {e}\nall output:\n{}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
-            })
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{what}: bad JSON line {l:?}: {e}\nall output:\n{out}"))
         })
         .collect()
+}
+
+/// One HTTP/1.1 request over a Unix socket path or a TCP `host:port`, with
+/// extra headers; returns status and body. Written by hand so the tests
+/// check the wire, not a client library's view of it.
+pub fn http(target: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut raw = Vec::new();
+    let mut send = |s: &mut dyn ReadWrite| {
+        s.write_all(req.as_bytes()).expect("write request");
+        s.write_all(body).expect("write body");
+        s.read_to_end(&mut raw).expect("read response");
+    };
+    if target.contains('/') {
+        send(&mut std::os::unix::net::UnixStream::connect(target).expect("connect unix"));
+    } else {
+        send(&mut std::net::TcpStream::connect(target).expect("connect tcp"));
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    let mut payload = raw[head_end..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload);
+    }
+    (status, payload)
+}
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
 }

@@ -91,6 +91,20 @@ impl Plugin for Chaos {
                 };
                 Ok(json!({"replies": replies.len()}))
             }
+            "burst" => {
+                let n = input.get("n").and_then(Value::as_u64).unwrap_or(100);
+                let pace = std::time::Duration::from_micros(
+                    input.get("pace_us").and_then(Value::as_u64).unwrap_or(0),
+                );
+                let every = input.get("every").and_then(Value::as_u64).unwrap_or(1).max(1);
+                for seq in 0..n {
+                    events::publish("burst", &json!({"seq": seq}));
+                    if !pace.is_zero() && (seq + 1) % every == 0 {
+                        std::thread::sleep(pace);
+                    }
+                }
+                Ok(json!({"published": n}))
+            }
             _ => Err(CallError::unknown_op(op)),
         }
     }

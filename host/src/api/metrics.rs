@@ -1,0 +1,220 @@
+//! `/metrics` in the Prometheus text exposition format.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::gateway::{Gateway, Listener};
+use crate::plugin::{LATENCY_BUCKETS, LoadedPlugin};
+
+/// A counter read off a plugin or a listener: name, help, getter.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// Label values escaped as the format requires.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+/// Render every metric.
+pub fn render(gw: &Gateway) -> String {
+    let families = gw.families();
+    let plugins: Vec<_> = families
+        .iter()
+        .filter_map(|(n, e)| e.plugin.as_ref().ok().map(|p| (n.as_str(), p)))
+        .collect();
+    let mut o = Out(String::with_capacity(8192));
+
+    o.family(
+        "genl_gateway_family_present",
+        "gauge",
+        "1 if the kernel has the configured family now.",
+    );
+    for (name, _) in &families {
+        o.sample(
+            "genl_gateway_family_present",
+            &[("family", name)],
+            u8::from(gw.resolver.cached(name).is_some()),
+        );
+    }
+    o.family(
+        "genl_gateway_plugin_up",
+        "gauge",
+        "1 if the family's plugin is loaded and not failed.",
+    );
+    for (name, e) in &families {
+        let up = e.plugin.as_ref().is_ok_and(|p| p.status().state != "failed");
+        o.sample("genl_gateway_plugin_up", &[("family", name)], u8::from(up));
+    }
+    let counters: [Counter<LoadedPlugin>; 5] = [
+        (
+            "genl_gateway_plugin_calls_total",
+            "Client calls into the plugin.",
+            |p| p.metrics.calls.load(Relaxed),
+        ),
+        (
+            "genl_gateway_plugin_traps_total",
+            "Plugin crashes (traps) in any entry point.",
+            |p| p.metrics.traps.load(Relaxed),
+        ),
+        (
+            "genl_gateway_plugin_restarts_total",
+            "Plugin instances rebuilt after a crash.",
+            |p| p.status().restarts,
+        ),
+        (
+            "genl_gateway_notifications_delivered_total",
+            "Notifications handed to the plugin.",
+            |p| p.metrics.notifications_delivered.load(Relaxed),
+        ),
+        (
+            "genl_gateway_events_published_total",
+            "Events the plugin published.",
+            |p| p.metrics.events_published.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        o.family(name, "counter", help);
+        for (family, p) in &plugins {
+            o.sample(name, &[("family", family)], get(p));
+        }
+    }
+    o.family(
+        "genl_gateway_plugin_call_errors_total",
+        "counter",
+        "Failed client calls, by error code.",
+    );
+    for (family, p) in &plugins {
+        for (code, n) in p.metrics.errors() {
+            o.sample(
+                "genl_gateway_plugin_call_errors_total",
+                &[("family", family), ("code", &code)],
+                n,
+            );
+        }
+    }
+    o.family(
+        "genl_gateway_plugin_call_duration_seconds",
+        "histogram",
+        "Latency of client calls into the plugin.",
+    );
+    for (family, p) in &plugins {
+        let (buckets, count, sum) = p.metrics.histogram();
+        for (le, n) in LATENCY_BUCKETS.iter().zip(&buckets) {
+            o.sample(
+                "genl_gateway_plugin_call_duration_seconds_bucket",
+                &[("family", family), ("le", &le.to_string())],
+                n,
+            );
+        }
+        o.sample(
+            "genl_gateway_plugin_call_duration_seconds_bucket",
+            &[("family", family), ("le", "+Inf")],
+            count,
+        );
+        o.sample(
+            "genl_gateway_plugin_call_duration_seconds_sum",
+            &[("family", family)],
+            sum,
+        );
+        o.sample(
+            "genl_gateway_plugin_call_duration_seconds_count",
+            &[("family", family)],
+            count,
+        );
+    }
+    let listeners: Vec<_> = families
+        .iter()
+        .filter_map(|(n, e)| e.listener.as_ref().map(|l| (n.as_str(), l)))
+        .collect();
+    let listener_counters: [Counter<Listener>; 3] = [
+        (
+            "genl_gateway_notifications_received_total",
+            "Notifications received from the kernel.",
+            |l| l.stats.received.load(Relaxed),
+        ),
+        (
+            "genl_gateway_notifications_dropped_total",
+            "Notifications dropped because the plugin's queue was full.",
+            |l| l.stats.dropped.load(Relaxed),
+        ),
+        (
+            "genl_gateway_socket_overruns_total",
+            "Kernel socket overruns (ENOBUFS) on the family's listener.",
+            |l| l.stats.overruns.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in listener_counters {
+        o.family(name, "counter", help);
+        for (family, l) in &listeners {
+            o.sample(name, &[("family", family)], get(l));
+        }
+    }
+    o.family(
+        "genl_gateway_notification_queue_depth",
+        "gauge",
+        "Notifications waiting for the plugin.",
+    );
+    for (family, l) in &listeners {
+        o.sample(
+            "genl_gateway_notification_queue_depth",
+            &[("family", family)],
+            l.queue_depth(),
+        );
+    }
+    o.family(
+        "genl_gateway_event_subscribers_cut_off_total",
+        "counter",
+        "Event subscribers cut off for falling behind.",
+    );
+    o.sample(
+        "genl_gateway_event_subscribers_cut_off_total",
+        &[],
+        gw.subscribers_cut_off.load(Relaxed),
+    );
+    o.family(
+        "genl_gateway_event_subscribers",
+        "gauge",
+        "Event subscribers connected now.",
+    );
+    o.sample("genl_gateway_event_subscribers", &[], gw.events.receiver_count());
+    o.family(
+        "genl_gateway_compiled_cache_hits_total",
+        "counter",
+        "Plugins loaded from the compiled cache.",
+    );
+    o.sample(
+        "genl_gateway_compiled_cache_hits_total",
+        &[],
+        gw.runtime.cache.hits.load(Relaxed),
+    );
+    o.family(
+        "genl_gateway_plugins_compiled_total",
+        "counter",
+        "Plugins compiled from wasm.",
+    );
+    o.sample(
+        "genl_gateway_plugins_compiled_total",
+        &[],
+        gw.runtime.cache.compiled.load(Relaxed),
+    );
+    o.0
+}
