@@ -14,3 +14,4 @@ pub mod families;
 pub mod gateway;
 pub mod netlink;
 pub mod plugin;
+pub mod scaffold;

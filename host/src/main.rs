@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway new-plugin tcpm tcp_metrics\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +46,19 @@ enum Command {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Create a plugin crate for FAMILY that builds, tests and loads as it is.
+    NewPlugin {
+        /// The plugin's name (crate NAME-plugin, component NAME.wasm).
+        name: String,
+        /// The generic netlink family it serves, e.g. tcp_metrics.
+        family: String,
+        /// Where to create it (default: plugins/NAME in a checkout, else ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK to depend on (default: found above the current directory).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Call an operation of a family's plugin and print its JSON answer.
     Call {
@@ -142,6 +155,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, json } => check(&config, json).await,
+        Command::NewPlugin {
+            name,
+            family,
+            dir,
+            sdk,
+        } => {
+            let made = genl_gateway::scaffold::new_plugin(&name, &family, dir.as_deref(), sdk.as_deref())?;
+            let d = made.dir.display();
+            emit(&format!(
+                "created {d}\n\nnext:\n  cd {d}\n  cargo test                                        # native, with the SDK's fake kernel\n  cargo build --release --target wasm32-wasip2      # the component\n  {}\n  cp family.toml <gateway config>/families.d/{name}.toml\n",
+                if made.in_workspace {
+                    "scripts/build-plugins.sh                          # or: all plugins into target/plugins/"
+                        .to_owned()
+                } else {
+                    format!(
+                        "cp target/wasm32-wasip2/release/{}.wasm <plugin dir>/{name}.wasm",
+                        genl_gateway::scaffold::crate_name(&name).replace('-', "_")
+                    )
+                }
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Call {
             family,
             op,

@@ -31,11 +31,16 @@
 //! export_plugin!(Hello);
 //! ```
 
+// Lets `attr_set!` name the SDK the same way inside it as in plugins.
+extern crate self as genl_plugin_sdk;
+
 pub mod events;
+mod hex;
 pub mod kernel;
 pub mod log;
 pub mod ops;
 pub mod schema;
+pub mod typed;
 mod types;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -46,6 +51,8 @@ pub mod testing;
 pub mod wasm;
 
 pub use genl_wire::{self as wire, Attr, AttrWriter, Attrs, FamilyInfo, KernelError, McastGroup, OpInfo};
+#[doc(hidden)]
+pub use serde;
 pub use types::{CallError, Config, Level, Message, OpDescription, PluginDescription, RequestError};
 
 /// What a plugin implements. Only [`Plugin::init`], [`Plugin::describe`] and

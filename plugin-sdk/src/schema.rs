@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 
 use genl_wire::{AttrWriter, Attrs, WireError};
 
+use crate::hex::{hex, unhex};
+
 /// How an attribute's payload is typed.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
@@ -115,20 +117,6 @@ pub enum EncodeError {
     /// An attribute larger than netlink allows.
     #[error("{0}")]
     TooLarge(#[from] genl_wire::attr::TooLarge),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Decode the attributes in `bytes` with `fields`.

@@ -42,7 +42,7 @@ impl<'a> Message<'a> {
                 };
                 if status < 0 {
                     let mut err = KernelError {
-                        errno: -status,
+                        errno: status.saturating_neg(),
                         message: None,
                         offset: None,
                     };
@@ -133,7 +133,7 @@ impl KernelError {
             return Ok(None);
         }
         let mut err = KernelError {
-            errno: -code,
+            errno: code.saturating_neg(),
             message: None,
             offset: None,
         };
@@ -270,6 +270,24 @@ mod tests {
             e.to_string(),
             "kernel error EEXIST (errno 17): address already in use (attribute at offset 20)"
         );
+    }
+
+    #[test]
+    fn the_most_negative_error_code_does_not_overflow() {
+        // Found by the fuzzer: an NLMSG_ERROR carrying i32::MIN.
+        let msg = error_message(i32::MIN, 0, &[]);
+        let m = Messages::new(&msg).next().unwrap().unwrap();
+        assert_eq!(m.completion().unwrap().unwrap().unwrap_err().errno, i32::MAX);
+        let mut done = Vec::new();
+        NlHeader {
+            len: 20,
+            kind: NLMSG_DONE,
+            ..Default::default()
+        }
+        .write(&mut done);
+        done.extend_from_slice(&i32::MIN.to_ne_bytes());
+        let m = Messages::new(&done).next().unwrap().unwrap();
+        assert!(m.completion().unwrap().unwrap().is_err());
     }
 
     #[test]

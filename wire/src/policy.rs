@@ -136,44 +136,69 @@ impl AttrType {
     }
 }
 
-/// The policy of one attribute.
+#[cfg(feature = "serde")]
+impl serde::Serialize for AttrType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// The policy of one attribute. As JSON: `{"type": "u32", "max-u": 10, ...}`
+/// with absent bounds left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
 pub struct AttrPolicy {
     /// Its type.
+    #[cfg_attr(feature = "serde", serde(rename = "type"))]
     pub kind: AttrType,
     /// Signed range.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub min_s: Option<i64>,
     /// Signed range.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_s: Option<i64>,
     /// Unsigned range.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub min_u: Option<u64>,
     /// Unsigned range.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_u: Option<u64>,
     /// Length range for binary and strings.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub min_len: Option<u32>,
     /// Length range for binary and strings.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_len: Option<u32>,
     /// The nested policy for nested types.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub policy_idx: Option<u32>,
     /// Highest attribute of the nested policy.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub policy_maxtype: Option<u32>,
     /// Valid bits of a bitfield32.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub bitfield32_mask: Option<u32>,
     /// Valid bits of an unsigned integer.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub mask: Option<u64>,
 }
 
 /// Which policy an op uses for `do` and for dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OpPolicy {
     /// Policy index for `do`.
+    #[cfg_attr(feature = "serde", serde(rename = "do"))]
     pub do_idx: Option<u32>,
     /// Policy index for dump.
+    #[cfg_attr(feature = "serde", serde(rename = "dump"))]
     pub dump_idx: Option<u32>,
 }
 
-/// A family's policies, as GETPOLICY dumps them.
+/// A family's policies, as GETPOLICY dumps them. As JSON:
+/// `{"sets": {"0": {"1": {...}}}, "ops": {"1": {"do": 0, "dump": null}}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Policies {
     /// Policy index -> attribute number -> policy.
     pub sets: BTreeMap<u32, BTreeMap<u16, AttrPolicy>>,

@@ -246,7 +246,7 @@ impl Gateway {
     }
 
     /// Start `events family --count n` in the background; its stdout (one
-    /// JSON line per event) is drained on a thread so the pipe never fills.
+    /// JSON line per event) is read on a thread so the pipe never fills.
     pub fn subscribe(&self, family: &str, topic: &str, count: u64) -> Subscription {
         let mut child = Command::new(binary())
             .args([
@@ -262,16 +262,20 @@ impl Gateway {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn events");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-            out
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         // The subscription is live once the HTTP request reached the server;
         // give it a moment so events sent right after are not missed.
         std::thread::sleep(Duration::from_millis(300));
-        Subscription { child, reader }
+        Subscription { child, lines }
     }
 
     /// Run the CLI against this gateway.
@@ -298,38 +302,49 @@ pub const NLCTRL: &str = "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[comman
 /// A running `events` subscriber.
 pub struct Subscription {
     child: Child,
-    reader: std::thread::JoinHandle<String>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
-/// Wait up to `secs` for the subscriber to exit; kill it and panic
-/// otherwise. Returns its events.
-pub fn wait_output(sub: Subscription, secs: u64, what: &str) -> Vec<serde_json::Value> {
-    let Subscription { mut child, reader } = sub;
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut timed_out = false;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break;
+impl Subscription {
+    /// Collect events until `done` holds for those collected so far (or
+    /// the subscriber exits); panics after `secs`. Stops the subscriber.
+    pub fn until(
+        mut self,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut events = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => events.push(
+                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("{what}: bad JSON line {l:?}: {e}")),
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if done(&events) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{what}: timed out after {} events; last: {:?}",
+                    events.len(),
+                    events.last()
+                );
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        events
     }
-    let out = reader.join().expect("reader thread");
-    if timed_out {
-        let n = out.lines().count();
-        panic!(
-            "{what}: timed out after {n} events; last: {:?}",
-            out.lines().last()
-        );
-    }
-    out.lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{what}: bad JSON line {l:?}: {e}\nall output:\n{out}"))
-        })
-        .collect()
+}
+
+/// Wait up to `secs` for the subscriber to reach its `--count` and exit.
+pub fn wait_output(sub: Subscription, secs: u64, what: &str) -> Vec<serde_json::Value> {
+    sub.until(secs, what, |_| false)
 }
 
 /// One HTTP/1.1 request over a Unix socket path or a TCP `host:port`, with
