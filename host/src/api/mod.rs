@@ -4,7 +4,6 @@
 mod auth;
 mod error;
 mod metrics;
-mod policy;
 mod routes;
 
 use std::sync::Arc;

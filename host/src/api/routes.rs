@@ -181,7 +181,7 @@ async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Res
             .map(|g| json!({"name": g.name, "id": g.id}))
             .collect();
         out["policy"] = match gw.resolver.policies(&name).await {
-            Ok(p) => super::policy::to_json(&p),
+            Ok(p) => serde_json::to_value(&*p).unwrap_or(Value::Null),
             Err(e) => json!({"error": e.to_string()}),
         };
     }

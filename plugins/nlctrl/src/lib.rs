@@ -5,6 +5,8 @@
 //! - `list`: every family, with id, version, header size, max attribute,
 //!   ops with their capability flags, and multicast groups.
 //! - `get {"name": "..."}`: one family by name.
+//! - `policy {"name": "...", "op"?: N}`: the attribute policies of a family
+//!   (of one op), as the kernel reports them with CTRL_CMD_GETPOLICY.
 //!
 //! Events (topic `family`): a family or multicast group appeared or went
 //! away, from nlctrl's `notify` group.
@@ -14,9 +16,10 @@ use genl_plugin_sdk::wire::consts::{
     GENL_ADMIN_PERM, GENL_CMD_CAP_DO, GENL_CMD_CAP_DUMP, GENL_CMD_CAP_HASPOL, GENL_UNS_ADMIN_PERM,
 };
 use genl_plugin_sdk::wire::ctrl::{
-    CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY, CTRL_CMD_NEWMCAST_GRP,
-    getfamily_by_name,
+    CTRL_ATTR_FAMILY_NAME, CTRL_CMD_DELFAMILY, CTRL_CMD_DELMCAST_GRP, CTRL_CMD_GETFAMILY, CTRL_CMD_GETPOLICY,
+    CTRL_CMD_NEWFAMILY, CTRL_CMD_NEWMCAST_GRP, getfamily_by_name,
 };
+use genl_plugin_sdk::wire::policy::{CTRL_ATTR_OP, Policies};
 
 /// The plugin has no state: every answer comes fresh from the kernel.
 pub struct Nlctrl;
@@ -31,6 +34,11 @@ impl Plugin for Nlctrl {
             .version(env!("CARGO_PKG_VERSION"))
             .op("list", "Every generic netlink family the kernel has", false)
             .op("get", "One family by name: {\"name\": \"...\"}", false)
+            .op(
+                "policy",
+                "A family's attribute policies: {\"name\": \"...\", \"op\"?: N}",
+                false,
+            )
             .topic("family")
     }
 
@@ -38,6 +46,7 @@ impl Plugin for Nlctrl {
         match op {
             "list" => list(),
             "get" => get(&input),
+            "policy" => policy(&input),
             _ => Err(CallError::unknown_op(op)),
         }
     }
@@ -90,6 +99,36 @@ fn get(input: &Value) -> Result<Value, CallError> {
         .first()
         .ok_or_else(|| CallError::new("kernel", "GETFAMILY was acknowledged without a reply"))?;
     Ok(family_json(&FamilyInfo::decode(&reply.payload)?))
+}
+
+fn policy(input: &Value) -> Result<Value, CallError> {
+    let name = input
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CallError::bad_input("expected {\"name\": \"<family>\", \"op\"?: N}"))?;
+    let mut w = AttrWriter::new();
+    w.put_str(CTRL_ATTR_FAMILY_NAME, name)
+        .map_err(|e| CallError::bad_input(e.to_string()))?;
+    if let Some(op) = input.get("op") {
+        let op = op
+            .as_u64()
+            .and_then(|o| u32::try_from(o).ok())
+            .ok_or_else(|| CallError::bad_input("'op' must be a command number"))?;
+        w.put_u32(CTRL_ATTR_OP, op);
+    }
+    let replies = match kernel::dump_request(CTRL_CMD_GETPOLICY, &w.finish()) {
+        Err(RequestError::Kernel(e)) if e.errno == 2 => {
+            return Err(CallError::not_found(format!(
+                "the kernel has no family named '{name}'"
+            )));
+        }
+        other => other?,
+    };
+    let mut policies = Policies::default();
+    for r in &replies {
+        policies.absorb(&r.payload)?;
+    }
+    serde_json::to_value(&policies).map_err(|e| CallError::new("internal", e.to_string()))
 }
 
 /// The capability flags of an op, by name.
@@ -201,6 +240,37 @@ mod tests {
         assert_eq!(p.call("get", json!({})).unwrap_err().code, "bad-input");
         assert_eq!(p.call("frobnicate", Value::Null).unwrap_err().code, "unknown-op");
         assert!(kernel.requests().iter().all(|r| r.kind == RequestKind::Do));
+    }
+
+    #[test]
+    fn policy_dumps_getpolicy_and_decodes_it() {
+        let kernel = FakeKernel::new(family("nlctrl", 0x10));
+        kernel.on_dump(CTRL_CMD_GETPOLICY, |req| {
+            let attrs: Vec<_> = Attrs::new(&req.payload).map(|a| a.unwrap().kind()).collect();
+            assert_eq!(attrs, [CTRL_ATTR_FAMILY_NAME, CTRL_ATTR_OP]);
+            // op 1 uses policy 0; policy 0 has attribute 1 of type u32 (4).
+            let mut w = AttrWriter::new();
+            let ops = w.begin_nested(9);
+            let op = w.begin_nested(1);
+            w.put_u32(1, 0);
+            w.end_nested(op).unwrap();
+            w.end_nested(ops).unwrap();
+            let pol = w.begin_nested(8);
+            let set = w.begin_nested(0);
+            let a = w.begin_nested(1);
+            w.put_u32(1, 4);
+            w.end_nested(a).unwrap();
+            w.end_nested(set).unwrap();
+            w.end_nested(pol).unwrap();
+            Ok(vec![Message::new(CTRL_CMD_GETPOLICY, w.finish())])
+        });
+        let v = Nlctrl.call("policy", json!({"name": "netdev", "op": 1})).unwrap();
+        assert_eq!(v["ops"]["1"], json!({"do": 0, "dump": null}));
+        assert_eq!(v["sets"]["0"]["1"]["type"], "u32");
+        assert_eq!(
+            Nlctrl.call("policy", json!({"op": 1})).unwrap_err().code,
+            "bad-input"
+        );
     }
 
     #[test]
