@@ -186,26 +186,30 @@ fn several_subscribers_receive_the_same_events() {
 #[test]
 fn a_slow_subscriber_is_cut_off_and_the_others_keep_receiving() {
     let config = TestConfig::new();
-    config.set("api", "event_backlog = 256");
-    config.family("chaos.toml", chaos_family());
+    // Margins, not timing: fast subscribers may stall for ~400 ms (2048
+    // events at ~5k/s) before they are cut off; the one that never reads
+    // overflows its socket buffer (~200 KB, ~2.5k events) plus the backlog
+    // well before 8000 events.
+    config.set("api", "event_backlog = 2048");
+    config.family("chaos.toml", &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()));
     let gw = Gateway::start(&config);
 
     // The slow one subscribes and then reads nothing.
     let mut slow = std::os::unix::net::UnixStream::connect(&gw.socket).unwrap();
     slow.write_all(b"GET /v1/families/TASKSTATS/events HTTP/1.1\r\nhost: gw\r\n\r\n")
         .unwrap();
-    let fast: Vec<_> = (0..2).map(|_| gw.subscribe("TASKSTATS", "burst", 5000)).collect();
+    let fast: Vec<_> = (0..2).map(|_| gw.subscribe("TASKSTATS", "burst", 8000)).collect();
 
     let (ok, v) = gw.call(
         "TASKSTATS",
         "burst",
-        r#"{"n": 5000, "pace_us": 1000, "every": 25}"#,
+        r#"{"n": 8000, "pace_us": 2000, "every": 10}"#,
     );
     assert!(ok, "{v}");
     for s in fast {
         let events = wait_output(s, 30, "fast subscriber");
-        assert_eq!(events.len(), 5000, "a fast subscriber lost events");
-        assert_eq!(events.last().unwrap()["payload"]["seq"], 4999);
+        assert_eq!(events.len(), 8000, "a fast subscriber lost events");
+        assert_eq!(events.last().unwrap()["payload"]["seq"], 7999);
     }
 
     // The slow one, when it finally reads, finds it was cut off.
