@@ -3,8 +3,12 @@
 # machine with rustup: the wasm32-wasip2 target, a C toolchain (wasmtime's
 # runtime has a little C), and for the tests iproute2 (ip netns, genl) and
 # ethtool (an independent way to change device settings).
+# With --vm, also what the kernel-module VM test needs: Debian's kernel
+# image and headers, qemu, a static busybox and cpio.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
+vm=false
+[ "${1:-}" = "--vm" ] && vm=true
 
 need=()
 command -v cc >/dev/null || need+=(build-essential)
@@ -12,6 +16,17 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v genl >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+if $vm; then
+    command -v make >/dev/null || need+=(make)
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    command -v cpio >/dev/null || need+=(cpio)
+    # The initramfs needs a busybox that runs without shared libraries.
+    if ! command -v busybox >/dev/null || ldd "$(command -v busybox)" >/dev/null 2>&1; then
+        need+=(busybox-static)
+    fi
+    ls /boot/vmlinuz-*-amd64 >/dev/null 2>&1 || need+=(linux-image-amd64)
+    ls -d /lib/modules/*-amd64/build >/dev/null 2>&1 || need+=(linux-headers-amd64)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Run every test: set up, build the plugins, then the whole workspace's
+# Run every test: set up, build the plugins, run the whole workspace's
 # tests (unit, plugin harness, and integration tests against the real
-# kernel; those need root).
+# kernel, in private network namespaces; they need root), then the
+# kernel-module test in a VM (scripts/vm-test.sh; GENL_SKIP_VM=1 skips it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-scripts/setup.sh
+if [ "${GENL_SKIP_VM:-0}" = 1 ]; then scripts/setup.sh; else scripts/setup.sh --vm; fi
 scripts/build-plugins.sh >/dev/null
 cargo test --workspace "$@"
+if [ "${GENL_SKIP_VM:-0}" != 1 ]; then
+    scripts/vm-test.sh
+fi
