@@ -75,17 +75,27 @@ impl FakeKernel {
         Self { state }
     }
 
-    /// Answer `do` requests of `cmd` with `handler`.
-    pub fn on_do(
+    /// Answer requests of `kind` and `cmd` with `handler`.
+    pub fn on(
         &self,
+        kind: RequestKind,
         cmd: u8,
         handler: impl FnMut(&Request) -> Result<Vec<Message>, RequestError> + 'static,
     ) -> &Self {
         self.state
             .borrow_mut()
             .handlers
-            .insert((RequestKind::Do, cmd), Box::new(handler));
+            .insert((kind, cmd), Box::new(handler));
         self
+    }
+
+    /// Answer `do` requests of `cmd` with `handler`.
+    pub fn on_do(
+        &self,
+        cmd: u8,
+        handler: impl FnMut(&Request) -> Result<Vec<Message>, RequestError> + 'static,
+    ) -> &Self {
+        self.on(RequestKind::Do, cmd, handler)
     }
 
     /// Answer dump requests of `cmd` with `handler`.
@@ -94,11 +104,7 @@ impl FakeKernel {
         cmd: u8,
         handler: impl FnMut(&Request) -> Result<Vec<Message>, RequestError> + 'static,
     ) -> &Self {
-        self.state
-            .borrow_mut()
-            .handlers
-            .insert((RequestKind::Dump, cmd), Box::new(handler));
-        self
+        self.on(RequestKind::Dump, cmd, handler)
     }
 
     /// Answer listener-socket requests of `cmd` with `handler`.
@@ -107,11 +113,7 @@ impl FakeKernel {
         cmd: u8,
         handler: impl FnMut(&Request) -> Result<Vec<Message>, RequestError> + 'static,
     ) -> &Self {
-        self.state
-            .borrow_mut()
-            .handlers
-            .insert((RequestKind::Listen, cmd), Box::new(handler));
-        self
+        self.on(RequestKind::Listen, cmd, handler)
     }
 
     /// Every request the plugin made, in order.

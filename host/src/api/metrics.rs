@@ -17,6 +17,16 @@ fn esc(v: &str) -> String {
 struct Out(String);
 
 impl Out {
+    /// Each counter, one sample per family.
+    fn counters<T>(&mut self, counters: &[Counter<T>], of: &[(&str, &std::sync::Arc<T>)]) {
+        for (name, help, get) in counters {
+            self.family(name, "counter", help);
+            for (family, x) in of {
+                self.sample(name, &[("family", family)], get(x));
+            }
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -91,12 +101,7 @@ pub fn render(gw: &Gateway) -> String {
             |p| p.metrics.events_published.load(Relaxed),
         ),
     ];
-    for (name, help, get) in counters {
-        o.family(name, "counter", help);
-        for (family, p) in &plugins {
-            o.sample(name, &[("family", family)], get(p));
-        }
-    }
+    o.counters(&counters, &plugins);
     o.family(
         "genl_gateway_plugin_call_errors_total",
         "counter",
@@ -162,12 +167,7 @@ pub fn render(gw: &Gateway) -> String {
             |l| l.stats.overruns.load(Relaxed),
         ),
     ];
-    for (name, help, get) in listener_counters {
-        o.family(name, "counter", help);
-        for (family, l) in &listeners {
-            o.sample(name, &[("family", family)], get(l));
-        }
-    }
+    o.counters(&listener_counters, &listeners);
     o.family(
         "genl_gateway_notification_queue_depth",
         "gauge",
