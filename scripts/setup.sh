@@ -7,8 +7,11 @@
 # image and headers, qemu, a static busybox and cpio.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
+# With --bench: python3-venv, for pyroute2 in the benchmark.
 vm=false
+bench=false
 [ "${1:-}" = "--vm" ] && vm=true
+[ "${1:-}" = "--bench" ] && bench=true
 
 need=()
 command -v cc >/dev/null || need+=(build-essential)
@@ -16,6 +19,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v genl >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+if $bench && ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+    need+=(python3-venv)
+fi
 if $vm; then
     command -v make >/dev/null || need+=(make)
     command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)

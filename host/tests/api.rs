@@ -191,7 +191,10 @@ fn a_slow_subscriber_is_cut_off_and_the_others_keep_receiving() {
     // overflows its socket buffer (~200 KB, ~2.5k events) plus the backlog
     // well before 8000 events.
     config.set("api", "event_backlog = 2048");
-    config.family("chaos.toml", &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()));
+    config.family(
+        "chaos.toml",
+        &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()),
+    );
     let gw = Gateway::start(&config);
 
     // The slow one subscribes and then reads nothing.

@@ -1,0 +1,710 @@
+//! genl-bench: the same workloads, in one run, through raw netlink (the
+//! floor), the gateway's plugin path in process, the HTTP API on its Unix
+//! socket (one keep-alive connection), and pyroute2; one table of rates,
+//! latencies and ratios to raw. Run it with `scripts/bench.sh` (as root).
+
+mod raw;
+mod stats;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use genl_gateway::config::GatewayConfig;
+use genl_gateway::gateway::Gateway;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use raw::Raw;
+use serde_json::Value;
+use stats::{Row, measure, summarise};
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Opts {
+    quick: bool,
+    python: Option<PathBuf>,
+    gateway_bin: PathBuf,
+    plugins: PathBuf,
+    out: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Opts> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ has a parent")?
+        .to_owned();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let mut o = Opts {
+        quick: false,
+        python: None,
+        gateway_bin: target.join("release/genl-gateway"),
+        plugins: root.join("target/plugins"),
+        out: root.join("target/bench/results.md"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--python" => o.python = args.next().map(PathBuf::from),
+            "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
+            "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
+            other => {
+                bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
+    let s = Command::new(cmd)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cmd}"))?;
+    if !s.success() {
+        bail!("{cmd} {args:?} failed");
+    }
+    Ok(())
+}
+
+/// A private namespace with `n` ifb devices (plus lo).
+fn netns_with_ifbs(n: usize) -> anyhow::Result<Netns> {
+    let name = format!("genl-bench-{}", std::process::id());
+    sh("ip", &["netns", "add", &name])?;
+    let ns = Netns(name);
+    sh("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
+    let mut child = Command::new("ip")
+        .args(["-n", &ns.0, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let batch: String = (0..n).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    use std::io::Write;
+    child.stdin.take().context("stdin")?.write_all(batch.as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("creating ifb devices failed");
+    }
+    Ok(ns)
+}
+
+/// A config directory for the gateway with the given family files.
+fn config(
+    dir: &Path,
+    plugins: &Path,
+    netns: Option<&str>,
+    families: &[(&str, &str)],
+    cache: &Path,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("families.d"))?;
+    let mut text = format!(
+        "[api]\nsocket = \"api.sock\"\nevent_backlog = 65536\n[plugins]\ndir = \"{}\"\nfamilies_dir = \"families.d\"\ncache_dir = \"{}\"\nwatch = false\n",
+        plugins.display(),
+        cache.display()
+    );
+    if let Some(ns) = netns {
+        text.push_str(&format!("[netlink]\nnetns = \"{ns}\"\n"));
+    }
+    std::fs::write(dir.join("gateway.toml"), text)?;
+    for (file, body) in families {
+        std::fs::write(dir.join("families.d").join(file), body)?;
+    }
+    Ok(dir.join("gateway.toml"))
+}
+
+/// Start `genl-gateway serve`; returns it once its socket answers, and how long that took.
+fn spawn_gateway(bin: &Path, config: &Path) -> anyhow::Result<(Proc, Duration)> {
+    let sock = config.parent().context("config dir")?.join("api.sock");
+    let _ = std::fs::remove_file(&sock);
+    let start = Instant::now();
+    let child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("GENL_GATEWAY_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it: cargo build --release -p genl-gateway)",
+                bin.display()
+            )
+        })?;
+    let p = Proc(child);
+    while start.elapsed() < Duration::from_secs(60) {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            return Ok((p, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!("the gateway did not start within 60 s")
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(sock: &Path) -> anyhow::Result<Sender> {
+    let stream = tokio::net::UnixStream::connect(sock).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn post(s: &mut Sender, path: &str, body: &str) -> anyhow::Result<Bytes> {
+    let req = hyper::Request::post(path)
+        .header("host", "gw")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?;
+    let resp = s.send_request(req).await?;
+    let ok = resp.status().is_success();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !ok {
+        bail!("{path}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(bytes)
+}
+
+/// N calls over one keep-alive connection.
+async fn http_rate(
+    sock: &Path,
+    n: usize,
+    path: &str,
+    body: &str,
+    units: impl Fn(&Bytes) -> f64,
+) -> anyhow::Result<(f64, Duration, Duration, f64)> {
+    let mut s = connect(sock).await?;
+    for _ in 0..n.min(200) / 4 {
+        post(&mut s, path, body).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    let mut total_units = 0.0;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let b = post(&mut s, path, body).await?;
+        samples.push(t.elapsed());
+        total_units += units(&b);
+    }
+    let (rate, p50, p99) = summarise(&mut samples, start.elapsed(), total_units);
+    Ok((rate, p50, p99, total_units / n as f64))
+}
+
+fn pyroute2(python: &Path, netns: &str, args: &[&str]) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pyroute2_bench.py");
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(python)
+        .arg(script)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("pyroute2: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn py_row(workload: &str, unit: &'static str, v: &Value, note: String) -> Row {
+    let units = v["units"].as_f64().unwrap_or(0.0);
+    let seconds = v["seconds"].as_f64().unwrap_or(1.0);
+    Row {
+        workload: workload.into(),
+        path: "pyroute2 0.9.7".into(),
+        rate: if unit == "msg/s" {
+            units / seconds
+        } else {
+            v["ops"].as_f64().unwrap_or(0.0) / seconds
+        },
+        unit,
+        p50: v["p50_us"].as_f64().map(|u| Duration::from_secs_f64(u / 1e6)),
+        p99: v["p99_us"].as_f64().map(|u| Duration::from_secs_f64(u / 1e6)),
+        note,
+    }
+}
+
+fn row(
+    workload: &str,
+    path: &str,
+    unit: &'static str,
+    (rate, p50, p99): (f64, Duration, Duration),
+    note: String,
+) -> Row {
+    Row {
+        workload: workload.into(),
+        path: path.into(),
+        rate,
+        unit,
+        p50: Some(p50),
+        p99: Some(p99),
+        note,
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let n = if o.quick { 2_000 } else { 20_000 };
+    let dumps = if o.quick { 20 } else { 100 };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tmp = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+
+    eprintln!("setting up a namespace with 1000 ifb devices");
+    let ns = netns_with_ifbs(1000)?;
+    let ns_file = File::open(format!("/run/netns/{}", ns.0))?;
+    let families: &[(&str, &str)] = &[
+        (
+            "nlctrl.toml",
+            "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[commands]\ndo = [3]\ndump = [3]\n",
+        ),
+        (
+            "netdev.toml",
+            "family = \"netdev\"\nplugin = \"netdev.wasm\"\nvalidate_requests = false\n[commands]\ndo = [1]\ndump = [1]\n",
+        ),
+    ];
+    let cfg = config(
+        &tmp.path().join("ns"),
+        &o.plugins,
+        Some(&ns.0),
+        families,
+        &tmp.path().join("cache"),
+    )?;
+    let gw = rt.block_on(async { Gateway::start(GatewayConfig::load(&cfg)?).await })?;
+    let (_server, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
+    let sock = cfg.parent().context("dir")?.join("api.sock");
+
+    let mut raw = Raw::open(Some(&ns_file))?;
+    let netdev = raw.family_id("netdev")?;
+    let lo_attrs = {
+        let mut w = genl_wire::AttrWriter::new();
+        w.put_u32(1, 1);
+        w.finish()
+    };
+    let nlctrl_attrs = genl_wire::ctrl::getfamily_by_name("nlctrl").map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // --- do round trips
+    eprintln!("do: GETFAMILY nlctrl");
+    let w = "do: nlctrl GETFAMILY";
+    rows.push(row(
+        w,
+        "raw",
+        "op/s",
+        measure(
+            n,
+            500,
+            || 1.0,
+            || {
+                raw.do_request(0x10, 3, 2, &nlctrl_attrs).expect("raw getfamily");
+            },
+        ),
+        String::new(),
+    ));
+    let plugin = rt.block_on(async {
+        let mut samples = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            gw.call("nlctrl", "get", r#"{"name":"nlctrl"}"#)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            samples.push(t.elapsed());
+        }
+        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
+    })?;
+    rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
+    let (r, p50, p99, _) = rt.block_on(http_rate(
+        &sock,
+        n / 2,
+        "/v1/families/nlctrl/ops/get",
+        r#"{"name":"nlctrl"}"#,
+        |_| 1.0,
+    ))?;
+    rows.push(row(
+        w,
+        "HTTP API (unix, keep-alive)",
+        "op/s",
+        (r, p50, p99),
+        String::new(),
+    ));
+    if let Some(py) = &o.python {
+        let v = pyroute2(py, &ns.0, &["getfamily", &(n / 4).to_string()])?;
+        rows.push(py_row(w, "op/s", &v, String::new()));
+    }
+
+    eprintln!("do: netdev dev-get");
+    let w = "do: netdev dev-get (lo)";
+    rows.push(row(
+        w,
+        "raw",
+        "op/s",
+        measure(
+            n,
+            500,
+            || 1.0,
+            || {
+                raw.do_request(netdev, 1, 1, &lo_attrs).expect("raw dev-get");
+            },
+        ),
+        String::new(),
+    ));
+    let plugin = rt.block_on(async {
+        let mut samples = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            gw.call("netdev", "dev-get", r#"{"ifindex":1}"#)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            samples.push(t.elapsed());
+        }
+        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
+    })?;
+    rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
+    let (r, p50, p99, _) = rt.block_on(http_rate(
+        &sock,
+        n / 2,
+        "/v1/families/netdev/ops/dev-get",
+        r#"{"ifindex":1}"#,
+        |_| 1.0,
+    ))?;
+    rows.push(row(
+        w,
+        "HTTP API (unix, keep-alive)",
+        "op/s",
+        (r, p50, p99),
+        String::new(),
+    ));
+    if let Some(py) = &o.python {
+        let v = pyroute2(py, &ns.0, &["dev-get", &(n / 4).to_string(), "1"])?;
+        rows.push(py_row(w, "op/s", &v, String::new()));
+    }
+
+    // --- dump
+    eprintln!("dump: netdev dev-get over 1001 devices");
+    let w = "dump: netdev dev-get, 1001 devices";
+    let mut got = 0;
+    let m = measure(
+        dumps,
+        5,
+        || 1001.0,
+        || {
+            got = raw.dump(netdev, 1, 1, &[]).expect("raw dump");
+        },
+    );
+    rows.push(row(w, "raw", "msg/s", m, format!("{got} devices")));
+    let (plugin, count) = rt.block_on(async {
+        let mut samples = Vec::with_capacity(dumps);
+        let mut count = 0;
+        let start = Instant::now();
+        for _ in 0..dumps {
+            let t = Instant::now();
+            let out = gw
+                .call("netdev", "dev-dump", "null")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            samples.push(t.elapsed());
+            count = serde_json::from_str::<Value>(&out)?
+                .as_array()
+                .map_or(0, Vec::len);
+        }
+        anyhow::Ok((
+            summarise(&mut samples, start.elapsed(), (dumps * count) as f64),
+            count,
+        ))
+    })?;
+    rows.push(row(
+        w,
+        "plugin (in process)",
+        "msg/s",
+        plugin,
+        format!("{count} devices"),
+    ));
+    let count_devices = |b: &Bytes| {
+        serde_json::from_slice::<Value>(b)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len() as f64))
+            .unwrap_or(0.0)
+    };
+    let (r, p50, p99, per) = rt.block_on(http_rate(
+        &sock,
+        dumps,
+        "/v1/families/netdev/ops/dev-dump",
+        "",
+        count_devices,
+    ))?;
+    rows.push(row(
+        w,
+        "HTTP API (unix, keep-alive)",
+        "msg/s",
+        (r, p50, p99),
+        format!("{per:.0} devices"),
+    ));
+    if let Some(py) = &o.python {
+        let v = pyroute2(py, &ns.0, &["dump", &(dumps / 2).to_string()])?;
+        let per = v["per_dump"].as_f64().unwrap_or(0.0);
+        rows.push(py_row(w, "msg/s", &v, format!("{per:.0} devices (of 1001)")));
+    }
+    drop(raw);
+    drop(gw);
+
+    // --- notifications
+    notifications(&o, &rt, tmp.path(), &mut rows)?;
+
+    // --- start-up and memory
+    startup(&o, tmp.path(), &mut rows)?;
+
+    let table = stats::table(&rows);
+    println!("\n{table}");
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.out, &table)?;
+    eprintln!("written to {}", o.out.display());
+    Ok(())
+}
+
+/// Fork children that exit at once, as fast as possible, for `secs`;
+/// returns their pids.
+fn fork_storm(secs: f64) -> HashSet<u32> {
+    let mut pids = HashSet::new();
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < until {
+        // SAFETY: the child calls only _exit, async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: terminate the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        if pid > 0 {
+            pids.insert(pid as u32);
+            let mut status = 0;
+            // SAFETY: reap our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    }
+    pids
+}
+
+fn notifications(
+    o: &Opts,
+    rt: &tokio::runtime::Runtime,
+    tmp: &Path,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let secs = if o.quick { 1.0 } else { 3.0 };
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mask = format!("0-{}", cpus - 1);
+    let w = "notify: TASKSTATS exit records";
+
+    eprintln!("notifications: raw listener");
+    let mut raw = Raw::open(None)?;
+    let id = raw.family_id("TASKSTATS")?;
+    raw.taskstats_listen(id, &mask)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.extend(raw.recv_exits(Duration::from_millis(100)).unwrap_or_default());
+            }
+            seen
+        })
+    };
+    let start = Instant::now();
+    let children = fork_storm(secs);
+    let elapsed = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: HashSet<u32> = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?
+        .into_iter()
+        .collect();
+    let ours = children.iter().filter(|p| seen.contains(p)).count();
+    rows.push(Row {
+        workload: w.into(),
+        path: "raw".into(),
+        rate: ours as f64 / elapsed.as_secs_f64(),
+        unit: "ev/s",
+        p50: None,
+        p99: None,
+        note: format!("{} forked, {} missed", children.len(), children.len() - ours),
+    });
+
+    let cfg = config(
+        &tmp.join("ts"),
+        &o.plugins,
+        None,
+        &[(
+            "taskstats.toml",
+            "family = \"TASKSTATS\"\nplugin = \"taskstats.wasm\"\nqueue = 65536\n[commands]\ndo = [1]\n",
+        )],
+        &tmp.join("cache"),
+    )?;
+    let (_gw, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
+    let sock = cfg.parent().context("dir")?.join("api.sock");
+    rt.block_on(async {
+        let mut s = connect(&sock).await?;
+        post(
+            &mut s,
+            "/v1/families/TASKSTATS/ops/listen",
+            &format!("{{\"cpumask\":\"{mask}\"}}"),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    for subscribers in [1usize, 4] {
+        eprintln!("notifications: {subscribers} SSE subscriber(s)");
+        let counts: Vec<Arc<std::sync::Mutex<HashSet<u32>>>> =
+            (0..subscribers).map(|_| Arc::default()).collect();
+        let done = Arc::new(AtomicBool::new(false));
+        let lagged = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for c in &counts {
+            let (c, done, lagged, sock) = (c.clone(), done.clone(), lagged.clone(), sock.clone());
+            tasks.push(rt.spawn(async move {
+                let mut s = connect(&sock).await?;
+                let req = hyper::Request::get("/v1/families/TASKSTATS/events?topic=exit")
+                    .header("host", "gw")
+                    .body(Full::new(Bytes::new()))?;
+                let mut body = s.send_request(req).await?.into_body();
+                let mut text = String::new();
+                while !done.load(Ordering::Relaxed) {
+                    let Ok(Some(frame)) =
+                        tokio::time::timeout(Duration::from_millis(100), body.frame()).await
+                    else {
+                        continue;
+                    };
+                    let Some(data) = frame?.into_data().ok() else {
+                        continue;
+                    };
+                    text.push_str(&String::from_utf8_lossy(&data));
+                    while let Some(end) = text.find("\n\n") {
+                        let block: String = text.drain(..end + 2).collect();
+                        if block.contains("event: lagged") {
+                            lagged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // "payload":{"pid":123,...
+                        if let Some(i) = block.find("\"payload\":{\"pid\":") {
+                            let digits: String =
+                                block[i + 17..].chars().take_while(char::is_ascii_digit).collect();
+                            if let Ok(pid) = digits.parse() {
+                                c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(pid);
+                            }
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let children = fork_storm(secs);
+        let elapsed = start.elapsed();
+        std::thread::sleep(Duration::from_millis(1500));
+        done.store(true, Ordering::Relaxed);
+        for t in tasks {
+            rt.block_on(t)??;
+        }
+        let delivered: Vec<usize> = counts
+            .iter()
+            .map(|c| {
+                c.lock()
+                    .map(|s| children.iter().filter(|p| s.contains(p)).count())
+                    .unwrap_or(0)
+            })
+            .collect();
+        let min = delivered.iter().copied().min().unwrap_or(0);
+        rows.push(Row {
+            workload: w.into(),
+            path: format!("HTTP SSE, {subscribers} subscriber(s)"),
+            rate: min as f64 / elapsed.as_secs_f64(),
+            unit: "ev/s",
+            p50: None,
+            p99: None,
+            note: format!(
+                "{} forked, {} missed by the slowest subscriber, {} cut off",
+                children.len(),
+                children.len() - min,
+                lagged.load(Ordering::Relaxed)
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn startup(o: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    eprintln!("start-up: every bundled plugin, cold and warm");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("root")?;
+    let bundled: Vec<(String, String)> = std::fs::read_dir(root.join("config/families.d"))?
+        .flatten()
+        .map(|e| {
+            Ok((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path())?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let refs: Vec<(&str, &str)> = bundled.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let cache = tmp.join("startup-cache");
+    let cfg = config(&tmp.join("all"), &o.plugins, None, &refs, &cache)?;
+    let mut runs = Vec::new();
+    for label in ["cold (compile)", "warm (cached)"] {
+        let (p, ready) = spawn_gateway(&o.gateway_bin, &cfg)?;
+        // Ready means the API answers; every plugin is loaded by then.
+        std::thread::sleep(Duration::from_millis(300));
+        let rss = vm_rss_kib(p.0.id());
+        runs.push((label, ready, rss));
+        drop(p);
+    }
+    let empty = config(&tmp.join("none"), &o.plugins, None, &[], &cache)?;
+    let (p, _) = spawn_gateway(&o.gateway_bin, &empty)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let base = vm_rss_kib(p.0.id());
+    drop(p);
+    for (label, ready, rss) in runs {
+        rows.push(Row {
+            workload: format!("start-up: {} bundled plugins", bundled.len()),
+            path: label.into(),
+            rate: 1.0 / ready.as_secs_f64(),
+            unit: "start/s",
+            p50: Some(ready),
+            p99: None,
+            note: format!(
+                "RSS {} MiB; {:.1} MiB per plugin over an empty gateway ({} MiB)",
+                rss / 1024,
+                (rss.saturating_sub(base)) as f64 / 1024.0 / bundled.len() as f64,
+                base / 1024
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Latency samples and throughput, summarised as the table prints them.
+
+use std::time::{Duration, Instant};
+
+/// One measured row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Workload.
+    pub workload: String,
+    /// Path (raw, plugin, http, pyroute2).
+    pub path: String,
+    /// Operations or messages per second.
+    pub rate: f64,
+    /// What `rate` counts.
+    pub unit: &'static str,
+    /// Median latency of one operation, if measured.
+    pub p50: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+    /// Anything worth saying (counts returned, drops).
+    pub note: String,
+}
+
+/// Run `op` `n` times (after `warm` unmeasured runs); latency per call and
+/// the rate of `per_op` units per call.
+pub fn measure(
+    n: usize,
+    warm: usize,
+    per_op: impl Fn() -> f64,
+    mut op: impl FnMut(),
+) -> (f64, Duration, Duration) {
+    for _ in 0..warm {
+        op();
+    }
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        op();
+        samples.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    summarise(&mut samples, total, n as f64 * per_op())
+}
+
+/// p50, p99 of `samples`, and `units` over `total` as a rate.
+pub fn summarise(samples: &mut [Duration], total: Duration, units: f64) -> (f64, Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    (units / total.as_secs_f64(), at(0.5), at(0.99))
+}
+
+fn fmt_dur(d: Option<Duration>) -> String {
+    match d {
+        None => "-".into(),
+        Some(d) if d < Duration::from_millis(1) => format!("{:.1} µs", d.as_secs_f64() * 1e6),
+        Some(d) => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// The table, as Markdown; ratios against the `raw` row of each workload.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | path | rate | p50 | p99 | vs raw | notes |\n|---|---|---:|---:|---:|---:|---|\n",
+    );
+    for r in rows {
+        let raw = rows
+            .iter()
+            .find(|x| x.workload == r.workload && x.path == "raw")
+            .map(|x| x.rate);
+        let ratio = match raw {
+            Some(raw) if raw > 0.0 => format!("{:.2}x", r.rate / raw),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} {} | {} | {} | {} | {} |\n",
+            r.workload,
+            r.path,
+            fmt_rate(r.rate),
+            r.unit,
+            fmt_dur(r.p50),
+            fmt_dur(r.p99),
+            ratio,
+            r.note
+        ));
+    }
+    out
+}
