@@ -170,6 +170,8 @@ async fn connect(sock: &Path) -> anyhow::Result<Sender> {
 }
 
 async fn post(s: &mut Sender, path: &str, body: &str) -> anyhow::Result<Bytes> {
+    // Keep-alive: the previous exchange must have finished.
+    s.ready().await?;
     let req = hyper::Request::post(path)
         .header("host", "gw")
         .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?;
@@ -269,6 +271,23 @@ fn vm_rss_kib(pid: u32) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The fork helper: a fresh, small process forks far faster than this
+    // one, whose address space holds the wasm engine's reservations.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--fork-storm") {
+        let secs: f64 = args
+            .next()
+            .and_then(|s| s.parse().ok())
+            .context("--fork-storm SECONDS")?;
+        let pids = fork_storm(secs);
+        let mut out = String::with_capacity(pids.len() * 8);
+        for p in pids {
+            out.push_str(&p.to_string());
+            out.push('\n');
+        }
+        print!("{out}");
+        return Ok(());
+    }
     let o = parse_args()?;
     let n = if o.quick { 2_000 } else { 20_000 };
     let dumps = if o.quick { 20 } else { 100 };
@@ -490,6 +509,21 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run the fork helper for `secs`; returns the pids of its children and
+/// how long it forked.
+fn fork_helper(secs: f64) -> anyhow::Result<(HashSet<u32>, Duration)> {
+    let start = Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .args(["--fork-storm", &secs.to_string()])
+        .output()?;
+    let elapsed = start.elapsed();
+    let pids = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    Ok((pids, elapsed))
+}
+
 /// Fork children that exit at once, as fast as possible, for `secs`;
 /// returns their pids.
 fn fork_storm(secs: f64) -> HashSet<u32> {
@@ -538,9 +572,7 @@ fn notifications(
             seen
         })
     };
-    let start = Instant::now();
-    let children = fork_storm(secs);
-    let elapsed = start.elapsed();
+    let (children, elapsed) = fork_helper(secs)?;
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let seen: HashSet<u32> = receiver
@@ -592,6 +624,7 @@ fn notifications(
             let (c, done, lagged, sock) = (c.clone(), done.clone(), lagged.clone(), sock.clone());
             tasks.push(rt.spawn(async move {
                 let mut s = connect(&sock).await?;
+                s.ready().await?;
                 let req = hyper::Request::get("/v1/families/TASKSTATS/events?topic=exit")
                     .header("host", "gw")
                     .body(Full::new(Bytes::new()))?;
@@ -626,9 +659,7 @@ fn notifications(
             }));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let start = Instant::now();
-        let children = fork_storm(secs);
-        let elapsed = start.elapsed();
+        let (children, elapsed) = fork_helper(secs)?;
         std::thread::sleep(Duration::from_millis(1500));
         done.store(true, Ordering::Relaxed);
         for t in tasks {

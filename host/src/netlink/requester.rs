@@ -133,11 +133,21 @@ struct Pending {
 
 type PendingMap = Mutex<HashMap<u32, Pending>>;
 
+/// What the reader task and the requesting tasks share.
+struct Shared {
+    sock: Arc<AsyncFd<NlSocket>>,
+    pending: PendingMap,
+    sink: Option<NotificationSink>,
+    /// The receive buffer, and the right to receive: one receiver at a time,
+    /// routing what it read before the next reads, so a request's reply is
+    /// always routed before the ACK or DONE that follows it.
+    recv: Mutex<Vec<u8>>,
+}
+
 /// A netlink socket with its reader task: requests with replies routed by
 /// sequence number, and, for a listener, notifications to a sink.
 pub struct Requester {
-    sock: Arc<AsyncFd<NlSocket>>,
-    pending: Arc<PendingMap>,
+    shared: Arc<Shared>,
     next_seq: AtomicU32,
     dump_turn: tokio::sync::Mutex<()>,
     timeout: Duration,
@@ -165,9 +175,13 @@ impl Requester {
         // the fd stays open and the same for the AsyncFd's whole life.
         let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let sock = Arc::new(sock);
-        let pending: Arc<PendingMap> = Arc::default();
-        let reader = tokio::spawn(read_loop(sock.clone(), pending.clone(), opts.sink)).abort_handle();
+        let shared = Arc::new(Shared {
+            sock: Arc::new(sock),
+            pending: PendingMap::default(),
+            sink: opts.sink,
+            recv: Mutex::new(vec![0; RECV_BUF]),
+        });
+        let reader = tokio::spawn(read_loop(shared.clone())).abort_handle();
         // Start sequence numbers away from 0 so stray replies to a previous
         // process using the same port are unlikely to match.
         let seed = std::time::SystemTime::now()
@@ -175,8 +189,7 @@ impl Requester {
             .map(|d| d.subsec_nanos())
             .unwrap_or(1);
         Ok(Arc::new(Self {
-            sock,
-            pending,
+            shared,
             next_seq: AtomicU32::new(seed | 1),
             dump_turn: tokio::sync::Mutex::new(()),
             timeout: opts.timeout,
@@ -186,12 +199,12 @@ impl Requester {
 
     /// The socket's port id (where the kernel sends unicast notifications).
     pub fn portid(&self) -> u32 {
-        self.sock.get_ref().portid()
+        self.shared.sock.get_ref().portid()
     }
 
     /// Join multicast group `id`.
     pub fn join_group(&self, id: u32) -> std::io::Result<()> {
-        self.sock.get_ref().join_group(id)
+        self.shared.sock.get_ref().join_group(id)
     }
 
     /// A `do` request; returns the reply messages before the ACK.
@@ -241,7 +254,8 @@ impl Requester {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let request = genl_request(family, flags, seq, genl, payload);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(
+        let pending = &self.shared.pending;
+        lock(pending).insert(
             seq,
             Pending {
                 parts: Vec::new(),
@@ -249,44 +263,53 @@ impl Requester {
                 done: tx,
             },
         );
-        if let Err(e) = self.sock.get_ref().send(&request) {
-            lock(&self.pending).remove(&seq);
+        if let Err(e) = self.shared.sock.get_ref().send(&request) {
+            lock(pending).remove(&seq);
             return Err(RequestError::Io(format!("send: {e}")));
         }
+        self.receive_now(seq);
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::Io("the netlink reader stopped".into())),
             Err(_) => {
-                lock(&self.pending).remove(&seq);
+                lock(pending).remove(&seq);
                 Err(RequestError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// The fast path. Generic netlink answers a `do` inside sendmsg, and
+    /// produces each further dump part while the previous one is read, so
+    /// the reply is usually in the socket already: receive it on this
+    /// thread until request `seq` completes or the socket is empty, instead
+    /// of waiting for the reader task to be woken and to wake us. Whatever
+    /// else arrives is routed exactly as the reader would route it.
+    fn receive_now(&self, seq: u32) {
+        // Someone else is receiving (the reader, or another request on the
+        // fast path); they will route this reply.
+        let Ok(mut buf) = self.shared.recv.try_lock() else {
+            return;
+        };
+        while lock(&self.shared.pending).contains_key(&seq) {
+            if self.shared.recv_and_route(&mut buf).is_err() {
+                break;
             }
         }
     }
 }
 
-fn lock(m: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
-    // The map holds no invariant a panicking holder could break halfway.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn read_loop(sock: Arc<AsyncFd<NlSocket>>, pending: Arc<PendingMap>, sink: Option<NotificationSink>) {
-    let mut buf = vec![0u8; RECV_BUF];
-    loop {
-        let mut guard = match sock.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!("netlink request socket failed: {e}; requests will fail");
-                fail_all(&pending, &format!("socket: {e}"));
-                return;
-            }
-        };
-        let (n, group) = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+impl Shared {
+    /// Receive one datagram and route it. `Err` only for WouldBlock (the
+    /// socket is empty); other errors are handled here.
+    fn recv_and_route(&self, buf: &mut [u8]) -> std::io::Result<()> {
+        match self.sock.get_ref().recv(buf) {
+            Ok((n, group)) => route(&buf[..n], group, &self.pending, self.sink.as_ref()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 // The kernel dropped messages for this socket. Replies may be
                 // among them, so waiting requests can never complete: fail
                 // them. A listener's receiver is told to resynchronise.
-                match &sink {
+                match &self.sink {
                     Some(sink) => {
                         let n = sink.stats.overruns.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::warn!(
@@ -297,17 +320,51 @@ async fn read_loop(sock: Arc<AsyncFd<NlSocket>>, pending: Arc<PendingMap>, sink:
                     }
                     None => tracing::warn!("netlink request socket overran (ENOBUFS)"),
                 }
-                fail_all(&pending, "the socket overran and replies were lost; try again");
-                continue;
+                fail_all(
+                    &self.pending,
+                    "the socket overran and replies were lost; try again",
+                );
             }
-            Ok(Err(e)) => {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // A spurious socket error, nothing lost: after dequeuing a
+                // datagram, netlink_recvmsg continues a dump it saw running
+                // (checked without the lock); when that dump (just started
+                // by the next request, right after the previous DONE) has
+                // already finished, netlink_dump returns -EINVAL, and the
+                // next recvmsg reports it. The queued messages are intact.
+                tracing::debug!("netlink socket: spurious EINVAL from a finished dump; ignored");
+            }
+            Err(e) => {
                 tracing::warn!("netlink socket: {e}");
-                fail_all(&pending, &format!("receive: {e}"));
-                continue;
+                fail_all(&self.pending, &format!("receive: {e}"));
             }
-            Err(_would_block) => continue,
+        }
+        Ok(())
+    }
+}
+
+fn lock(m: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
+    // The map holds no invariant a panicking holder could break halfway.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn read_loop(shared: Arc<Shared>) {
+    loop {
+        let mut guard = match shared.sock.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("netlink socket failed: {e}; requests will fail");
+                fail_all(&shared.pending, &format!("socket: {e}"));
+                return;
+            }
         };
-        route(&buf[..n], group, &pending, sink.as_ref());
+        // WouldBlock (the fast path may have emptied the socket) clears the
+        // readiness and waits for the next datagram. The lock is held by a
+        // fast-path receiver at most for the rest of one dump (no awaits).
+        let _ = guard.try_io(|_| {
+            let mut buf = shared.recv.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.recv_and_route(&mut buf)
+        });
     }
 }
 
