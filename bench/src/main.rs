@@ -71,6 +71,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
+            "--profile-plugin-do" => {}
             other => {
                 bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
             }
@@ -319,6 +320,18 @@ fn main() -> anyhow::Result<()> {
     let (_server, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
     let sock = cfg.parent().context("dir")?.join("api.sock");
 
+    // `--profile-plugin-do`: only the plugin path's dev-get, for a profiler.
+    if std::env::args().any(|a| a == "--profile-plugin-do") {
+        rt.block_on(async {
+            for _ in 0..300_000 {
+                gw.call("netdev", "dev-get", r#"{"ifindex":1}"#)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            anyhow::Ok(())
+        })?;
+        return Ok(());
+    }
     let mut raw = Raw::open(Some(&ns_file))?;
     let netdev = raw.family_id("netdev")?;
     let lo_attrs = {
