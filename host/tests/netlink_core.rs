@@ -46,6 +46,17 @@ fn mptcp_endpoints_and_the_kernels_extended_ack() {
     );
     let gw = Gateway::start(&config);
 
+    // limits-set (command 5) is not in this allowlist: refused before the kernel.
+    let (ok, v) = gw.call("mptcp_pm", "limits-set", r#"{"subflows": 2}"#);
+    assert!(!ok);
+    assert_eq!(v["error"]["code"], "denied", "{v}");
+    drop(gw);
+    config.family(
+        "mptcp_pm.toml",
+        "family = \"mptcp_pm\"\nplugin = \"mptcp_pm.wasm\"\n[commands]\ndo = [1, 2, 3, 4, 5, 6]\ndump = [3]\n",
+    );
+    let gw = Gateway::start(&config);
+
     let (ok, v) = gw.call(
         "mptcp_pm",
         "endpoint-add",
@@ -76,10 +87,37 @@ fn mptcp_endpoints_and_the_kernels_extended_ack() {
     let (_, v) = gw.call("mptcp_pm", "endpoint-dump", "null");
     assert_eq!(v, json!([]));
 
-    // limits-set (command 5) is not in the allowlist: refused before the kernel.
-    let (ok, v) = gw.call("mptcp_pm", "limits-set", r#"{"subflows": 2}"#);
-    assert!(!ok);
-    assert_eq!(v["error"]["code"], "denied", "{v}");
+    // Limits round-trip, and a flush empties the table.
+    let (ok, v) = gw.call("mptcp_pm", "limits-set", r#"{"subflows": 3, "rcv-add-addrs": 4}"#);
+    assert!(ok, "{v}");
+    let (ok, v) = gw.call("mptcp_pm", "limits-get", "null");
+    assert!(ok, "{v}");
+    assert_eq!(
+        (v["subflows"].clone(), v["rcv-add-addrs"].clone()),
+        (json!(3), json!(4)),
+        "{v}"
+    );
+    for (id, addr) in [(7, "10.9.0.7"), (8, "10.9.0.8")] {
+        assert!(
+            gw.call(
+                "mptcp_pm",
+                "endpoint-add",
+                &json!({"addr4": addr, "id": id}).to_string()
+            )
+            .0
+        );
+    }
+    assert_eq!(
+        gw.call("mptcp_pm", "endpoint-dump", "null")
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (ok, v) = gw.call("mptcp_pm", "endpoint-flush", "null");
+    assert!(ok, "{v}");
+    assert_eq!(gw.call("mptcp_pm", "endpoint-dump", "null").1, json!([]));
 }
 
 #[test]
