@@ -427,7 +427,6 @@ impl LoadedPlugin {
         let mut slot = self.live.lock().await;
         let live = self.ensure_live(&mut slot).await?;
         self.arm(&mut live.store);
-        let started = Instant::now();
         let result = live.plugin.call_call(&mut live.store, op, input).await;
         if result.is_ok() {
             self.succeeded();
@@ -444,8 +443,13 @@ impl LoadedPlugin {
                 }),
             }),
             Err(e) => {
+                // The epoch deadline traps as `Interrupt`: say so plainly.
+                let deadline = matches!(
+                    e.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                );
                 let mut msg = trap(e);
-                if started.elapsed() >= self.limits.call_timeout.saturating_sub(Duration::from_millis(20)) {
+                if deadline {
                     msg = format!(
                         "exceeded its {:?} call deadline ({msg})",
                         self.limits.call_timeout
