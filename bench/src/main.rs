@@ -185,6 +185,26 @@ async fn post(s: &mut Sender, path: &str, body: &str) -> anyhow::Result<Bytes> {
     Ok(bytes)
 }
 
+/// N calls of `family`'s `op` through the in-process gateway.
+async fn plugin_rate(
+    gw: &Gateway,
+    n: usize,
+    family: &str,
+    op: &str,
+    input: &str,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        gw.call(family, op, input)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        samples.push(t.elapsed());
+    }
+    Ok(summarise(&mut samples, start.elapsed(), n as f64))
+}
+
 /// N calls over one keep-alive connection.
 async fn http_rate(
     sock: &Path,
@@ -358,18 +378,7 @@ fn main() -> anyhow::Result<()> {
         ),
         String::new(),
     ));
-    let plugin = rt.block_on(async {
-        let mut samples = Vec::with_capacity(n);
-        let start = Instant::now();
-        for _ in 0..n {
-            let t = Instant::now();
-            gw.call("nlctrl", "get", r#"{"name":"nlctrl"}"#)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            samples.push(t.elapsed());
-        }
-        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
-    })?;
+    let plugin = rt.block_on(plugin_rate(&gw, n, "nlctrl", "get", r#"{"name":"nlctrl"}"#))?;
     rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
     let (r, p50, p99, _) = rt.block_on(http_rate(
         &sock,
@@ -406,18 +415,7 @@ fn main() -> anyhow::Result<()> {
         ),
         String::new(),
     ));
-    let plugin = rt.block_on(async {
-        let mut samples = Vec::with_capacity(n);
-        let start = Instant::now();
-        for _ in 0..n {
-            let t = Instant::now();
-            gw.call("netdev", "dev-get", r#"{"ifindex":1}"#)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            samples.push(t.elapsed());
-        }
-        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
-    })?;
+    let plugin = rt.block_on(plugin_rate(&gw, n, "netdev", "dev-get", r#"{"ifindex":1}"#))?;
     rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
     let (r, p50, p99, _) = rt.block_on(http_rate(
         &sock,

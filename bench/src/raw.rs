@@ -63,6 +63,24 @@ impl Raw {
         })
     }
 
+    /// One datagram into the buffer.
+    fn recv(&mut self) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     fn send(&mut self, family: u16, flags: u16, cmd: u8, version: u8, attrs: &[u8]) -> io::Result<u32> {
         self.seq += 1;
         let req = genl_request(family, flags, self.seq, GenlHeader { cmd, version }, attrs);
@@ -91,19 +109,8 @@ impl Raw {
     fn collect(&mut self, seq: u32) -> io::Result<usize> {
         let mut data = 0;
         loop {
-            // SAFETY: buf is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for m in Messages::new(&self.buf[..n as usize]) {
+            let n = self.recv()?;
+            for m in Messages::new(&self.buf[..n]) {
                 let m = m.map_err(io::Error::other)?;
                 if m.header.seq != seq {
                     continue;
@@ -137,19 +144,8 @@ impl Raw {
     pub fn family_id(&mut self, name: &str) -> io::Result<u16> {
         let attrs = genl_wire::ctrl::getfamily_by_name(name).map_err(io::Error::other)?;
         let seq = self.send(0x10, NLM_F_REQUEST, 3, 2, &attrs)?;
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                self.buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for m in Messages::new(&self.buf[..n as usize]).flatten() {
+        let n = self.recv()?;
+        for m in Messages::new(&self.buf[..n]).flatten() {
             if m.header.seq == seq
                 && let Ok((_, rest)) = m.genl()
                 && let Ok(info) = genl_wire::FamilyInfo::decode(rest)
@@ -185,25 +181,13 @@ impl Raw {
                 size_of::<libc::timeval>() as u32,
             );
         }
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                self.buf.len(),
-                0,
-            )
+        let n = match self.recv() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(Vec::new())
-            } else {
-                Err(e)
-            };
-        }
         let mut pids = Vec::new();
-        for m in Messages::new(&self.buf[..n as usize]).flatten() {
+        for m in Messages::new(&self.buf[..n]).flatten() {
             let Ok((_, rest)) = m.genl() else { continue };
             for a in genl_wire::Attrs::new(rest).flatten() {
                 if a.kind() == 4 {
