@@ -185,6 +185,69 @@ async fn post(s: &mut Sender, path: &str, body: &str) -> anyhow::Result<Bytes> {
     Ok(bytes)
 }
 
+/// One `do` request, measured through every path.
+struct DoWorkload<'a> {
+    label: &'static str,
+    /// Family id, command, version, attributes, for the raw socket.
+    raw: (u16, u8, u8, &'a [u8]),
+    family: &'static str,
+    op: &'static str,
+    input: &'static str,
+    /// pyroute2_bench.py's workload name and arguments (the count is added).
+    pyroute2: &'static [&'static str],
+}
+
+impl DoWorkload<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        o: &Opts,
+        rt: &tokio::runtime::Runtime,
+        raw: &mut Raw,
+        gw: &Gateway,
+        sock: &Path,
+        netns: &str,
+        n: usize,
+    ) -> anyhow::Result<Vec<Row>> {
+        let w = self.label;
+        let (family_id, cmd, version, attrs) = self.raw;
+        let mut rows = vec![row(
+            w,
+            "raw",
+            "op/s",
+            measure(
+                n,
+                500,
+                || 1.0,
+                || {
+                    raw.do_request(family_id, cmd, version, attrs)
+                        .expect("raw do request");
+                },
+            ),
+            String::new(),
+        )];
+        let plugin = rt.block_on(plugin_rate(gw, n, self.family, self.op, self.input))?;
+        rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
+        let path = format!("/v1/families/{}/ops/{}", self.family, self.op);
+        let (r, p50, p99, _) = rt.block_on(http_rate(sock, n / 2, &path, self.input, |_| 1.0))?;
+        rows.push(row(
+            w,
+            "HTTP API (unix, keep-alive)",
+            "op/s",
+            (r, p50, p99),
+            String::new(),
+        ));
+        if let Some(py) = &o.python {
+            let count = (n / 4).to_string();
+            let mut args = vec![self.pyroute2[0], count.as_str()];
+            args.extend_from_slice(&self.pyroute2[1..]);
+            let v = pyroute2(py, netns, &args)?;
+            rows.push(py_row(w, "op/s", &v, String::new()));
+        }
+        Ok(rows)
+    }
+}
+
 /// N calls of `family`'s `op` through the in-process gateway.
 async fn plugin_rate(
     gw: &Gateway,
@@ -361,79 +424,26 @@ fn main() -> anyhow::Result<()> {
     };
     let nlctrl_attrs = genl_wire::ctrl::getfamily_by_name("nlctrl").map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // --- do round trips
-    eprintln!("do: GETFAMILY nlctrl");
-    let w = "do: nlctrl GETFAMILY";
-    rows.push(row(
-        w,
-        "raw",
-        "op/s",
-        measure(
-            n,
-            500,
-            || 1.0,
-            || {
-                raw.do_request(0x10, 3, 2, &nlctrl_attrs).expect("raw getfamily");
-            },
-        ),
-        String::new(),
-    ));
-    let plugin = rt.block_on(plugin_rate(&gw, n, "nlctrl", "get", r#"{"name":"nlctrl"}"#))?;
-    rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
-    let (r, p50, p99, _) = rt.block_on(http_rate(
-        &sock,
-        n / 2,
-        "/v1/families/nlctrl/ops/get",
-        r#"{"name":"nlctrl"}"#,
-        |_| 1.0,
-    ))?;
-    rows.push(row(
-        w,
-        "HTTP API (unix, keep-alive)",
-        "op/s",
-        (r, p50, p99),
-        String::new(),
-    ));
-    if let Some(py) = &o.python {
-        let v = pyroute2(py, &ns.0, &["getfamily", &(n / 4).to_string()])?;
-        rows.push(py_row(w, "op/s", &v, String::new()));
-    }
-
-    eprintln!("do: netdev dev-get");
-    let w = "do: netdev dev-get (lo)";
-    rows.push(row(
-        w,
-        "raw",
-        "op/s",
-        measure(
-            n,
-            500,
-            || 1.0,
-            || {
-                raw.do_request(netdev, 1, 1, &lo_attrs).expect("raw dev-get");
-            },
-        ),
-        String::new(),
-    ));
-    let plugin = rt.block_on(plugin_rate(&gw, n, "netdev", "dev-get", r#"{"ifindex":1}"#))?;
-    rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
-    let (r, p50, p99, _) = rt.block_on(http_rate(
-        &sock,
-        n / 2,
-        "/v1/families/netdev/ops/dev-get",
-        r#"{"ifindex":1}"#,
-        |_| 1.0,
-    ))?;
-    rows.push(row(
-        w,
-        "HTTP API (unix, keep-alive)",
-        "op/s",
-        (r, p50, p99),
-        String::new(),
-    ));
-    if let Some(py) = &o.python {
-        let v = pyroute2(py, &ns.0, &["dev-get", &(n / 4).to_string(), "1"])?;
-        rows.push(py_row(w, "op/s", &v, String::new()));
+    // --- do round trips: the same request through every path.
+    let getfamily = DoWorkload {
+        label: "do: nlctrl GETFAMILY",
+        raw: (0x10, 3, 2, &nlctrl_attrs),
+        family: "nlctrl",
+        op: "get",
+        input: r#"{"name":"nlctrl"}"#,
+        pyroute2: &["getfamily"],
+    };
+    let dev_get = DoWorkload {
+        label: "do: netdev dev-get (lo)",
+        raw: (netdev, 1, 1, &lo_attrs),
+        family: "netdev",
+        op: "dev-get",
+        input: r#"{"ifindex":1}"#,
+        pyroute2: &["dev-get", "1"],
+    };
+    for w in [getfamily, dev_get] {
+        eprintln!("{}", w.label);
+        rows.extend(w.run(&o, &rt, &mut raw, &gw, &sock, &ns.0, n)?);
     }
 
     // --- dump
