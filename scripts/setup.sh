@@ -44,6 +44,32 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The independent oracles the tests compare against: the kernel's own YNL
+# Python library (tools/net/ynl) and UAPI headers, from Debian's
+# linux-source-6.12, extracted once.
+oracle=${GENL_ORACLE_DIR:-/usr/local/share/genl-gateway/linux-source-6.12}
+if [ ! -e "$oracle/.complete" ]; then
+    if ! ls /usr/src/linux-source-6.12.tar.* >/dev/null 2>&1 || ! python3 -c "import yaml" 2>/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "missing linux-source-6.12 and python3-yaml; install them as root" >&2
+            exit 1
+        fi
+        echo "installing: linux-source-6.12 python3-yaml (test oracles)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-source-6.12 python3-yaml >/dev/null
+    fi
+    echo "extracting the kernel's YNL library and UAPI headers to $oracle"
+    tmp=$(mktemp -d)
+    tar -xf /usr/src/linux-source-6.12.tar.* -C "$tmp" --wildcards \
+        'linux-source-6.12/tools/net/ynl/*' 'linux-source-6.12/include/uapi/*' \
+        'linux-source-6.12/Documentation/netlink/*'
+    mkdir -p "$(dirname "$oracle")"
+    rm -rf "$oracle"
+    mv "$tmp/linux-source-6.12" "$oracle"
+    rmdir "$tmp"
+    touch "$oracle/.complete"
+fi
+
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "installing the wasm32-wasip2 target"
     rustup target add wasm32-wasip2

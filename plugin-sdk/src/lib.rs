@@ -42,6 +42,7 @@ pub mod ops;
 pub mod schema;
 pub mod typed;
 mod types;
+pub mod ynl;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

@@ -1,0 +1,22 @@
+//! The YNL engine: the kernel's YAML netlink specs (YNL,
+//! `Documentation/netlink/specs/`) turned into decoders and encoders at run
+//! time, so a family is served from its spec instead of hand-copied tables.
+//!
+//! ```
+//! use genl_plugin_sdk::ynl::Spec;
+//! let spec = Spec::load(include_str!("../../../ynl-specs/netdev.yaml")).unwrap();
+//! let op = spec.op("dev-get").unwrap();
+//! assert_eq!(op.request_value, Some(1));
+//! ```
+
+mod decode;
+mod encode;
+mod raw;
+mod spec;
+
+pub use decode::{DecodeError, unknown_key};
+pub use encode::EncodeError;
+pub use spec::{
+    AttrDef, AttrKind, AttrSet, Checks, DisplayHint, EnumDef, MemberDef, OpMode, Operation, Protocol, Spec,
+    SpecError, StructDef, SubMessageFormat,
+};
