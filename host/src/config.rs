@@ -272,6 +272,8 @@ struct RawNetlink {
 struct RawFamily {
     family: String,
     plugin: PathBuf,
+    /// A YNL spec for the plugin: a bundled spec's name, or a `.yaml` file.
+    spec: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
@@ -292,6 +294,32 @@ struct RawCommands {
     allow_do: Vec<u8>,
     #[serde(default, rename = "dump")]
     allow_dump: Vec<u8>,
+}
+
+/// Largest YNL spec file read for a plugin (the kernel's largest, nl80211,
+/// is about 200 KiB).
+const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+/// The `[config]` entry that hands a family file's `spec` to its plugin: a
+/// bundled spec by name (`spec`), or the text of a `.yaml` file, read here
+/// because plugins cannot read files (`spec-yaml`).
+fn spec_entry(family_file: &Path, spec: &str) -> Result<(&'static str, String), String> {
+    let is_file = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
+    if !is_file {
+        return Ok(("spec", spec.to_owned()));
+    }
+    let dir = family_file.parent().unwrap_or(Path::new("."));
+    let path = resolve(dir, PathBuf::from(spec));
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(format!(
+            "{} is {} bytes; a spec may have at most {MAX_SPEC_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(("spec-yaml", text))
 }
 
 /// A buffer size in KiB within what netlink sockets can take.
@@ -565,7 +593,7 @@ impl GatewayConfig {
             ));
         }
         let plugin = resolve(&self.plugin_dir, raw.plugin);
-        let config = raw
+        let mut config: BTreeMap<String, String> = raw
             .config
             .into_iter()
             .map(|(k, v)| {
@@ -576,6 +604,16 @@ impl GatewayConfig {
                 (k, v)
             })
             .collect();
+        if let Some(spec) = raw.spec {
+            let (key, value) = spec_entry(path, &spec).map_err(|m| invalid("spec", m))?;
+            if config.contains_key("spec") || config.contains_key("spec-yaml") {
+                return Err(invalid(
+                    "spec",
+                    "is set both here and in [config]; keep one".into(),
+                ));
+            }
+            config.insert(key.to_owned(), value);
+        }
         if raw.limits.fuel_metering.is_some() {
             return Err(invalid(
                 "limits.fuel_metering",

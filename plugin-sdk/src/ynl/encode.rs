@@ -572,7 +572,7 @@ fn bytes_input(v: &Value, hint: Option<DisplayHint>, path: &str) -> Result<Vec<u
             .map_err(|_| err(path, "expected an IP address")),
         _ => {
             let digits: String = s.chars().filter(|c| !matches!(c, ':' | '-' | ' ')).collect();
-            if digits.len() % 2 != 0 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            if !digits.len().is_multiple_of(2) || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(err(path, "expected hex bytes, e.g. \"0a1b\" or \"0a:1b\""));
             }
             (0..digits.len())

@@ -7,15 +7,19 @@
 //! let spec = Spec::load(include_str!("../../../ynl-specs/netdev.yaml")).unwrap();
 //! let op = spec.op("dev-get").unwrap();
 //! assert_eq!(op.request_value, Some(1));
+//! let bytes = spec.encode_request("dev", &["ifindex".into()], None, &serde_json::json!({"ifindex": 1})).unwrap();
+//! assert_eq!(spec.decode_attrs("dev", &bytes).unwrap()["ifindex"], 1);
 //! ```
 
 mod decode;
 mod encode;
 mod raw;
+mod service;
 mod spec;
 
 pub use decode::{DecodeError, unknown_key};
 pub use encode::EncodeError;
+pub use service::{ClientOp, Mode, Service};
 pub use spec::{
     AttrDef, AttrKind, AttrSet, Checks, DisplayHint, EnumDef, MemberDef, OpMode, Operation, Protocol, Spec,
     SpecError, StructDef, SubMessageFormat,

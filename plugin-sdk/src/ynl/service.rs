@@ -1,0 +1,186 @@
+//! A family served from its spec: client operations, requests, replies and
+//! notifications, all derived from the [`Spec`]. The bundled `ynl` plugin is
+//! this and nothing else; a custom plugin can hold one and add behaviour.
+//!
+//! Client operation names are predictable: a spec operation `NAME` with a
+//! `do` is offered as `NAME`, its `dump` as `NAME-dump`. Notifications are
+//! published with the spec operation's name as the topic.
+
+use serde_json::{Map, Value};
+
+use super::spec::{Operation, Spec};
+use crate::types::{CallError, Message, PluginDescription};
+
+/// How a client operation reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One request, its reply (or an acknowledgement).
+    Do,
+    /// A dump: every object the kernel has.
+    Dump,
+}
+
+/// One operation a client can call.
+#[derive(Debug, Clone)]
+pub struct ClientOp<'a> {
+    /// The name clients call it by.
+    pub name: String,
+    /// The spec operation behind it.
+    pub op: &'a Operation,
+    /// Do or dump.
+    pub mode: Mode,
+}
+
+impl ClientOp<'_> {
+    /// Whether it may change kernel state: dumps and `*-get`/`get*` do
+    /// requests read, everything else is taken to write. The operator's
+    /// command allowlist is the real gate; this only drives token access.
+    pub fn writes(&self) -> bool {
+        self.mode == Mode::Do && !(self.op.name.ends_with("-get") || self.op.name.starts_with("get"))
+    }
+
+    /// The attributes a client may send.
+    pub fn request_attrs(&self) -> &[String] {
+        let mode = match self.mode {
+            Mode::Do => self.op.do_.as_ref(),
+            Mode::Dump => self.op.dump.as_ref(),
+        };
+        mode.and_then(|m| m.request.as_deref()).unwrap_or_default()
+    }
+}
+
+/// A family served from its spec.
+#[derive(Debug, Clone)]
+pub struct Service {
+    spec: Spec,
+}
+
+impl Service {
+    /// Serve `spec`.
+    pub fn new(spec: Spec) -> Self {
+        Self { spec }
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Every operation clients can call, in spec order.
+    pub fn client_ops(&self) -> Vec<ClientOp<'_>> {
+        let mut out = Vec::new();
+        for op in self.spec.ops.iter().filter(|o| o.request_value.is_some()) {
+            if op.do_.is_some() {
+                out.push(ClientOp {
+                    name: op.name.clone(),
+                    op,
+                    mode: Mode::Do,
+                });
+            }
+            if op.dump.is_some() {
+                out.push(ClientOp {
+                    name: format!("{}-dump", op.name),
+                    op,
+                    mode: Mode::Dump,
+                });
+            }
+        }
+        out
+    }
+
+    /// The client operation named `name`.
+    pub fn client_op(&self, name: &str) -> Option<ClientOp<'_>> {
+        self.client_ops().into_iter().find(|o| o.name == name)
+    }
+
+    /// What the plugin offers: the spec's operations and notifications.
+    pub fn describe(&self) -> PluginDescription {
+        let mut d = PluginDescription::new(&self.spec.name).version("ynl");
+        for op in self.client_ops() {
+            let summary = match (op.mode, op.op.admin_perm) {
+                (Mode::Do, false) => format!("{} (do)", op.op.name),
+                (Mode::Do, true) => format!("{} (do, needs CAP_NET_ADMIN in the kernel)", op.op.name),
+                (Mode::Dump, false) => format!("{} (dump)", op.op.name),
+                (Mode::Dump, true) => format!("{} (dump, needs CAP_NET_ADMIN in the kernel)", op.op.name),
+            };
+            d = d.op(&op.name, &summary, op.writes());
+        }
+        for op in self.spec.ops.iter().filter(|o| o.notification.is_some()) {
+            d = d.topic(&op.name);
+        }
+        d
+    }
+
+    /// The request payload (fixed header, then attributes) of `op` for
+    /// the client's `input`.
+    pub fn encode(&self, op: &ClientOp<'_>, input: &Value) -> Result<Vec<u8>, CallError> {
+        let set = op.op.attribute_set.as_deref().unwrap_or_default();
+        if set.is_empty() {
+            return match input {
+                Value::Null => Ok(Vec::new()),
+                Value::Object(o) if o.is_empty() => Ok(Vec::new()),
+                _ => Err(CallError::bad_input(format!("{} takes no input", op.name))),
+            };
+        }
+        self.spec
+            .encode_request(set, op.request_attrs(), op.op.fixed_header.as_deref(), input)
+            .map_err(|e| CallError::bad_input(e.to_string()))
+    }
+
+    /// One reply or notification message as JSON: the fixed header's
+    /// members and the attributes, side by side (as the YNL CLI shows them).
+    pub fn decode(&self, op: &Operation, payload: &[u8]) -> Result<Value, CallError> {
+        let decode_err =
+            |e: super::DecodeError| CallError::new("decode", format!("malformed kernel reply: {e}"));
+        let mut out = Map::new();
+        let header = op.fixed_header.as_deref();
+        let skip = self.spec.struct_size(header);
+        if let Some(h) = header {
+            out.extend(self.spec.decode_struct(h, payload, h).map_err(decode_err)?);
+        }
+        if let Some(set) = op.attribute_set.as_deref() {
+            out.extend(
+                self.spec
+                    .decode_attrs(set, payload.get(skip..).unwrap_or_default())
+                    .map_err(decode_err)?,
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Call client operation `name` with `input` through the kernel.
+    pub fn call(&self, name: &str, input: &Value) -> Result<Value, CallError> {
+        let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
+        let cmd = op.op.request_value.ok_or_else(|| CallError::unknown_op(name))?;
+        let payload = self.encode(&op, input)?;
+        match op.mode {
+            Mode::Do => {
+                let replies = crate::kernel::do_request(cmd, &payload)?;
+                match replies.first() {
+                    Some(m) => self.decode(op.op, &m.payload),
+                    None => Ok(Value::Null),
+                }
+            }
+            Mode::Dump => {
+                let replies = crate::kernel::dump_request(cmd, &payload)?;
+                replies
+                    .iter()
+                    .map(|m| self.decode(op.op, &m.payload))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array)
+            }
+        }
+    }
+
+    /// A kernel notification as `(topic, payload)`: the spec operation whose
+    /// notification command it carries, and its decoded content. `None` for
+    /// a command the spec does not describe as a notification.
+    pub fn notification(&self, message: &Message) -> Option<(String, Result<Value, CallError>)> {
+        let op = self
+            .spec
+            .ops
+            .iter()
+            .find(|o| o.notification.is_some() && o.reply_value == Some(message.cmd))?;
+        Some((op.name.clone(), self.decode(op, &message.payload)))
+    }
+}

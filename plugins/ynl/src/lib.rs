@@ -1,0 +1,112 @@
+//! Serves any generic netlink family from its YNL spec: the family file
+//! names a bundled spec (`spec = "netdev"`) or the operator's own (`spec =
+//! "specs/mine.yaml"`, which the gateway reads and passes as `spec-yaml`).
+//! Operations, their inputs and outputs, and event topics all come from
+//! the spec; this crate has no family knowledge of its own.
+
+use genl_plugin_sdk::prelude::*;
+use genl_plugin_sdk::ynl::{Service, Spec};
+
+/// The kernel's specs shipped with the gateway (`ynl-specs/`).
+const BUNDLED: &[(&str, &str)] = &[
+    ("binder", include_str!("../../../ynl-specs/binder.yaml")),
+    (
+        "dev-energymodel",
+        include_str!("../../../ynl-specs/dev-energymodel.yaml"),
+    ),
+    ("devlink", include_str!("../../../ynl-specs/devlink.yaml")),
+    ("dpll", include_str!("../../../ynl-specs/dpll.yaml")),
+    ("drm_ras", include_str!("../../../ynl-specs/drm_ras.yaml")),
+    ("ethtool", include_str!("../../../ynl-specs/ethtool.yaml")),
+    ("fou", include_str!("../../../ynl-specs/fou.yaml")),
+    ("handshake", include_str!("../../../ynl-specs/handshake.yaml")),
+    ("lockd", include_str!("../../../ynl-specs/lockd.yaml")),
+    ("mptcp_pm", include_str!("../../../ynl-specs/mptcp_pm.yaml")),
+    ("net_shaper", include_str!("../../../ynl-specs/net_shaper.yaml")),
+    ("netdev", include_str!("../../../ynl-specs/netdev.yaml")),
+    ("nfsd", include_str!("../../../ynl-specs/nfsd.yaml")),
+    ("nl80211", include_str!("../../../ynl-specs/nl80211.yaml")),
+    ("nlctrl", include_str!("../../../ynl-specs/nlctrl.yaml")),
+    ("ovpn", include_str!("../../../ynl-specs/ovpn.yaml")),
+    (
+        "ovs_datapath",
+        include_str!("../../../ynl-specs/ovs_datapath.yaml"),
+    ),
+    ("ovs_flow", include_str!("../../../ynl-specs/ovs_flow.yaml")),
+    ("ovs_packet", include_str!("../../../ynl-specs/ovs_packet.yaml")),
+    ("ovs_vport", include_str!("../../../ynl-specs/ovs_vport.yaml")),
+    ("psp", include_str!("../../../ynl-specs/psp.yaml")),
+    (
+        "sunrpc_cache",
+        include_str!("../../../ynl-specs/sunrpc_cache.yaml"),
+    ),
+    ("tcp_metrics", include_str!("../../../ynl-specs/tcp_metrics.yaml")),
+    ("team", include_str!("../../../ynl-specs/team.yaml")),
+    ("wireguard", include_str!("../../../ynl-specs/wireguard.yaml")),
+];
+
+/// The names of the bundled specs.
+pub fn bundled() -> impl Iterator<Item = &'static str> {
+    BUNDLED.iter().map(|(n, _)| *n)
+}
+
+/// The plugin: one [`Service`].
+pub struct Ynl {
+    service: Service,
+}
+
+impl Ynl {
+    fn spec_text(config: &Config) -> Result<&str, String> {
+        if let Some(text) = config.get("spec-yaml").map(String::as_str) {
+            return Ok(text);
+        }
+        let name = config.get("spec").ok_or_else(|| {
+            "set `spec` in the family file: a bundled spec's name (e.g. \"netdev\") or a path to a .yaml"
+                .to_owned()
+        })?;
+        BUNDLED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                format!(
+                    "no bundled spec named '{name}'; bundled: {}",
+                    bundled().collect::<Vec<_>>().join(", ")
+                )
+            })
+    }
+}
+
+impl Plugin for Ynl {
+    fn init(config: Config) -> Result<Self, String> {
+        let spec = Spec::load(Self::spec_text(&config)?).map_err(|e| e.to_string())?;
+        Ok(Self {
+            service: Service::new(spec),
+        })
+    }
+
+    fn describe(&self) -> PluginDescription {
+        self.service.describe()
+    }
+
+    fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
+        self.service.call(op, &input)
+    }
+
+    fn on_notification(&mut self, _group: &str, message: Message) {
+        match self.service.notification(&message) {
+            Some((topic, Ok(payload))) => events::publish(&topic, &payload),
+            Some((topic, Err(e))) => log::warn(&format!("notification {topic} not decoded: {}", e.message)),
+            None => log::debug(&format!(
+                "command {} is no notification in the spec; ignored",
+                message.cmd
+            )),
+        }
+    }
+
+    fn on_events_lost(&mut self) {
+        events::publish("events-lost", &json!({"lost": true}));
+    }
+}
+
+export_plugin!(Ynl);
