@@ -144,20 +144,37 @@ impl Token {
     }
 }
 
-/// Per-plugin resource limits.
+/// Per-plugin resource limits. Every resource a plugin can make the host
+/// spend on its behalf has one of these bounds (docs/threat-model.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Linear memory a plugin instance may grow to.
+    /// Linear memory a plugin instance may hold, summed over all its
+    /// memories.
     pub memory_bytes: usize,
-    /// Wall-clock time one call into the plugin may take.
+    /// Wall-clock time one entry point (init, describe, call, a
+    /// notification) may take, time in host calls included.
     pub call_timeout: Duration,
     /// Fuel (roughly, wasm instructions) one call may burn; needs
     /// `limits.fuel_metering` in gateway.toml.
     pub fuel: Option<u64>,
-    /// Log lines per second a plugin may write before lines are suppressed.
+    /// Log lines per second a plugin may write (and the host may write
+    /// about it) before lines are suppressed.
     pub log_lines_per_sec: u32,
     /// Consecutive crashes after which the plugin is marked failed.
     pub max_crashes: u32,
+    /// Largest call output, error message or description the host takes
+    /// from the plugin.
+    pub output_bytes: usize,
+    /// Largest event (topic plus payload) the plugin may publish.
+    pub event_bytes: usize,
+    /// Longest log line kept; the rest is cut.
+    pub log_line_bytes: usize,
+    /// Largest kernel reply (all messages of a dump) collected for one
+    /// request of the plugin.
+    pub reply_bytes: usize,
+    /// Host resources (WASI streams, pollables, ...) a plugin instance may
+    /// hold at once.
+    pub host_resources: usize,
 }
 
 impl Default for Limits {
@@ -168,6 +185,11 @@ impl Default for Limits {
             fuel: None,
             log_lines_per_sec: 50,
             max_crashes: 5,
+            output_bytes: 1 << 20,
+            event_bytes: 64 << 10,
+            log_line_bytes: 2048,
+            reply_bytes: 16 << 20,
+            host_resources: 256,
         }
     }
 }
@@ -255,6 +277,11 @@ struct RawLimits {
     fuel: Option<u64>,
     log_lines_per_sec: Option<u32>,
     max_crashes: Option<u32>,
+    output_kib: Option<u64>,
+    event_kib: Option<u64>,
+    log_line_bytes: Option<u64>,
+    reply_mib: Option<u64>,
+    host_resources: Option<u64>,
     /// Only in gateway.toml.
     fuel_metering: Option<bool>,
 }
@@ -367,28 +394,43 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
+/// `value` if it lies in `range`, else an error naming `key` and the range.
+fn in_range(
+    path: &Path,
+    key: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: format!(
+                "{value} is out of range; use {} to {}",
+                range.start(),
+                range.end()
+            ),
+        })
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    // Every range checked above fits in usize on the 64-bit targets the
+    // gateway runs on; saturate rather than wrap elsewhere.
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 impl RawLimits {
     fn apply(self, path: &Path, defaults: Limits) -> Result<Limits, ConfigError> {
         let mut limits = defaults;
         if let Some(mib) = self.memory_mib {
-            if !(1..=4096).contains(&mib) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "limits.memory_mib",
-                    message: format!("{mib} is out of range; use 1 to 4096"),
-                });
-            }
-            limits.memory_bytes = (mib as usize) << 20;
+            limits.memory_bytes = to_usize(in_range(path, "limits.memory_mib", mib, 1..=4096)?) << 20;
         }
         if let Some(ms) = self.call_timeout_ms {
-            if !(1..=600_000).contains(&ms) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "limits.call_timeout_ms",
-                    message: format!("{ms} is out of range; use 1 to 600000"),
-                });
-            }
-            limits.call_timeout = Duration::from_millis(ms);
+            limits.call_timeout =
+                Duration::from_millis(in_range(path, "limits.call_timeout_ms", ms, 1..=600_000)?);
         }
         if let Some(fuel) = self.fuel {
             limits.fuel = Some(fuel);
@@ -398,6 +440,21 @@ impl RawLimits {
         }
         if let Some(n) = self.max_crashes {
             limits.max_crashes = n.max(1);
+        }
+        if let Some(kib) = self.output_kib {
+            limits.output_bytes = to_usize(in_range(path, "limits.output_kib", kib, 1..=65_536)?) << 10;
+        }
+        if let Some(kib) = self.event_kib {
+            limits.event_bytes = to_usize(in_range(path, "limits.event_kib", kib, 1..=16_384)?) << 10;
+        }
+        if let Some(n) = self.log_line_bytes {
+            limits.log_line_bytes = to_usize(in_range(path, "limits.log_line_bytes", n, 80..=65_536)?);
+        }
+        if let Some(mib) = self.reply_mib {
+            limits.reply_bytes = to_usize(in_range(path, "limits.reply_mib", mib, 1..=4096)?) << 20;
+        }
+        if let Some(n) = self.host_resources {
+            limits.host_resources = to_usize(in_range(path, "limits.host_resources", n, 16..=65_536)?);
         }
         Ok(limits)
     }
@@ -740,5 +797,43 @@ mod tests {
         );
         let e = GatewayConfig::load(&gw).unwrap_err().to_string();
         assert!(e.contains("limits.memory_mib: 0 is out of range"), "{e}");
+        let gw = write(
+            dir.path(),
+            "g4.toml",
+            &GATEWAY.replace("memory_mib = 32", "event_kib = 0"),
+        );
+        let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.event_kib: 0 is out of range; use 1 to 16384"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn size_limits_have_defaults_and_families_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = write(
+            dir.path(),
+            "gateway.toml",
+            &GATEWAY.replace("memory_mib = 32", "output_kib = 8\nhost_resources = 64"),
+        );
+        std::fs::create_dir(dir.path().join("families.d")).unwrap();
+        let fam = write(
+            &dir.path().join("families.d"),
+            "a.toml",
+            "family = \"nlctrl\"\nplugin = \"x.wasm\"\n[limits]\nevent_kib = 2\nlog_line_bytes = 100\nreply_mib = 3\n",
+        );
+        let cfg = GatewayConfig::load(&gw).unwrap();
+        let f = cfg.load_family(&fam).unwrap();
+        assert_eq!(
+            (
+                f.limits.output_bytes,
+                f.limits.host_resources,
+                f.limits.event_bytes,
+                f.limits.log_line_bytes,
+                f.limits.reply_bytes
+            ),
+            (8 << 10, 64, 2 << 10, 100, 3 << 20)
+        );
     }
 }

@@ -219,3 +219,15 @@ pub enum Level {
     /// Something failed.
     Error,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_timeout_becomes_the_timeout_call_error() {
+        // The host answers call-error code "timeout" with 504; a kernel
+        // wait that ran out must reach clients as that, not as `io`.
+        assert_eq!(CallError::from(RequestError::Timeout).code, "timeout");
+    }
+}

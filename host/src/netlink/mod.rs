@@ -5,6 +5,7 @@ mod requester;
 mod socket;
 
 pub use requester::{
-    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestError, Requester, SocketOptions,
+    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError, Requester,
+    SocketOptions,
 };
 pub use socket::NlSocket;

@@ -108,6 +108,17 @@ pub struct SocketOptions {
     pub sink: Option<NotificationSink>,
 }
 
+/// What one request made on a plugin's behalf may cost: how long it may
+/// wait (for the dump turn and for the kernel together) and how many bytes
+/// of replies the host collects for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBounds {
+    /// Longest wait, dump turn included.
+    pub wait: Duration,
+    /// Most reply bytes (netlink payloads) collected.
+    pub reply_bytes: usize,
+}
+
 /// Why a request did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
@@ -123,10 +134,21 @@ pub enum RequestError {
     /// Socket failure or an undecodable reply.
     #[error("netlink I/O: {0}")]
     Io(String),
+    /// A `do` carried flags that would make the kernel run it as a dump.
+    #[error(
+        "flags {0:#x} include NLM_F_DUMP (REPLACE|EXCL together), which generic netlink runs as a dump; use a dump request"
+    )]
+    DumpFlagsOnDo(u16),
+    /// The replies were larger than the request's bound.
+    #[error("the kernel's reply exceeded the {0}-byte limit for one request")]
+    ReplyTooLarge(usize),
 }
 
 struct Pending {
     parts: Vec<OwnedMessage>,
+    /// Payload bytes collected so far, and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
     interrupted: bool,
     done: oneshot::Sender<Result<(Vec<OwnedMessage>, bool), RequestError>>,
 }
@@ -207,6 +229,15 @@ impl Requester {
         self.shared.sock.get_ref().join_group(id)
     }
 
+    /// The bounds requests get when the caller names none: the socket's
+    /// timeout, replies of any size.
+    pub fn default_bounds(&self) -> RequestBounds {
+        RequestBounds {
+            wait: self.timeout,
+            reply_bytes: usize::MAX,
+        }
+    }
+
     /// A `do` request; returns the reply messages before the ACK.
     pub async fn do_request(
         &self,
@@ -215,8 +246,28 @@ impl Requester {
         extra_flags: u16,
         payload: &[u8],
     ) -> Result<Vec<OwnedMessage>, RequestError> {
+        self.do_request_bounded(family, genl, extra_flags, payload, self.default_bounds())
+            .await
+    }
+
+    /// A `do` request within `bounds`. Flags that would make it a dump are
+    /// refused before anything is sent.
+    pub async fn do_request_bounded(
+        &self,
+        family: u16,
+        genl: GenlHeader,
+        extra_flags: u16,
+        payload: &[u8],
+        bounds: RequestBounds,
+    ) -> Result<Vec<OwnedMessage>, RequestError> {
+        if extra_flags & NLM_F_DUMP == NLM_F_DUMP {
+            return Err(RequestError::DumpFlagsOnDo(extra_flags));
+        }
         let flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
-        self.exchange(family, genl, flags, payload).await.map(|(m, _)| m)
+        let deadline = tokio::time::Instant::now() + bounds.wait;
+        self.exchange(family, genl, flags, payload, deadline, bounds)
+            .await
+            .map(|(m, _)| m)
     }
 
     /// A dump; returns every message up to NLMSG_DONE. A dump the kernel
@@ -227,10 +278,33 @@ impl Requester {
         genl: GenlHeader,
         payload: &[u8],
     ) -> Result<Vec<OwnedMessage>, RequestError> {
-        let _turn = self.dump_turn.lock().await;
+        self.dump_bounded(family, genl, payload, self.default_bounds())
+            .await
+    }
+
+    /// A dump within `bounds`: the wait for the dump turn counts against
+    /// the same deadline as the kernel's answer.
+    pub async fn dump_bounded(
+        &self,
+        family: u16,
+        genl: GenlHeader,
+        payload: &[u8],
+        bounds: RequestBounds,
+    ) -> Result<Vec<OwnedMessage>, RequestError> {
+        let deadline = tokio::time::Instant::now() + bounds.wait;
+        let _turn = tokio::time::timeout_at(deadline, self.dump_turn.lock())
+            .await
+            .map_err(|_| RequestError::Timeout(bounds.wait))?;
         for _ in 0..DUMP_INTR_RETRIES {
             let (msgs, interrupted) = self
-                .exchange(family, genl, NLM_F_REQUEST | NLM_F_DUMP, payload)
+                .exchange(
+                    family,
+                    genl,
+                    NLM_F_REQUEST | NLM_F_DUMP,
+                    payload,
+                    deadline,
+                    bounds,
+                )
                 .await?;
             if !interrupted {
                 return Ok(msgs);
@@ -250,6 +324,8 @@ impl Requester {
         genl: GenlHeader,
         flags: u16,
         payload: &[u8],
+        deadline: tokio::time::Instant,
+        bounds: RequestBounds,
     ) -> Result<(Vec<OwnedMessage>, bool), RequestError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let request = genl_request(family, flags, seq, genl, payload);
@@ -259,6 +335,8 @@ impl Requester {
             seq,
             Pending {
                 parts: Vec::new(),
+                bytes: 0,
+                max_bytes: bounds.reply_bytes,
                 interrupted: false,
                 done: tx,
             },
@@ -268,12 +346,12 @@ impl Requester {
             return Err(RequestError::Io(format!("send: {e}")));
         }
         self.receive_now(seq);
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::Io("the netlink reader stopped".into())),
             Err(_) => {
                 lock(pending).remove(&seq);
-                Err(RequestError::Timeout(self.timeout))
+                Err(RequestError::Timeout(bounds.wait))
             }
         }
     }
@@ -400,7 +478,13 @@ fn route(datagram: &[u8], group: u32, pending: &PendingMap, sink: Option<&Notifi
             p.interrupted = true;
         }
         let outcome = match msg.completion() {
+            Ok(None) if p.bytes.saturating_add(msg.payload.len()) > p.max_bytes => {
+                // Stop collecting; the rest of a dump is still read (and
+                // dropped, the seq being gone) so the socket stays usable.
+                Err(RequestError::ReplyTooLarge(p.max_bytes))
+            }
             Ok(None) => {
+                p.bytes += msg.payload.len();
                 p.parts.push(OwnedMessage {
                     header: msg.header,
                     group,

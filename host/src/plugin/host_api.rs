@@ -2,23 +2,30 @@
 //! gateway, each checked against the operator's family file.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use genl_wire::consts::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use genl_wire::consts::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use genl_wire::{FamilyInfo, GenlHeader};
 use tokio::sync::broadcast;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::genl::gateway::{events, kernel, log, types};
-use super::log_limit::LogLimiter;
+use super::budget::Budget;
+use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
+use crate::config::Limits;
 use crate::families::{FamilyResolver, ResolveError};
 use crate::gateway::Listener;
-use crate::netlink::{OwnedMessage, RequestError, Requester};
+use crate::netlink::{OwnedMessage, RequestBounds, RequestError, Requester};
 
-/// Flags a plugin may add to a `do` request.
+/// Flags a plugin may add to a `do` request: the "new request" modifiers,
+/// never REPLACE and EXCL together (that is NLM_F_DUMP, see below).
 const ALLOWED_EXTRA_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE | NLM_F_APPEND;
+
+/// Longest event topic; topics are short names like "link".
+pub const MAX_TOPIC: usize = 64;
 
 /// An event a plugin published.
 #[derive(Debug, Clone)]
@@ -59,9 +66,45 @@ pub struct PluginState {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) budget: Budget,
+    pub(crate) limits: Limits,
     pub(crate) log_limiter: Arc<LogLimiter>,
     pub(crate) metrics: Arc<PluginMetrics>,
+    /// When the running entry point must be done: checked by the epoch
+    /// callback while wasm runs and used to size kernel waits.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// Kernel waits end this long before the entry point's deadline (at least
+/// [`MIN_KERNEL_MARGIN`]) so the plugin can still turn the `timeout` into
+/// an answer: a slow kernel is a 504, never a plugin crash.
+const KERNEL_MARGIN_DIVISOR: u32 = 5;
+const MIN_KERNEL_MARGIN: Duration = Duration::from_millis(20);
+
+impl PluginState {
+    /// The bounds of one kernel request made now: the socket's own timeout,
+    /// cut to end before the entry point's deadline; replies no larger than
+    /// the plugin's limit (nor its memory, which they must fit in).
+    fn request_bounds(&self) -> RequestBounds {
+        let mut wait = self.kernel.requester.default_bounds().wait;
+        if let Some(deadline) = self.deadline {
+            let margin = (self.limits.call_timeout / KERNEL_MARGIN_DIVISOR).max(MIN_KERNEL_MARGIN);
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(margin);
+            wait = wait.min(left);
+        }
+        RequestBounds {
+            wait,
+            reply_bytes: self.limits.reply_bytes.min(self.limits.memory_bytes),
+        }
+    }
+
+    /// A warning about this plugin, through its log rate limit so a plugin
+    /// cannot make the host flood the log on its behalf either.
+    fn warn(&self, what: impl FnOnce()) {
+        self.log_limiter.emit(&self.kernel.family, what);
+    }
 }
 
 impl WasiView for PluginState {
@@ -84,15 +127,42 @@ impl KernelAccess {
         })
     }
 
+    /// The family file as refusals name it: its file name only, since
+    /// refusals reach clients, who need not learn the host's paths.
+    fn config_file(&self) -> &str {
+        std::path::Path::new(&*self.config_path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("the family file")
+    }
+
     fn check(&self, kind: &str, cmd: u8, allowed: &[u8]) -> Result<(), types::RequestError> {
         if allowed.contains(&cmd) {
             Ok(())
         } else {
             Err(types::RequestError::Denied(format!(
-                "command {cmd} of family {} is not allowed as a {kind} request; add it to [commands] {kind} in {} if the operator agrees",
-                self.family, self.config_path
+                "command {cmd} of family {} is not allowed as a {kind} request; add it to [commands] {kind} in the operator's family file ({}) if the operator agrees",
+                self.family,
+                self.config_file()
             )))
         }
+    }
+
+    /// Flags of a `do`: only the "new request" modifiers, and never the two
+    /// that together make the kernel run it as a dump (outside the dump
+    /// turn, and for a command perhaps allowed only as a `do`).
+    fn check_do_flags(extra_flags: u16) -> Result<(), types::RequestError> {
+        if extra_flags & !ALLOWED_EXTRA_FLAGS != 0 {
+            return Err(types::RequestError::Denied(format!(
+                "flags {extra_flags:#x} include bits other than NLM_F_CREATE, EXCL, REPLACE, APPEND"
+            )));
+        }
+        if extra_flags & NLM_F_DUMP == NLM_F_DUMP {
+            return Err(types::RequestError::Denied(format!(
+                "flags {extra_flags:#x} carry NLM_F_REPLACE and NLM_F_EXCL together, which is NLM_F_DUMP: generic netlink would run this `do` as a dump; use dump-request"
+            )));
+        }
+        Ok(())
     }
 
     async fn check_policy(
@@ -126,6 +196,7 @@ impl KernelAccess {
         &self,
         cmd: u8,
         payload: Vec<u8>,
+        bounds: RequestBounds,
     ) -> Result<Vec<types::Message>, types::RequestError> {
         self.check("do", cmd, &self.allow_do)?;
         let family = self.family_info().await?;
@@ -139,7 +210,10 @@ impl KernelAccess {
             cmd,
             version: u8::try_from(family.version).unwrap_or(u8::MAX),
         };
-        match socket.do_request(family.id, genl, 0, &payload).await {
+        match socket
+            .do_request_bounded(family.id, genl, 0, &payload, bounds)
+            .await
+        {
             Ok(msgs) => msgs.into_iter().map(to_wit_message).collect(),
             Err(e) => Err(to_wit_error(e)),
         }
@@ -152,16 +226,13 @@ impl KernelAccess {
         cmd: u8,
         extra_flags: u16,
         payload: Vec<u8>,
+        bounds: RequestBounds,
     ) -> Result<Vec<types::Message>, types::RequestError> {
         if dump {
             self.check("dump", cmd, &self.allow_dump)?;
         } else {
             self.check("do", cmd, &self.allow_do)?;
-        }
-        if extra_flags & !ALLOWED_EXTRA_FLAGS != 0 {
-            return Err(types::RequestError::Denied(format!(
-                "flags {extra_flags:#x} include bits other than NLM_F_CREATE, EXCL, REPLACE, APPEND"
-            )));
+            Self::check_do_flags(extra_flags)?;
         }
         let family = self.family_info().await?;
         if self.validate {
@@ -172,10 +243,12 @@ impl KernelAccess {
             version: u8::try_from(family.version).unwrap_or(u8::MAX),
         };
         let result = if dump {
-            self.requester.dump(family.id, genl, &payload).await
+            self.requester
+                .dump_bounded(family.id, genl, &payload, bounds)
+                .await
         } else {
             self.requester
-                .do_request(family.id, genl, extra_flags, &payload)
+                .do_request_bounded(family.id, genl, extra_flags, &payload, bounds)
                 .await
         };
         match result {
@@ -261,7 +334,10 @@ impl kernel::Host for PluginState {
         extra_flags: u16,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        self.kernel.request(false, cmd, extra_flags, payload).await
+        let bounds = self.request_bounds();
+        self.kernel
+            .request(false, cmd, extra_flags, payload, bounds)
+            .await
     }
 
     async fn dump_request(
@@ -269,7 +345,8 @@ impl kernel::Host for PluginState {
         cmd: u8,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        self.kernel.request(true, cmd, 0, payload).await
+        let bounds = self.request_bounds();
+        self.kernel.request(true, cmd, 0, payload, bounds).await
     }
 
     async fn listen_request(
@@ -277,13 +354,15 @@ impl kernel::Host for PluginState {
         cmd: u8,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        self.kernel.listen_request(cmd, payload).await
+        let bounds = self.request_bounds();
+        self.kernel.listen_request(cmd, payload, bounds).await
     }
 }
 
 impl log::Host for PluginState {
     async fn log(&mut self, level: types::Level, message: String) {
         let plugin = &*self.kernel.family;
+        let message = one_line(&message, self.limits.log_line_bytes);
         self.log_limiter.emit(plugin, || match level {
             types::Level::Trace => tracing::trace!(plugin, "{message}"),
             types::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -294,22 +373,91 @@ impl log::Host for PluginState {
     }
 }
 
+/// Why an event was refused at publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventRefusal {
+    /// Empty, too long, or with characters that cannot travel in an SSE
+    /// `event:` line (controls, CR/LF).
+    Topic,
+    /// Topic plus payload over the plugin's `limits.event_kib`.
+    TooLarge,
+    /// Subscribers splice the payload into JSON.
+    NotJson,
+}
+
+fn check_event(topic: &str, payload: &str, max_bytes: usize) -> Result<(), EventRefusal> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC || topic.chars().any(char::is_control) {
+        return Err(EventRefusal::Topic);
+    }
+    if topic.len() + payload.len() > max_bytes {
+        return Err(EventRefusal::TooLarge);
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_err() {
+        return Err(EventRefusal::NotJson);
+    }
+    Ok(())
+}
+
 impl events::Host for PluginState {
     async fn publish(&mut self, topic: String, payload: String) {
-        // Subscribers splice the payload into JSON: refuse anything else
-        // rather than hand them a corrupt stream.
-        if serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_err() {
-            tracing::warn!(plugin = %self.kernel.family, %topic, "dropped an event whose payload is not JSON");
+        if let Err(why) = check_event(&topic, &payload, self.limits.event_bytes) {
+            self.metrics.events_refused.fetch_add(1, Ordering::Relaxed);
+            let plugin = &*self.kernel.family;
+            let topic = one_line(&topic, MAX_TOPIC);
+            let (size, limit) = (payload.len(), self.limits.event_bytes);
+            self.warn(|| match why {
+                EventRefusal::Topic => tracing::warn!(
+                    plugin,
+                    %topic,
+                    "dropped an event: its topic is empty, longer than {MAX_TOPIC} bytes or has control characters"
+                ),
+                EventRefusal::TooLarge => tracing::warn!(
+                    plugin,
+                    %topic,
+                    size,
+                    "dropped an event larger than the plugin's {limit}-byte limit (limits.event_kib)"
+                ),
+                EventRefusal::NotJson => {
+                    tracing::warn!(plugin, %topic, "dropped an event whose payload is not JSON")
+                }
+            });
             return;
         }
-        self.metrics
-            .events_published
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.events_published.fetch_add(1, Ordering::Relaxed);
         // No subscriber is not an error: events are best-effort fan-out.
         let _ = self.events.send(Event {
             family: self.kernel.family.clone(),
             topic,
             payload,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn do_flags_never_make_a_dump() {
+        // Values from <linux/netlink.h>: REPLACE 0x100, EXCL 0x200,
+        // CREATE 0x400, APPEND 0x800; NLM_F_DUMP is ROOT|MATCH = 0x300.
+        for ok in [0, 0x100, 0x200, 0x400, 0x800, 0x500, 0x600, 0xd00] {
+            assert!(KernelAccess::check_do_flags(ok).is_ok(), "{ok:#x}");
+        }
+        for bad in [0x300, 0x700, 0xf00, 0x1, 0x8, 0x1000] {
+            assert!(KernelAccess::check_do_flags(bad).is_err(), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn event_topics_and_sizes_are_checked_at_publish() {
+        assert_eq!(check_event("link", "{}", 100), Ok(()));
+        assert_eq!(check_event("a\r\nb", "{}", 100), Err(EventRefusal::Topic));
+        assert_eq!(check_event("", "{}", 100), Err(EventRefusal::Topic));
+        assert_eq!(
+            check_event("t", &format!("\"{}\"", "x".repeat(200)), 100),
+            Err(EventRefusal::TooLarge)
+        );
+        assert_eq!(check_event("t", "{", 100), Err(EventRefusal::NotJson));
     }
 }

@@ -2,6 +2,7 @@
 //! instance that serves calls. Calls into an instance are serialised; a
 //! trap discards the instance and the next call builds a fresh one.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,15 +11,16 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use super::bindings::genl::gateway::types;
 use super::bindings::{Plugin, PluginPre};
-use super::host_api::to_wit_message;
-use super::host_api::{Event, KernelAccess, PluginState};
-use super::log_limit::LogLimiter;
+use super::budget::Budget;
+use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
+use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
-use super::runtime::{EPOCH_TICK, PluginError, Runtime};
+use super::runtime::{PluginError, Runtime};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
 use crate::netlink::OwnedMessage;
@@ -47,6 +49,42 @@ pub struct OpDescription {
     pub writes: bool,
 }
 
+/// Where a plugin stands, as the API shows it ("ready", "restarting",
+/// "failed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Serving (an instance is live or is built on the next call).
+    Ready,
+    /// Backing off after a crash before the next restart.
+    Restarting,
+    /// Crashed too often; serves nothing until reloaded.
+    Failed,
+}
+
+impl Health {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ready => "ready",
+            Health::Restarting => "restarting",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+impl PartialEq<&str> for Health {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A plugin's state as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
@@ -56,8 +94,8 @@ pub struct PluginStatus {
     pub sha256: String,
     /// Whether the compiled component came from the cache.
     pub from_cache: bool,
-    /// "ready", "restarting" (backing off after a crash) or "failed".
-    pub state: &'static str,
+    /// Ready, restarting (backing off after a crash) or failed.
+    pub state: Health,
     /// How many times the instance was rebuilt after a crash.
     pub restarts: u64,
     /// Crashes since the last successful call.
@@ -66,6 +104,11 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
     /// Log lines suppressed by the rate limit.
     pub log_lines_suppressed: u64,
+    /// Events refused at publish (bad topic, too large, not JSON).
+    pub events_refused: u64,
+    /// Notifications not delivered because the plugin was failed, backing
+    /// off or could not start.
+    pub notifications_dropped: u64,
     /// The limits it runs under.
     pub limits: LimitsView,
     /// What the plugin offers.
@@ -171,6 +214,104 @@ fn trap(e: wasmtime::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// The error the epoch callback raises when an entry point's wall-clock
+/// deadline passes while wasm runs.
+#[derive(Debug, thiserror::Error)]
+#[error("wall-clock deadline exceeded")]
+struct DeadlineExceeded;
+
+/// Why an entry point stopped without an answer.
+enum Stop {
+    /// Its wall-clock deadline passed (in wasm or in a host call).
+    Deadline,
+    /// It trapped (panic, unreachable, memory or fuel limit, ...).
+    Trap(String),
+}
+
+/// Run one entry point of an instance under its wall-clock deadline. The
+/// epoch callback stops wasm that runs past it; the timeout here stops one
+/// that waits past it in a host call (a WASI sleep, a kernel wait, a lock).
+/// Either way the instance is left mid-call and must be discarded.
+async fn bounded<T>(deadline: Instant, entry: impl Future<Output = wasmtime::Result<T>>) -> Result<T, Stop> {
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), entry).await {
+        Err(_) => Err(Stop::Deadline),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.downcast_ref::<DeadlineExceeded>().is_some() || Instant::now() >= deadline => {
+            Err(Stop::Deadline)
+        }
+        Ok(Err(e)) => Err(Stop::Trap(trap(e))),
+    }
+}
+
+/// Most operations and topics a description may list.
+const MAX_OPS: usize = 1024;
+const MAX_TOPICS: usize = 256;
+/// Longest operation name (it is a URL path segment).
+const MAX_OP_NAME: usize = 64;
+/// Longest error code a plugin may answer with.
+const MAX_CODE: usize = 48;
+
+/// The plugin's description, checked against the bounds a client-facing
+/// listing must keep: sizes, counts, and names without control characters.
+fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(), String> {
+    if d.ops.len() > MAX_OPS || d.topics.len() > MAX_TOPICS {
+        return Err(format!(
+            "it lists {} operations and {} topics (at most {MAX_OPS} and {MAX_TOPICS})",
+            d.ops.len(),
+            d.topics.len()
+        ));
+    }
+    let size = d.family.len()
+        + d.version.len()
+        + d.ops
+            .iter()
+            .map(|o| o.name.len() + o.summary.len())
+            .sum::<usize>()
+        + d.topics.iter().map(String::len).sum::<usize>();
+    if size > max_bytes {
+        return Err(format!(
+            "it is {size} bytes, over the plugin's {max_bytes}-byte limit (limits.output_kib)"
+        ));
+    }
+    let bad_name =
+        |n: &str, max: usize| n.is_empty() || n.len() > max || n.chars().any(|c| c.is_control() || c == '/');
+    if let Some(o) = d.ops.iter().find(|o| bad_name(&o.name, MAX_OP_NAME)) {
+        return Err(format!(
+            "operation name '{}' is empty, longer than {MAX_OP_NAME} bytes or has '/' or control characters",
+            one_line(&o.name, MAX_OP_NAME)
+        ));
+    }
+    if let Some(t) = d.topics.iter().find(|t| bad_name(t, MAX_TOPIC)) {
+        return Err(format!(
+            "topic '{}' is empty, longer than {MAX_TOPIC} bytes or has '/' or control characters",
+            one_line(t, MAX_TOPIC)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `code` is a short lowercase name like "not-found".
+fn valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= MAX_CODE
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str("... [cut]");
+    }
+    text
+}
+
 impl LoadedPlugin {
     /// Compile, link, instantiate and initialise the plugin of `family`.
     pub async fn load(
@@ -214,14 +355,29 @@ impl LoadedPlugin {
             metrics: Arc::default(),
         };
         let mut live = plugin.instantiate().await?;
-        plugin.arm(&mut live.store);
-        let d = live
-            .plugin
-            .call_describe(&mut live.store)
+        let deadline = plugin.arm(&mut live.store);
+        let d = bounded(deadline, live.plugin.call_describe(&mut live.store))
             .await
-            .map_err(|e| PluginError::Trap(format!("in describe: {}", trap(e))))?;
+            .map_err(|stop| match stop {
+                Stop::Deadline => PluginError::Trap(format!(
+                    "describe did not finish within the {:?} deadline (limits.call_timeout_ms)",
+                    plugin.limits.call_timeout
+                )),
+                Stop::Trap(msg) => PluginError::Trap(format!("in describe: {msg}")),
+            })?;
+        check_description(&d, plugin.limits.output_bytes)
+            .map_err(|why| PluginError::Description(format!("the plugin's describe is unusable: {why}")))?;
+        if d.family != family.family {
+            // Only the family file decides what a plugin serves; a name it
+            // claims would mislead whoever reads the listing.
+            tracing::warn!(
+                plugin = %family.family,
+                claimed = %one_line(&d.family, 64),
+                "the plugin describes itself as another family; it serves only the family of its file, and the listing shows that"
+            );
+        }
         plugin.description = Description {
-            family: d.family,
+            family: family.family.clone(),
             version: d.version,
             ops: d
                 .ops
@@ -238,61 +394,85 @@ impl LoadedPlugin {
         Ok(Arc::new(plugin))
     }
 
-    /// Arm the per-call limits: the wall-clock deadline and, if metered,
-    /// the fuel.
-    fn arm(&self, store: &mut Store<PluginState>) {
-        let ticks = self
-            .limits
-            .call_timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    /// Arm one entry point's limits: its wall-clock deadline (returned) and,
+    /// if metered, its fuel. The epoch callback checks the deadline every
+    /// tick and otherwise yields, so a busy plugin shares its thread.
+    fn arm(&self, store: &mut Store<PluginState>) -> Instant {
+        let deadline = Instant::now() + self.limits.call_timeout;
+        store.data_mut().deadline = Some(deadline);
+        store.set_epoch_deadline(1);
         if self.fuel_metering {
             // Cannot fail with metering on; without a limit a call may burn
             // as much as its deadline allows.
             let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
         }
+        deadline
     }
 
     async fn instantiate(&self) -> Result<Live, PluginError> {
         let family = self.access.family.clone();
+        let max_line = self.limits.log_line_bytes;
         let wasi = WasiCtxBuilder::new()
-            .stdout(LogStream::new(family.clone(), "stdout", self.limiter.clone()))
-            .stderr(LogStream::new(family.clone(), "stderr", self.limiter.clone()))
+            .stdout(LogStream::new(
+                family.clone(),
+                "stdout",
+                self.limiter.clone(),
+                max_line,
+            ))
+            .stderr(LogStream::new(
+                family.clone(),
+                "stderr",
+                self.limiter.clone(),
+                max_line,
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        // Every host resource (stream, pollable, ...) the plugin holds is an
+        // entry here; a full table makes the next one fail.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.host_resources);
         let mut store = Store::new(
             &self.engine,
             PluginState {
                 kernel: self.access.clone(),
                 events: self.events.clone(),
                 wasi,
-                table: ResourceTable::new(),
-                limits,
+                table,
+                budget: Budget::new(self.limits.memory_bytes),
+                limits: self.limits,
                 log_limiter: self.limiter.clone(),
                 metrics: self.metrics.clone(),
+                deadline: None,
             },
         );
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        self.arm(&mut store);
-        let plugin = self
-            .pre
-            .instantiate_async(&mut store)
+        store.limiter(|s| &mut s.budget);
+        store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
+            Some(d) if Instant::now() >= d => Err(wasmtime::Error::new(DeadlineExceeded)),
+            // Yield to the executor every tick: other plugins, the API and
+            // the netlink reader get the thread at least every tick.
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+        // Instantiation (start functions included) and init share one
+        // deadline: together they are the plugin's `init`.
+        let deadline = self.arm(&mut store);
+        let stopped = |stop: Stop| match stop {
+            Stop::Deadline => PluginError::Trap(format!(
+                "init did not finish within the {:?} deadline (limits.call_timeout_ms)",
+                self.limits.call_timeout
+            )),
+            Stop::Trap(msg) => PluginError::Trap(format!("in init: {msg}")),
+        };
+        let plugin = bounded(deadline, self.pre.instantiate_async(&mut store))
             .await
-            .map_err(|e| PluginError::Trap(format!("instantiating: {}", trap(e))))?;
-        self.arm(&mut store);
-        match plugin.call_init(&mut store, &self.config).await {
-            Ok(Ok(())) => Ok(Live { store, plugin }),
-            Ok(Err(msg)) => Err(PluginError::Init(msg)),
-            Err(e) => Err(PluginError::Trap(format!("in init: {}", trap(e)))),
+            .map_err(stopped)?;
+        match bounded(deadline, plugin.call_init(&mut store, &self.config))
+            .await
+            .map_err(stopped)?
+        {
+            Ok(()) => Ok(Live { store, plugin }),
+            Err(msg) => Err(PluginError::Init(truncate(msg, self.limits.output_bytes))),
         }
     }
 
@@ -366,44 +546,84 @@ impl LoadedPlugin {
             .clone()
     }
 
-    /// Hand `batch` to the plugin's notification entry points, in order.
-    /// A trap discards the instance and the rest of the batch.
+    fn health(&self) -> Health {
+        let c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.failed {
+            Health::Failed
+        } else if c.retry_at.is_some_and(|t| t > Instant::now()) {
+            Health::Restarting
+        } else {
+            Health::Ready
+        }
+    }
+
+    /// Hand `batch` to the plugin's notification entry points, in order,
+    /// each under its own deadline. A failed or backing-off plugin gets
+    /// none (they are counted as dropped). A trap or an expired deadline
+    /// discards the instance and the rest of the batch.
     pub async fn notify(&self, batch: Vec<Delivery>) {
+        let plugin = &*self.access.family;
+        let dropped = |n: usize, why: &str| {
+            self.metrics
+                .notifications_dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.limiter.emit(plugin, || {
+                tracing::warn!(plugin, dropped = n, "notifications dropped: {why}");
+            });
+        };
+        if self.health() != Health::Ready {
+            dropped(batch.len(), "the plugin is failed or backing off after a crash");
+            return;
+        }
         let mut slot = self.live.lock().await;
         let live = match self.ensure_live(&mut slot).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(plugin = %self.access.family, dropped = batch.len(), "notifications dropped: {e:?}");
+                dropped(batch.len(), &format!("{e:?}"));
                 return;
             }
         };
-        for item in batch {
-            self.arm(&mut live.store);
-            self.metrics
-                .notifications_delivered
-                .fetch_add(1, Ordering::Relaxed);
-            let result = match item {
+        let total = batch.len();
+        for (i, item) in batch.into_iter().enumerate() {
+            let deadline = self.arm(&mut live.store);
+            let (what, result) = match item {
                 Delivery::Message { group, message } => match to_wit_message(message) {
                     Ok(m) => {
-                        live.plugin
-                            .call_on_notification(&mut live.store, &group, &m)
-                            .await
+                        self.metrics
+                            .notifications_delivered
+                            .fetch_add(1, Ordering::Relaxed);
+                        let entry = live.plugin.call_on_notification(&mut live.store, &group, &m);
+                        ("on-notification", bounded(deadline, entry).await)
                     }
                     Err(e) => {
-                        tracing::warn!(plugin = %self.access.family, "notification dropped: {e:?}");
+                        dropped(1, &format!("{e:?}"));
                         continue;
                     }
                 },
-                Delivery::Lost => live.plugin.call_on_events_lost(&mut live.store).await,
+                Delivery::Lost => {
+                    let entry = live.plugin.call_on_events_lost(&mut live.store);
+                    ("on-events-lost", bounded(deadline, entry).await)
+                }
             };
-            if let Err(e) = result {
-                let msg = trap(e);
-                tracing::error!(plugin = %self.access.family, "plugin crashed in a notification handler: {msg}; its instance is discarded");
+            if let Err(stop) = result {
+                let msg = match stop {
+                    Stop::Deadline => format!(
+                        "{what} did not finish within the {:?} deadline (limits.call_timeout_ms)",
+                        self.limits.call_timeout
+                    ),
+                    Stop::Trap(msg) => format!("in {what}: {msg}"),
+                };
+                tracing::error!(plugin, "plugin crashed: {msg}; its instance is discarded");
                 self.crashed(&msg);
                 *slot = None;
+                let rest = total - i - 1;
+                if rest > 0 {
+                    dropped(rest, "the plugin crashed earlier in the batch");
+                }
                 return;
             }
         }
+        live.store.data_mut().deadline = None;
     }
 
     /// Call `op` with the JSON `input`.
@@ -423,43 +643,107 @@ impl LoadedPlugin {
         result
     }
 
+    /// A failure clients see as 504 `timeout`.
+    fn timed_out(&self, message: String) -> CallFailure {
+        CallFailure::Plugin {
+            code: "timeout".into(),
+            message,
+            kernel: None,
+        }
+    }
+
+    /// A failure clients see as 502 `bad-plugin-output`.
+    fn bad_output(&self, why: String) -> CallFailure {
+        let family = &self.access.family;
+        self.limiter.emit(family, || {
+            tracing::warn!(plugin = %family, "unusable plugin output: {why}");
+        });
+        CallFailure::Plugin {
+            code: "bad-plugin-output".into(),
+            message: format!("the plugin of family '{family}' answered with unusable output: {why}"),
+            kernel: None,
+        }
+    }
+
     async fn call_inner(&self, op: &str, input: &str) -> Result<String, CallFailure> {
-        let mut slot = self.live.lock().await;
+        let family = &*self.access.family;
+        let limit = self.limits.call_timeout;
+        // Calls into one instance are serialised; waiting for the turn is
+        // bounded by the same deadline, so a queue behind a slow call ends
+        // in 504 instead of growing.
+        let mut slot = tokio::time::timeout(limit, self.live.lock())
+            .await
+            .map_err(|_| {
+                self.timed_out(format!(
+                    "the plugin of family '{family}' stayed busy with earlier calls for the whole {limit:?} deadline; this call did not start"
+                ))
+            })?;
         let live = self.ensure_live(&mut slot).await?;
-        self.arm(&mut live.store);
-        let result = live.plugin.call_call(&mut live.store, op, input).await;
-        if result.is_ok() {
-            self.succeeded();
+        let deadline = self.arm(&mut live.store);
+        let result = bounded(deadline, live.plugin.call_call(&mut live.store, op, input)).await;
+        if let Some(live) = slot.as_mut() {
+            live.store.data_mut().deadline = None;
         }
         match result {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(CallFailure::Plugin {
-                code: e.code,
-                message: e.message,
-                kernel: e.kernel.map(|k| genl_wire::KernelError {
-                    errno: k.errno,
-                    message: k.message,
-                    offset: k.offset,
-                }),
-            }),
-            Err(e) => {
-                // The epoch deadline traps as `Interrupt`: say so plainly.
-                let deadline = matches!(
-                    e.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt)
-                );
-                let mut msg = trap(e);
-                if deadline {
-                    msg = format!(
-                        "exceeded its {:?} call deadline ({msg})",
-                        self.limits.call_timeout
-                    );
+            Ok(answer) => {
+                self.succeeded();
+                match answer {
+                    Ok(out) => self.check_output(out),
+                    Err(e) => Err(self.plugin_error(e)),
                 }
-                tracing::error!(plugin = %self.access.family, op, "plugin crashed: {msg}; its instance is discarded and rebuilt on the next call");
+            }
+            Err(Stop::Deadline) => {
+                let msg = format!(
+                    "the plugin of family '{family}' did not answer `{}` within its {limit:?} deadline (limits.call_timeout_ms); its instance is discarded and rebuilt on the next call",
+                    one_line(op, MAX_OP_NAME)
+                );
+                tracing::error!(plugin = family, "{msg}");
+                self.crashed(&msg);
+                *slot = None;
+                Err(self.timed_out(msg))
+            }
+            Err(Stop::Trap(msg)) => {
+                tracing::error!(plugin = family, op = %one_line(op, MAX_OP_NAME), "plugin crashed: {msg}; its instance is discarded and rebuilt on the next call");
                 self.crashed(&msg);
                 *slot = None;
                 Err(CallFailure::Crashed(msg))
             }
+        }
+    }
+
+    /// The plugin's answer, if it is JSON within the output limit.
+    fn check_output(&self, out: String) -> Result<String, CallFailure> {
+        if out.len() > self.limits.output_bytes {
+            return Err(self.bad_output(format!(
+                "{} bytes, over its {}-byte limit (limits.output_kib)",
+                out.len(),
+                self.limits.output_bytes
+            )));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&out) {
+            return Err(self.bad_output(format!("not JSON ({e})")));
+        }
+        Ok(out)
+    }
+
+    /// The plugin's error, within bounds: a code that is a short lowercase
+    /// name, a message no longer than the output limit.
+    fn plugin_error(&self, e: types::CallError) -> CallFailure {
+        if !valid_code(&e.code) {
+            return self.bad_output(format!(
+                "the error code '{}' is not a lowercase name of at most {MAX_CODE} bytes",
+                one_line(&e.code, MAX_CODE)
+            ));
+        }
+        let max = self.limits.output_bytes;
+        CallFailure::Plugin {
+            code: e.code,
+            message: truncate(e.message, max),
+            kernel: e.kernel.map(|k| genl_wire::KernelError {
+                errno: k.errno,
+                message: k.message.map(|m| truncate(m, max)),
+                offset: k.offset,
+            }),
         }
     }
 
@@ -475,26 +759,22 @@ impl LoadedPlugin {
 
     /// The plugin's state for the API.
     pub fn status(&self) -> PluginStatus {
-        let (state, consecutive_crashes) = {
-            let c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = if c.failed {
-                "failed"
-            } else if c.retry_at.is_some_and(|t| t > Instant::now()) {
-                "restarting"
-            } else {
-                "ready"
-            };
-            (state, c.consecutive)
-        };
+        let consecutive_crashes = self
+            .crashes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .consecutive;
         PluginStatus {
             path: self.path.display().to_string(),
             sha256: self.sha256.clone(),
             from_cache: self.from_cache,
-            state,
+            state: self.health(),
             restarts: self.restarts.load(Ordering::Relaxed),
             consecutive_crashes,
             last_error: self.last_error(),
             log_lines_suppressed: self.limiter.suppressed_total.load(Ordering::Relaxed),
+            events_refused: self.metrics.events_refused.load(Ordering::Relaxed),
+            notifications_dropped: self.metrics.notifications_dropped.load(Ordering::Relaxed),
             limits: LimitsView {
                 memory_bytes: self.limits.memory_bytes,
                 call_timeout_ms: self.limits.call_timeout.as_millis(),

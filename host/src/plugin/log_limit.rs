@@ -74,9 +74,46 @@ impl LogLimiter {
     }
 }
 
+/// `text` made safe for one log line: control characters (newlines
+/// included, and Unicode's line and paragraph separators) escaped, so a
+/// plugin cannot start what looks like a gateway line, and cut to `max`
+/// bytes with a note saying how much was cut.
+pub fn one_line(text: &str, max: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len().min(max) + 16);
+    for (at, c) in text.char_indices() {
+        if out.len() >= max {
+            let _ = write!(out, "... [{} more bytes cut]", text.len() - at);
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_cannot_forge_another_and_is_cut_at_its_bound() {
+        let forged = "ok\n2025-01-01T00:00:00Z ERROR genl_gateway::api: FORGED\r\u{1b}[31m";
+        let line = one_line(forged, 1000);
+        assert!(!line.contains(['\n', '\r', '\u{1b}']), "{line}");
+        assert!(line.contains("ok\\n2025") && line.contains("\\u{1b}"), "{line}");
+        let long = "x".repeat(10_000);
+        let cut = one_line(&long, 100);
+        assert!(cut.starts_with(&"x".repeat(100)), "{cut}");
+        assert!(cut.ends_with("... [9900 more bytes cut]"), "{cut}");
+    }
 
     #[test]
     fn a_burst_beyond_the_bucket_is_suppressed_and_counted() {

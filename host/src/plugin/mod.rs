@@ -1,6 +1,7 @@
 //! Plugins: WebAssembly components compiled and run by wasmtime, one per
 //! configured family, each in its own store with its own limits.
 
+mod budget;
 mod host_api;
 mod instance;
 mod log_limit;
@@ -9,7 +10,7 @@ mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
-pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
+pub use instance::{CallFailure, Delivery, Health, LoadedPlugin, PluginStatus};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use runtime::{PluginError, Runtime, RuntimeOptions};
 

@@ -12,11 +12,19 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Plugin;
+use super::budget::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use super::host_api::PluginState;
 
-/// How often the engine's epoch advances; call deadlines are counted in
-/// these ticks.
+/// How often the engine's epoch advances. At each tick running wasm checks
+/// its wall-clock deadline and yields to the executor, so this is also the
+/// longest a busy plugin holds a worker thread at a stretch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Pool slots for everyone: enough for at least [`POOL_PLUGIN_INSTANCES`]
+/// plugin instances at their per-component caps. A plugin has at most two
+/// instances at once (the live one and a reload's candidate), so one
+/// plugin can never take the slots the others need.
+const POOL_PLUGIN_INSTANCES: u32 = 64;
 
 /// Why a plugin could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,9 @@ pub enum PluginError {
     /// The plugin's `init` refused its configuration.
     #[error("plugin init failed: {0}")]
     Init(String),
+    /// The plugin's `describe` breaks the bounds of a description.
+    #[error("{0}")]
+    Description(String),
     /// The engine could not be set up.
     #[error("wasm engine: {0}")]
     Engine(String),
@@ -107,11 +118,22 @@ fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
     if pooling {
         // Slots for a few dozen plugins; each memory slot reserves address
         // space (not memory) up to the largest plugin memory limit.
+        // Each component is capped (memories, tables, core instances), so a
+        // hostile plugin with hundreds of memories fails to instantiate
+        // instead of draining the pool every other family reloads from.
+        let (memories, tables, instances) = (
+            u32::try_from(MAX_MEMORIES).unwrap_or(u32::MAX),
+            u32::try_from(MAX_TABLES).unwrap_or(u32::MAX),
+            u32::try_from(MAX_INSTANCES).unwrap_or(u32::MAX),
+        );
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(1024)
+        pool.total_component_instances(POOL_PLUGIN_INSTANCES * 4)
+            .total_core_instances(POOL_PLUGIN_INSTANCES * instances)
+            .total_memories(POOL_PLUGIN_INSTANCES * memories)
+            .total_tables(POOL_PLUGIN_INSTANCES * tables)
+            .max_memories_per_component(memories)
+            .max_tables_per_component(tables)
+            .max_core_instances_per_component(instances)
             .max_memory_size(opts.max_memory_bytes.max(1 << 20));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
@@ -152,17 +174,22 @@ impl Runtime {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
-        if let Some(dir) = &opts.cache_dir
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            tracing::warn!(dir = %dir.display(), "compiled-component cache disabled: {e}");
-        }
+        let cache_dir = opts
+            .cache_dir
+            .as_ref()
+            .and_then(|dir| match prepare_cache_dir(dir) {
+                Ok(()) => Some(dir.clone()),
+                Err(why) => {
+                    tracing::warn!(dir = %dir.display(), "compiled-component cache disabled: {why}");
+                    None
+                }
+            });
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             fuel: opts.fuel,
             pooling,
-            cache_dir: opts.cache_dir.clone(),
+            cache_dir,
             engine_hash,
             cache: CacheStats::default(),
         })
@@ -183,11 +210,23 @@ impl Runtime {
             .cache_dir
             .as_ref()
             .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)));
-        if let Some(file) = cache_file.as_ref().filter(|f| f.is_file()) {
+        let usable = |f: &PathBuf| match std::fs::symlink_metadata(f) {
+            Ok(meta) => match untrusted(&meta, false) {
+                None => true,
+                Some(why) => {
+                    tracing::warn!(file = %f.display(), "ignoring a cache entry that is not the gateway's own: {why}");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if let Some(file) = cache_file.as_ref().filter(|f| usable(f)) {
             // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same compatibility hash (it is in the name),
-            // into a cache directory only the gateway writes. A file that
-            // does not deserialise is recompiled below.
+            // into a cache directory only the gateway (root or its own uid)
+            // can write, checked at start-up; the file itself was just
+            // checked to be a regular file of that owner that nobody else
+            // can write. A file that does not deserialise is recompiled.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
                 Ok(component) => {
                     self.cache.hits.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +252,7 @@ impl Runtime {
             let written = component
                 .serialize()
                 .map_err(|e| e.to_string())
-                .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+                .and_then(|b| write_private(&tmp, &b).map_err(|e| e.to_string()))
                 .and_then(|()| std::fs::rename(&tmp, &file).map_err(|e| e.to_string()));
             if let Err(e) = written {
                 tracing::warn!(file = %file.display(), "could not cache the compiled component: {e}");
@@ -224,5 +263,93 @@ impl Runtime {
             sha256,
             cached: false,
         })
+    }
+}
+
+/// Write `bytes` to a new file only its owner can read or write.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Why a cache directory or file cannot be trusted with machine code, if
+/// it cannot: it must be a real directory or regular file (no symlink),
+/// owned by root or the gateway's user, writable by nobody else.
+fn untrusted(meta: &std::fs::Metadata, dir: bool) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let kind_ok = if dir { meta.is_dir() } else { meta.is_file() };
+    if !kind_ok {
+        return Some(format!(
+            "not a {} (a symlink or another kind of file)",
+            if dir { "directory" } else { "regular file" }
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Some(format!(
+            "owned by uid {}, neither root nor the gateway's uid {euid}; chown it",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "writable by group or others (mode {:o}); chmod go-w it",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// Create the cache directory (mode 0700) if needed and check that only
+/// the gateway can write it: whoever writes it chooses the machine code
+/// the gateway runs.
+fn prepare_cache_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    match untrusted(&meta, true) {
+        None => Ok(()),
+        Some(why) => Err(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_cache_dir_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        prepare_cache_dir(&dir).unwrap();
+        // Independent of the code under test: the mode as stat(2) reports it.
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = prepare_cache_dir(&dir).unwrap_err();
+        assert!(e.contains("writable by group or others"), "{e}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = prepare_cache_dir(&link).unwrap_err();
+        assert!(e.contains("symlink"), "{e}");
+        // Owned by another user (nobody, uid 65534).
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let e = prepare_cache_dir(&dir).unwrap_err();
+        assert!(e.contains("uid 65534"), "{e}");
     }
 }

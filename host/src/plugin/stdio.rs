@@ -8,10 +8,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::log_limit::LogLimiter;
-
-/// Longest line kept; the rest of a longer line is cut, not buffered.
-const MAX_LINE: usize = 4096;
+use super::log_limit::{LogLimiter, one_line};
 
 /// A WASI output stream that logs each line.
 #[derive(Clone)]
@@ -19,15 +16,18 @@ pub struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
     limiter: Arc<LogLimiter>,
+    max_line: usize,
 }
 
 impl LogStream {
-    /// A stream for `plugin`'s `stream` ("stdout" or "stderr").
-    pub fn new(plugin: Arc<str>, stream: &'static str, limiter: Arc<LogLimiter>) -> Self {
+    /// A stream for `plugin`'s `stream` ("stdout" or "stderr"), lines cut
+    /// at `max_line` bytes (the rest is counted, never buffered).
+    pub fn new(plugin: Arc<str>, stream: &'static str, limiter: Arc<LogLimiter>, max_line: usize) -> Self {
         Self {
             plugin,
             stream,
             limiter,
+            max_line,
         }
     }
 }
@@ -44,7 +44,9 @@ impl StdoutStream for LogStream {
             plugin: self.plugin.clone(),
             stream: self.stream,
             limiter: self.limiter.clone(),
+            max_line: self.max_line,
             line: Vec::new(),
+            cut: 0,
         })
     }
 }
@@ -53,13 +55,19 @@ struct LineWriter {
     plugin: Arc<str>,
     stream: &'static str,
     limiter: Arc<LogLimiter>,
+    max_line: usize,
     line: Vec<u8>,
+    /// Bytes of the current line beyond `max_line`, dropped.
+    cut: usize,
 }
 
 impl LineWriter {
     fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        let raw = String::from_utf8_lossy(&self.line);
+        let mut text = one_line(raw.trim_end_matches(['\n', '\r']), self.max_line);
+        if self.cut > 0 {
+            text.push_str(&format!("... [{} more bytes cut]", self.cut));
+        }
         self.limiter.emit(&self.plugin, || {
             if self.stream == "stderr" {
                 tracing::warn!(plugin = %self.plugin, stream = self.stream, "{text}");
@@ -68,6 +76,7 @@ impl LineWriter {
             }
         });
         self.line.clear();
+        self.cut = 0;
     }
 }
 
@@ -78,8 +87,10 @@ impl AsyncWrite for LineWriter {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         for chunk in buf.split_inclusive(|&b| b == b'\n') {
-            let room = MAX_LINE.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let room = self.max_line.saturating_sub(self.line.len());
+            let kept = chunk.len().min(room);
+            self.line.extend_from_slice(&chunk[..kept]);
+            self.cut += chunk.len() - kept;
             if chunk.ends_with(b"\n") {
                 self.emit();
             }

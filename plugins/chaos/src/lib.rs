@@ -1,16 +1,58 @@
 //! A plugin that misbehaves on request, for the sandbox tests: it loops,
-//! grows memory without bound, panics, traps, spams its log and asks for
-//! commands it was not allowed. It serves whatever family it is configured
-//! for and is never part of the default configuration.
+//! sleeps in host calls, grows memory without bound, panics, traps, spams
+//! and forges its log, floods events, hoards host resources, answers with
+//! oversized or unusable output and asks for commands (and flags) it was
+//! not allowed. It serves whatever family it is configured for and is never
+//! part of the default configuration.
 //!
-//! Config: `init` = "panic" | "trap" | "fail" makes `init` misbehave;
-//! `tag` is echoed by `ping` (to tell versions apart in reload tests).
+//! Config: `init` = "panic" | "trap" | "fail" | "sleep" | "spin" makes
+//! `init` misbehave (`sleep_ms` for how long); `notify` = "spin" | "sleep"
+//! | "panic" does the same in `on-notification`; `claim` is the family name
+//! `describe` claims; `tag` is echoed by `ping` (to tell versions apart in
+//! reload tests).
 
 use genl_plugin_sdk::prelude::*;
 
 /// The misbehaving plugin.
 pub struct Chaos {
     tag: String,
+    claim: String,
+    notify: Option<String>,
+    sleep_ms: u64,
+    notifications: u64,
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    // A WASI clock poll: time the host spends, not wasm.
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// A new stdout stream from the host, never dropped: each is a host
+/// resource (a stream with its buffer) held until the instance goes.
+#[cfg(target_arch = "wasm32")]
+fn leak_stdout_handle() {
+    #[link(wasm_import_module = "wasi:cli/stdout@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-stdout"]
+        fn get_stdout() -> i32;
+    }
+    // SAFETY: get-stdout takes nothing and returns a handle (an i32) the
+    // plugin owns; leaking it is the point.
+    std::hint::black_box(unsafe { get_stdout() });
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn leak_stdout_handle() {}
+
+fn arg(input: &Value, key: &str, default: u64) -> u64 {
+    input.get(key).and_then(Value::as_u64).unwrap_or(default)
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -31,13 +73,36 @@ impl Plugin for Chaos {
             Some("fail") => return Err("chaos: init refuses this configuration".into()),
             _ => {}
         }
+        let sleep = config
+            .get("sleep_ms")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60_000);
+        match config.get("init").map(String::as_str) {
+            Some("sleep") => sleep_ms(sleep),
+            Some("spin") => spin(),
+            _ => {}
+        }
         Ok(Chaos {
             tag: config.get("tag").cloned().unwrap_or_else(|| "v1".into()),
+            claim: config.get("claim").cloned().unwrap_or_else(|| "chaos".into()),
+            notify: config.get("notify").cloned(),
+            sleep_ms: sleep,
+            notifications: 0,
         })
     }
 
+    fn on_notification(&mut self, _group: &str, _message: Message) {
+        self.notifications += 1;
+        match self.notify.as_deref() {
+            Some("spin") => spin(),
+            Some("sleep") => sleep_ms(self.sleep_ms),
+            Some("panic") => panic!("chaos: panic in on-notification"),
+            _ => {}
+        }
+    }
+
     fn describe(&self) -> PluginDescription {
-        PluginDescription::new("chaos")
+        PluginDescription::new(&self.claim)
             .version(env!("CARGO_PKG_VERSION"))
             .op("ping", "Answer with the configured tag", false)
             .op("loop", "Spin forever", false)
@@ -47,20 +112,30 @@ impl Plugin for Chaos {
             .op("spam", "Print {\"lines\": N} lines", false)
             .op(
                 "request",
-                "Send {\"cmd\": N, \"dump\": bool} on the plugin's family",
+                "Send {\"cmd\": N, \"dump\": bool, \"flags\": F, \"n\": times} on the plugin's family",
                 false,
             )
+            .op("sleep", "Sleep {\"ms\": N} in a host call", false)
+            .op(
+                "forge-log",
+                "Log a line that pretends to be the gateway's, and a huge one",
+                false,
+            )
+            .op("big-output", "Answer with a string of {\"bytes\": N}", false)
+            .op("bad-code", "Fail with the error code {\"code\": C}", false)
+            .op(
+                "event",
+                "Publish {\"n\"} events on {\"topic\"} with {\"bytes\"} of payload",
+                false,
+            )
+            .op("handles", "Hoard {\"n\": N} host stdout streams", false)
+            .op("notifications", "How many notifications arrived", false)
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         match op {
             "ping" => Ok(json!({"pong": self.tag})),
-            "loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "loop" => spin(),
             "grow" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -84,13 +159,60 @@ impl Plugin for Chaos {
                     .and_then(Value::as_u64)
                     .and_then(|c| u8::try_from(c).ok())
                     .ok_or_else(|| CallError::bad_input("expected {\"cmd\": 0..255}"))?;
-                let replies = if input.get("dump").and_then(Value::as_bool).unwrap_or(false) {
-                    kernel::dump_request(cmd, &[])?
-                } else {
-                    kernel::do_request(cmd, &[])?
-                };
-                Ok(json!({"replies": replies.len()}))
+                let flags = u16::try_from(arg(&input, "flags", 0))
+                    .map_err(|_| CallError::bad_input("flags are 16 bits"))?;
+                let dump = input.get("dump").and_then(Value::as_bool).unwrap_or(false);
+                let mut replies = 0;
+                for _ in 0..arg(&input, "n", 1) {
+                    replies = if dump {
+                        kernel::dump_request(cmd, &[])?
+                    } else {
+                        kernel::do_request_with_flags(cmd, flags, &[])?
+                    }
+                    .len();
+                }
+                Ok(json!({"replies": replies}))
             }
+            "sleep" => {
+                sleep_ms(arg(&input, "ms", 60_000));
+                Ok(json!({"slept": true}))
+            }
+            "forge-log" => {
+                let forged =
+                    "chaos says hi\n2030-01-01T00:00:00.000000Z ERROR genl_gateway::api: FORGED-BY-PLUGIN";
+                log::error(forged);
+                println!("{forged}");
+                let huge = "H".repeat(usize::try_from(arg(&input, "bytes", 1 << 20)).unwrap_or(1 << 20));
+                log::info(&huge);
+                println!("{huge}");
+                Ok(json!({"forged": true}))
+            }
+            "big-output" => {
+                let n = usize::try_from(arg(&input, "bytes", 1 << 20)).unwrap_or(1 << 20);
+                Ok(Value::String("B".repeat(n)))
+            }
+            "bad-code" => {
+                let code = input.get("code").and_then(Value::as_str).unwrap_or("x");
+                Err(CallError::new(code, "chaos: an error with a code of its own"))
+            }
+            "event" => {
+                let topic = input.get("topic").and_then(Value::as_str).unwrap_or("burst");
+                let bytes = usize::try_from(arg(&input, "bytes", 10)).unwrap_or(10);
+                let payload = Value::String("E".repeat(bytes));
+                let n = arg(&input, "n", 1);
+                for _ in 0..n {
+                    events::publish(topic, &payload);
+                }
+                Ok(json!({"published": n}))
+            }
+            "handles" => {
+                let n = arg(&input, "n", 100_000);
+                for _ in 0..n {
+                    leak_stdout_handle();
+                }
+                Ok(json!({"hoarded": n}))
+            }
+            "notifications" => Ok(json!({"received": self.notifications})),
             "burst" => {
                 let n = input.get("n").and_then(Value::as_u64).unwrap_or(100);
                 let pace = std::time::Duration::from_micros(
