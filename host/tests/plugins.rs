@@ -437,10 +437,10 @@ fn ethtool_channels(ns: &Netns, dev: &str) -> Option<BTreeMap<String, u64>> {
             suffix = Some("max");
         } else if line.starts_with("Current hardware settings") {
             suffix = Some("count");
-        } else if let (Some(suffix), Some((name, value))) = (suffix, line.split_once(':')) {
-            if let Ok(v) = value.trim().parse() {
-                channels.insert(format!("{}-{suffix}", name.trim().to_lowercase()), v);
-            }
+        } else if let (Some(suffix), Some((name, value))) = (suffix, line.split_once(':'))
+            && let Ok(v) = value.trim().parse()
+        {
+            channels.insert(format!("{}-{suffix}", name.trim().to_lowercase()), v);
         }
     }
     assert!(!channels.is_empty(), "no channels parsed from ethtool -l {dev}");
