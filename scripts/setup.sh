@@ -2,7 +2,8 @@
 # Install what building and testing genl-gateway needs on a Debian 12
 # machine with rustup: the wasm32-wasip2 target, a C toolchain (wasmtime's
 # runtime has a little C), and for the tests iproute2 (ip netns, genl) and
-# ethtool (an independent way to change device settings).
+# ethtool (an independent way to change device settings), and the kernel's
+# UAPI headers (linux-libc-dev), which plugin tests read for every number.
 # With --vm, also what the kernel-module VM test needs: Debian's kernel
 # image and headers, qemu, a static busybox and cpio.
 # Idempotent: does nothing when everything is there.
@@ -19,6 +20,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v genl >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+[ -e /usr/include/linux/ethtool_netlink.h ] || need+=(linux-libc-dev)
 if $bench && ! python3 -c "import ensurepip, venv" 2>/dev/null; then
     need+=(python3-venv)
 fi

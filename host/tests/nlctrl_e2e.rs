@@ -70,10 +70,19 @@ fn raw_family_dump() -> BTreeMap<String, u16> {
     }
 }
 
-/// What iproute2's `genl ctrl list` says, if it is installed.
-fn iproute2_families() -> Option<BTreeMap<String, u16>> {
-    let out = Command::new("genl").args(["ctrl", "list"]).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+/// What iproute2's `genl ctrl list` says. `genl` must run and succeed
+/// (scripts/setup.sh installs iproute2): a missing tool fails the test.
+fn iproute2_families() -> BTreeMap<String, u16> {
+    let out = Command::new("genl")
+        .args(["ctrl", "list"])
+        .output()
+        .expect("run genl (iproute2; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "genl ctrl list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("genl prints UTF-8");
     let mut families = BTreeMap::new();
     let mut name = None;
     for line in text.lines() {
@@ -81,11 +90,23 @@ fn iproute2_families() -> Option<BTreeMap<String, u16>> {
         if let Some(n) = line.strip_prefix("Name: ") {
             name = Some(n.to_owned());
         } else if let Some(rest) = line.strip_prefix("ID: ") {
-            let hex = rest.split_whitespace().next()?.trim_start_matches("0x");
-            families.insert(name.take()?, u16::from_str_radix(hex, 16).ok()?);
+            let hex = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("0x");
+            let id = u16::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("genl ID {rest:?}: {e}"));
+            let name = name
+                .take()
+                .unwrap_or_else(|| panic!("genl printed an ID before a Name: {text}"));
+            families.insert(name, id);
         }
     }
-    Some(families)
+    assert!(
+        families.contains_key("nlctrl"),
+        "no nlctrl in genl ctrl list: {text}"
+    );
+    families
 }
 
 fn as_map(list: &Value) -> BTreeMap<String, u16> {
@@ -123,9 +144,11 @@ fn nlctrl_list_matches_the_kernel() {
         "raw dump looks wrong: {raw:?}"
     );
     assert_eq!(via_gateway, raw, "gateway and raw GETFAMILY dump disagree");
-    if let Some(iproute2) = iproute2_families() {
-        assert_eq!(via_gateway, iproute2, "gateway and `genl ctrl list` disagree");
-    }
+    assert_eq!(
+        via_gateway,
+        iproute2_families(),
+        "gateway and `genl ctrl list` disagree"
+    );
 
     // Ops and groups come through decoded: nlctrl has GETFAMILY (3) with
     // do and dump, and its `notify` group.

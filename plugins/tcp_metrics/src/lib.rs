@@ -1,5 +1,10 @@
 //! The tcp_metrics plugin: the kernel's per-destination TCP metrics cache
-//! (RTT, cwnd, ssthresh, TCP Fast Open data), as `ip tcp_metrics` shows it.
+//! (RTT, cwnd, ssthresh, TCP Fast Open data), in the units `ip tcp_metrics`
+//! shows: `age` in seconds (with `age-ms`, the kernel's milliseconds),
+//! `vals.rtt-us` and `vals.rttvar-us` in microseconds. The kernel keeps RTT
+//! scaled by 8 and its variance by 4 (TCP's srtt_us/mdev_us) and reports them
+//! so; like iproute2, the plugin divides, and leaves out the kernel's
+//! millisecond `rtt`/`rttvar` (the same scaled values, rounded).
 //!
 //! Written with the SDK's typed attribute sets, as docs/plugin-guide.md
 //! walks through. Operations:
@@ -83,9 +88,47 @@ fn encode(e: &Entry) -> Result<Vec<u8>, CallError> {
     e.to_bytes().map_err(|err| CallError::bad_input(err.to_string()))
 }
 
+fn to_value(v: &impl genl_plugin_sdk::serde::Serialize) -> Result<Value, CallError> {
+    serde_json::to_value(v).map_err(|e| CallError::new("internal", e.to_string()))
+}
+
+/// An RTT in microseconds from the kernel's scaled values: the `_US`
+/// attribute shifted right by `shift`, else (older kernels) the millisecond
+/// one times 1000, shifted; as iproute2's tcp_metrics.c computes it.
+fn unscaled_us(us: Option<u32>, ms: Option<u32>, shift: u32) -> Option<u64> {
+    us.map(|v| u64::from(v) >> shift)
+        .or_else(|| ms.map(|v| (u64::from(v) * 1000) >> shift))
+}
+
+/// The metrics with RTT and RTT variance unscaled to microseconds.
+fn vals_json(mut vals: Vals) -> Result<Value, CallError> {
+    let rtt = unscaled_us(vals.rtt_us.take(), vals.rtt.take(), 3);
+    let rttvar = unscaled_us(vals.rttvar_us.take(), vals.rttvar.take(), 2);
+    let mut out = to_value(&vals)?;
+    if let Some(rtt) = rtt {
+        out["rtt-us"] = json!(rtt);
+    }
+    if let Some(rttvar) = rttvar {
+        out["rttvar-us"] = json!(rttvar);
+    }
+    Ok(out)
+}
+
+/// One entry as JSON, in `ip tcp_metrics`'s units.
 fn to_json(msg: &Message) -> Result<Value, CallError> {
-    let entry = Entry::decode(&msg.payload)?;
-    serde_json::to_value(entry).map_err(|e| CallError::new("internal", e.to_string()))
+    let mut entry = Entry::decode(&msg.payload)?;
+    let age_ms = entry.age.take();
+    let vals = entry.vals.take();
+    let mut out = to_value(&entry)?;
+    if let Some(ms) = age_ms {
+        // Seconds, as iproute2 prints it; the exact milliseconds beside it.
+        out["age"] = json!(ms as f64 / 1000.0);
+        out["age-ms"] = json!(ms);
+    }
+    if let Some(vals) = vals {
+        out["vals"] = vals_json(vals)?;
+    }
+    Ok(out)
 }
 
 impl Plugin for TcpMetrics {
@@ -155,7 +198,10 @@ mod tests {
             age: Some(328),
             vals: Some(Vals {
                 cwnd: Some(cwnd),
-                rtt_us: Some(57),
+                rtt: Some(2),
+                rtt_us: Some(2008),
+                rttvar: Some(2),
+                rttvar_us: Some(1824),
                 ..Default::default()
             }),
             saddr_ipv4: Some([127, 0, 0, 1].into()),
@@ -176,7 +222,8 @@ mod tests {
         let out = TcpMetrics.call("get", json!({"addr": "127.0.0.1"})).unwrap();
         assert_eq!(
             out,
-            json!({"addr-ipv4": "127.0.0.1", "age": 328, "vals": {"cwnd": 13, "rtt-us": 57}, "saddr-ipv4": "127.0.0.1"})
+            json!({"addr-ipv4": "127.0.0.1", "age": 0.328, "age-ms": 328,
+                   "vals": {"cwnd": 13, "rtt-us": 251, "rttvar-us": 456}, "saddr-ipv4": "127.0.0.1"})
         );
         assert_eq!(
             TcpMetrics.call("get", json!({"addr": "nope"})).unwrap_err().code,
@@ -225,5 +272,16 @@ mod tests {
         let out = TcpMetrics.call("dump", Value::Null).unwrap();
         assert_eq!(out.as_array().unwrap().len(), 2);
         assert_eq!(out[1]["unknown"], json!({"99": ["01000000"]}));
+    }
+
+    #[test]
+    fn without_the_us_attributes_rtt_comes_from_the_scaled_milliseconds() {
+        let vals = Vals {
+            rtt: Some(2),
+            rttvar: Some(2),
+            ..Default::default()
+        };
+        // (2 * 1000) >> 3 and (2 * 1000) >> 2, as iproute2 computes them.
+        assert_eq!(vals_json(vals).unwrap(), json!({"rtt-us": 250, "rttvar-us": 500}));
     }
 }
