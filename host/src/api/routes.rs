@@ -3,9 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +17,9 @@ use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ApiError;
+use super::error::{ApiError, ErrorCode};
+use super::extract::{ApiPath, ApiQuery, Visible, check_family_name};
+use super::strict_json;
 use crate::gateway::Gateway;
 use crate::plugin::Event;
 
@@ -34,7 +39,54 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            refuse_declared_oversize,
+        ))
         .with_state(gateway)
+}
+
+/// A body declared larger than `[api] max_body_bytes` is refused before a
+/// byte of it is read.
+async fn refuse_declared_oversize(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let max = gw.config.api.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(max).into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyTooLarge,
+        format!("the request body exceeds {max} bytes ([api] max_body_bytes)"),
+    )
+}
+
+/// Read a request body of at most `max` bytes within `deadline`.
+async fn read_body(body: Body, max: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::BodyTimeout,
+            format!(
+                "the request body did not arrive within {} ms ([api] body_timeout_ms)",
+                deadline.as_millis()
+            ),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(max)),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorCode::BadBody,
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
 }
 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
@@ -43,6 +95,8 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
 }
 
+/// `/metrics` shows every family: on TCP it needs a token covering "*"
+/// (checked by the token middleware).
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -53,31 +107,29 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method; see docs/api.md",
     )
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no-such-endpoint",
-        "no such endpoint; see docs/api.md",
-    )
+    ApiError::new(ErrorCode::NoSuchEndpoint, "no such endpoint; see docs/api.md")
 }
 
 /// Every family the kernel has, plus configured families it does not have,
-/// each with the plugin that serves it.
-async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let kernel = gw.resolver.list().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "kernel",
-            format!("listing families: {e}"),
-        )
-    })?;
-    let configured: BTreeMap<String, _> = gw.families().into_iter().collect();
+/// each with the plugin that serves it; a scoped token sees only its own.
+async fn families(State(gw): State<Arc<Gateway>>, visible: Visible) -> Result<Json<Value>, ApiError> {
+    let kernel = gw
+        .resolver
+        .list()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Kernel, format!("listing families: {e}")))?;
+    let kernel: Vec<_> = kernel.into_iter().filter(|f| visible.sees(&f.name)).collect();
+    let configured: BTreeMap<String, _> = gw
+        .families()
+        .into_iter()
+        .filter(|(n, _)| visible.sees(n))
+        .collect();
     let plugin_of = |name: &str| {
         configured.get(name).map(|entry| match &entry.plugin {
             Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
@@ -110,57 +162,52 @@ async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiErro
 
 async fn call(
     State(gw): State<Arc<Gateway>>,
-    Path((family, op)): Path<(String, String)>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ApiPath((family, op)): ApiPath<(String, String)>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!(
-                    "the request body exceeds {} bytes ([api] max_body_bytes)",
-                    gw.config.api.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e.body_text())
-        }
-    })?;
-    let input = std::str::from_utf8(&body).map_err(|_| {
+    check_family_name(&family)?;
+    let api = &gw.config.api;
+    let body = read_body(body, api.max_body_bytes, api.body_timeout).await?;
+    let input = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the request body is not UTF-8"))?;
+    let input = if input.trim().is_empty() { "null" } else { input };
+    strict_json::check(input).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            "the request body is not UTF-8",
+            ErrorCode::BadJson,
+            format!("the request body is not acceptable JSON: {e}"),
         )
     })?;
-    let input = if input.trim().is_empty() { "null" } else { input };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
+    let output = gw.call(&family, &op, input).await?;
+    // Only JSON is labelled JSON: a plugin that wrote something else is
+    // reported, not passed on.
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+        tracing::warn!(family, op, error = %e, "the plugin's output is not JSON");
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            format!("the request body is not JSON: {e}"),
+            ErrorCode::BadPluginOutput,
+            format!(
+                "the plugin of family '{family}' answered '{op}' with something that is not JSON ({e}); report it to the plugin's author"
+            ),
         ));
     }
-    let output = gw.call(&family, &op, input).await?;
-    // The plugin's output is JSON already (the SDK serialised it); pass it
-    // through without re-parsing.
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
 }
 
 /// One family: what the kernel says now, its plugin, its listener, and its
 /// attribute policies.
-async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn family(
+    State(gw): State<Arc<Gateway>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_family_name(&name)?;
     let entry = gw.family(&name);
     let info = match gw.resolver.resolve(&name).await {
         Ok(info) => Some(info),
         Err(crate::families::ResolveError::Absent(_)) => None,
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "kernel", e.to_string())),
+        Err(e) => return Err(ApiError::new(ErrorCode::Kernel, e.to_string())),
     };
     if info.is_none() && entry.is_none() {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("the kernel has no family '{name}' and no family file configures it"),
         ));
     }
@@ -216,13 +263,13 @@ struct EventQuery {
 /// reader never holds the gateway or the other subscribers back.
 async fn events(
     State(gw): State<Arc<Gateway>>,
-    Path(family): Path<String>,
-    Query(q): Query<EventQuery>,
+    ApiPath(family): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    check_family_name(&family)?;
     if gw.family(&family).is_none() {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("no plugin serves family '{family}', so it has no events"),
         ));
     }
@@ -275,11 +322,14 @@ fn sse_event(ev: &Event) -> SseEvent {
 
 /// Every configured plugin with its state, hash, limits and restarts, the
 /// family files that could not be read, and the compiled cache's counters.
-async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+/// A scoped token sees only its families, and no broken files (which name
+/// no family it could be shown).
+async fn plugins(State(gw): State<Arc<Gateway>>, visible: Visible) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let plugins: Vec<Value> = gw
         .families()
         .into_iter()
+        .filter(|(n, _)| visible.sees(n))
         .map(|(name, entry)| {
             let mut v = match &entry.plugin {
                 Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
@@ -293,6 +343,7 @@ async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let broken: Vec<Value> = gw
         .broken_files()
         .into_iter()
+        .filter(|_| visible.sees("*"))
         .map(|(file, error)| json!({"file": file.display().to_string(), "error": error}))
         .collect();
     Json(json!({
@@ -307,12 +358,12 @@ async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 /// the new one fails.
 async fn reload_plugin(
     State(gw): State<Arc<Gateway>>,
-    Path(family): Path<String>,
+    ApiPath(family): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    check_family_name(&family)?;
     let outcome = gw.reload_family(&family).await.ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("no family file configures '{family}'"),
         )
     })?;
