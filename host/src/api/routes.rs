@@ -178,18 +178,20 @@ async fn call(
         )
     })?;
     let output = gw.call(&family, &op, input).await?;
-    // Only JSON is labelled JSON: a plugin that wrote something else is
-    // reported, not passed on.
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
-        tracing::warn!(family, op, error = %e, "the plugin's output is not JSON");
-        return Err(ApiError::new(
-            ErrorCode::BadPluginOutput,
-            format!(
-                "the plugin of family '{family}' answered '{op}' with something that is not JSON ({e}); report it to the plugin's author"
-            ),
-        ));
-    }
+    check_plugin_output(&family, &op, &output)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// Only JSON is labelled JSON: a plugin that wrote something else is
+/// reported as `bad-plugin-output`, not passed on.
+fn check_plugin_output(family: &str, op: &str, output: &str) -> Result<(), ApiError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(output).map(|_| ()).map_err(|e| {
+        tracing::warn!(family, op, error = %e, "the plugin's output is not JSON");
+        ApiError::new(
+            ErrorCode::BadPluginOutput,
+            format!("the plugin of family '{family}' answered '{op}' with something that is not JSON ({e}); report it to the plugin's author"),
+        )
+    })
 }
 
 /// One family: what the kernel says now, its plugin, its listener, and its
@@ -378,4 +380,19 @@ async fn reload_plugin(
 /// Re-read every family file (as SIGHUP does).
 async fn reload_all(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!(gw.reload().await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_output_that_is_not_json_is_a_502() {
+        assert!(check_plugin_output("f", "op", r#"{"a": [1, 2]}"#).is_ok());
+        for bad in ["", "{", "hello", "{} trailing"] {
+            let e = check_plugin_output("f", "op", bad).unwrap_err();
+            assert_eq!(e.code, "bad-plugin-output");
+            assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        }
+    }
 }
