@@ -13,6 +13,8 @@ use serde_json::Value;
 const READ_NLCTRL: &str = "read-token-nlctrl-0001";
 const WRITE_ALL: &str = "write-token-all-00002";
 const ADMIN: &str = "admin-token-all-000003";
+const READ_MPTCP: &str = "read-token-mptcp-00004";
+const ADMIN_NLCTRL: &str = "admin-token-nlctrl-005";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -42,7 +44,9 @@ fn tcp_tokens_are_checked_and_scoped() {
     let tokens = format!(
         "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"reader\"\ntoken = \"{READ_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"read\"\n\
          [[api.tokens]]\nname = \"writer\"\ntoken = \"{WRITE_ALL}\"\naccess = \"write\"\n\
-         [[api.tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\naccess = \"admin\""
+         [[api.tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\naccess = \"admin\"\n\
+         [[api.tokens]]\nname = \"mptcp-reader\"\ntoken = \"{READ_MPTCP}\"\nfamilies = [\"mptcp_pm\"]\naccess = \"read\"\n\
+         [[api.tokens]]\nname = \"nlctrl-admin\"\ntoken = \"{ADMIN_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"admin\""
     );
     config.set("api", &tokens);
     config.family("nlctrl.toml", NLCTRL).family(
@@ -100,11 +104,104 @@ fn tcp_tokens_are_checked_and_scoped() {
     assert_ne!(status, 403, "{}", String::from_utf8_lossy(&body));
     let (status, body) = post("/v1/plugins/nlctrl/reload", Some(WRITE_ALL));
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-    // A write op with a read token: 403 before the plugin runs.
-    let reader_all = post("/v1/families/mptcp_pm/ops/endpoint-add", Some(READ_NLCTRL));
-    assert_eq!(reader_all.0, 403);
+    // A write op with a read token that covers the family: 403 from the
+    // access level, before the plugin runs; its read op passes.
+    assert_eq!(
+        post("/v1/families/mptcp_pm/ops/endpoint-dump", Some(READ_MPTCP)).0,
+        200
+    );
+    let (status, body) = post("/v1/families/mptcp_pm/ops/endpoint-add", Some(READ_MPTCP));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has Read access; this needs Write"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // Admin may reload.
     assert_eq!(post("/v1/plugins/nlctrl/reload", Some(ADMIN)).0, 200);
+    // Reloading everything touches every family: a family-scoped admin may
+    // reload its own family only.
+    assert_eq!(post("/v1/plugins/nlctrl/reload", Some(ADMIN_NLCTRL)).0, 200);
+    let (status, body) = post("/v1/reload", Some(ADMIN_NLCTRL));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(post("/v1/reload", Some(ADMIN)).0, 200);
+}
+
+#[test]
+fn listings_show_a_scoped_token_only_its_families() {
+    let port = free_port();
+    let config = TestConfig::new();
+    config.set(
+        "api",
+        &format!(
+            "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"reader\"\ntoken = \"{READ_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"read\"\n\
+             [[api.tokens]]\nname = \"all\"\ntoken = \"{WRITE_ALL}\"\naccess = \"write\""
+        ),
+    );
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", chaos_family())
+        .family("broken.toml", "family = [\n");
+    let _gw = Gateway::start(&config);
+    let tcp = format!("127.0.0.1:{port}");
+    let get = |path: &str, auth: &str| {
+        let (status, body) = http(&tcp, "GET", path, &[("authorization", auth)], b"");
+        (status, body)
+    };
+    let scoped = format!("Bearer {READ_NLCTRL}");
+    // The scheme is case-insensitive.
+    let all = format!("bearer {WRITE_ALL}");
+
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p[key].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, body) = get("/v1/plugins", &scoped);
+    assert_eq!(status, 200);
+    let v = json_of(&body);
+    assert_eq!(names(&v["plugins"], "family"), ["nlctrl"], "{v}");
+    assert_eq!(v["broken_files"], Value::Array(vec![]), "{v}");
+    let (status, body) = get("/v1/plugins", &all);
+    assert_eq!(status, 200);
+    let v = json_of(&body);
+    assert_eq!(names(&v["plugins"], "family"), ["TASKSTATS", "nlctrl"], "{v}");
+    assert_eq!(v["broken_files"].as_array().unwrap().len(), 1, "{v}");
+
+    let (status, body) = get("/v1/families", &scoped);
+    assert_eq!(status, 200);
+    assert_eq!(names(&json_of(&body), "name"), ["nlctrl"]);
+    let (_, body) = get("/v1/families", &all);
+    let every = names(&json_of(&body), "name");
+    assert!(
+        every.len() > 2 && every.contains(&"TASKSTATS".to_owned()),
+        "{every:?}"
+    );
+
+    // /metrics shows every family: it needs a "*" token.
+    assert_eq!(get("/metrics", &scoped).0, 403);
+    assert_eq!(get("/metrics", &all).0, 200);
+
+    // Two Authorization headers: refused, never "first wins".
+    let (status, body) = http(
+        &tcp,
+        "GET",
+        "/v1/plugins",
+        &[("authorization", &all), ("authorization", &scoped)],
+        b"",
+    );
+    assert_eq!(status, 401);
+    assert!(
+        json_of(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than one Authorization header")
+    );
 }
 
 #[test]

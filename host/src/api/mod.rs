@@ -32,12 +32,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         header_timeout: api.header_timeout,
     };
 
-    let unix = socket::bind(&api.socket, api.socket_mode, api.socket_group.as_deref())?;
-    unix.set_nonblocking(true)
-        .context("making the API socket non-blocking")?;
-    let unix = UnixListener::from_std(unix).context("registering the API socket")?;
-    tracing::info!(socket = %api.socket.display(), "API listening on the Unix socket");
-
+    // TCP first: once the Unix socket answers, every listener is up.
     let tcp = match api.tcp {
         Some(addr) => {
             let l = TcpListener::bind(addr).await.with_context(|| {
@@ -48,6 +43,12 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         }
         None => None,
     };
+
+    let unix = socket::bind(&api.socket, api.socket_mode, api.socket_group.as_deref())?;
+    unix.set_nonblocking(true)
+        .context("making the API socket non-blocking")?;
+    let unix = UnixListener::from_std(unix).context("registering the API socket")?;
+    tracing::info!(socket = %api.socket.display(), "API listening on the Unix socket");
 
     let unix_server = server::run(unix, app.clone(), limits, "unix");
     match tcp {
