@@ -146,6 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config, log_json } => {
             init_logging(log_json);
             let config = GatewayConfig::load(&config)?;
+            // Before loading any plugin: a second gateway given a live
+            // one's socket stops at once.
+            api::ensure_free(&config.api.socket)?;
             let gateway = Gateway::start(config).await?;
             tokio::spawn(reload_on_sighup(gateway.clone()));
             tokio::select! {

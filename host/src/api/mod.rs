@@ -19,7 +19,7 @@ pub use error::{ApiError, ErrorCode, PLUGIN_CODE_DEFAULT, errno_status, errno_st
 pub use extract::MAX_FAMILY_NAME;
 pub use routes::router;
 pub use server::ServerLimits;
-pub use socket::SocketError;
+pub use socket::{SocketError, ensure_free};
 
 use crate::gateway::Gateway;
 

@@ -71,6 +71,27 @@ fn is_live(path: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
+/// Check that nothing but a stale socket is at `path`: refuse a socket a
+/// process answers on and anything that is not a socket.
+pub fn ensure_free(path: &Path) -> Result<(), SocketError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if is_live(path) {
+                return Err(SocketError::Live(path.to_owned()));
+            }
+            // A stale socket of an earlier run: binding replaces it.
+            Ok(())
+        }
+        Ok(_) => Err(SocketError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SocketError::Os {
+            what: "looking at the path",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Bind the API socket at `path` with `mode` and, if given, `group`.
 pub fn bind(
     path: &Path,
@@ -95,17 +116,7 @@ pub fn bind(
         None => None,
     };
 
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if is_live(path) {
-                return Err(SocketError::Live(path.to_owned()));
-            }
-            // A stale socket of an earlier run: the rename below replaces it.
-        }
-        Ok(_) => return Err(SocketError::NotASocket(path.to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(os("looking at the path")(e)),
-    }
+    ensure_free(path)?;
 
     // A private directory beside the target (the same filesystem, so the
     // rename is atomic), held open so the name cannot be swapped under us.
