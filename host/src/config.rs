@@ -99,6 +99,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Events a subscriber may fall behind before it is cut off.
     pub event_backlog: usize,
+    /// Bytes of events a subscriber may fall behind before it is cut off.
+    pub event_backlog_bytes: usize,
     /// Connections served at once (per listener); more wait in the
     /// kernel's accept queue.
     pub max_connections: usize,
@@ -232,6 +234,7 @@ struct RawApi {
     tcp: Option<String>,
     max_body_bytes: Option<usize>,
     event_backlog: Option<usize>,
+    event_backlog_bytes: Option<usize>,
     max_connections: Option<usize>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
@@ -527,6 +530,13 @@ impl GatewayConfig {
             ms @ 1..=600_000 => Ok(ms),
             ms => Err(invalid(key, format!("{ms} is out of range; use 1 to 600000"))),
         };
+        let event_backlog_bytes = raw.api.event_backlog_bytes.unwrap_or(4 << 20);
+        if !(1024..=1 << 30).contains(&event_backlog_bytes) {
+            return Err(invalid(
+                "api.event_backlog_bytes",
+                format!("{event_backlog_bytes} is out of range; use 1024 to 1073741824"),
+            ));
+        }
         let header_timeout_ms = timeout_ms("api.header_timeout_ms", raw.api.header_timeout_ms)?;
         let body_timeout_ms = timeout_ms("api.body_timeout_ms", raw.api.body_timeout_ms)?;
         let request_timeout_ms = raw.netlink.request_timeout_ms.unwrap_or(5000);
@@ -573,6 +583,7 @@ impl GatewayConfig {
                 tokens,
                 max_body_bytes: raw.api.max_body_bytes.unwrap_or(1 << 20),
                 event_backlog: raw.api.event_backlog.unwrap_or(4096).max(1),
+                event_backlog_bytes,
                 max_connections,
                 header_timeout: Duration::from_millis(header_timeout_ms),
                 body_timeout: Duration::from_millis(body_timeout_ms),

@@ -312,6 +312,22 @@ fn a_slow_subscriber_is_cut_off_and_the_others_keep_receiving() {
         assert_eq!(events.last().unwrap()["payload"]["seq"], 7999);
     }
 
+    // It was cut off while the family published, not when it next read:
+    // counted already.
+    let sock = gw.socket.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(&sock, "GET", "/metrics", &[], b"");
+        if String::from_utf8_lossy(&m).contains("genl_gateway_event_subscribers_cut_off_total 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow subscriber was not cut off before it read"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // The slow one, when it finally reads, finds it was cut off.
     slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut text = Vec::new();
@@ -522,4 +538,36 @@ fn check_catches_each_kind_of_bad_config() {
     assert_eq!(code, Some(1));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("limits.memory_mib"), "{err}");
+}
+
+#[test]
+fn a_busy_family_never_cuts_off_a_quiet_familys_subscribers() {
+    let config = TestConfig::new();
+    // A small backlog: a shared one would overflow many times over.
+    config.set("api", "event_backlog = 16");
+    config
+        .family(
+            "chaos.toml",
+            &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()),
+        )
+        .family("quiet.toml", "family = \"nlctrl\"\nplugin = \"chaos.wasm\"\n");
+    let gw = Gateway::start(&config);
+    let quiet = gw.subscribe("nlctrl", "burst", 1);
+    let (ok, v) = gw.call("TASKSTATS", "burst", r#"{"n": 5000}"#);
+    assert!(ok, "{v}");
+    let (ok, v) = gw.call("nlctrl", "burst", r#"{"n": 1}"#);
+    assert!(ok, "{v}");
+    let events = wait_output(quiet, 30, "quiet subscriber");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0]["family"],
+        "nlctrl",
+        "{events:?}\n{}",
+        gw.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(events[0]["payload"]["seq"], 0);
 }

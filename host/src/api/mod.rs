@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod event_bus;
 mod extract;
 mod metrics;
 mod routes;

@@ -12,20 +12,28 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::error::{ApiError, ErrorCode};
+use super::event_bus::{ConnClose, EventBus, QueueLimits, Received};
 use super::extract::{ApiPath, ApiQuery, Visible, check_family_name};
 use super::strict_json;
 use crate::gateway::Gateway;
 use crate::plugin::Event;
 
-/// The API's routes over `gateway`.
+/// The API's routes over `gateway`. Starts the event fan-out, so it must
+/// be called inside the Tokio runtime.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body = gateway.config.api.max_body_bytes;
+    let bus = EventBus::start(
+        gateway.clone(),
+        QueueLimits {
+            events: gateway.config.api.event_backlog,
+            bytes: gateway.config.api.event_backlog_bytes,
+        },
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/families", get(families))
@@ -39,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(bus))
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             refuse_declared_oversize,
@@ -97,10 +106,10 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 
 /// `/metrics` shows every family: on TCP it needs a token covering "*"
 /// (checked by the token middleware).
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(gw): State<Arc<Gateway>>, Extension(bus): Extension<Arc<EventBus>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        super::metrics::render(&gw),
+        super::metrics::render(&gw, &bus),
     )
         .into_response()
 }
@@ -198,6 +207,7 @@ fn check_plugin_output(family: &str, op: &str, output: &str) -> Result<(), ApiEr
 /// attribute policies.
 async fn family(
     State(gw): State<Arc<Gateway>>,
+    Extension(bus): Extension<Arc<EventBus>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_family_name(&name)?;
@@ -235,6 +245,7 @@ async fn family(
         };
     }
     if let Some(entry) = entry {
+        out["events"] = json!({"subscribers": bus.subscribers(&name)});
         out["plugin"] = match &entry.plugin {
             Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
             Err(reason) => {
@@ -260,11 +271,14 @@ struct EventQuery {
     topic: Option<String>,
 }
 
-/// Server-Sent Events of one family's plugin. A subscriber that falls more
-/// than the backlog behind is sent a `lagged` event and cut off, so a slow
-/// reader never holds the gateway or the other subscribers back.
+/// Server-Sent Events of one family's plugin. A subscriber whose queue
+/// fills (it stopped reading, or reads slower than the family publishes)
+/// is sent a `lagged` event and cut off, so a slow reader never holds the
+/// gateway or the other subscribers back.
 async fn events(
     State(gw): State<Arc<Gateway>>,
+    Extension(bus): Extension<Arc<EventBus>>,
+    close: Option<Extension<ConnClose>>,
     ApiPath(family): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
@@ -281,30 +295,16 @@ async fn events(
             .map(str::to_owned)
             .collect()
     });
-    let rx = gw.events.subscribe();
-    let family: Arc<str> = family.into();
-    let stream = stream::unfold(Some((rx, gw)), move |state| {
-        let family = family.clone();
-        let topics = topics.clone();
-        async move {
-            let (mut rx, gw) = state?;
-            loop {
-                match rx.recv().await {
-                    Ok(ev)
-                        if *ev.family == *family && topics.as_ref().is_none_or(|t| t.contains(&ev.topic)) =>
-                    {
-                        return Some((Ok(sse_event(&ev)), Some((rx, gw))));
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        gw.note_subscriber_cut_off(&family, n);
-                        let ev = SseEvent::default().event("lagged").data(format!(
-                            "{{\"error\":{{\"code\":\"lagged\",\"message\":\"subscriber fell {n} events behind and was cut off; reconnect\"}}}}"
-                        ));
-                        return Some((Ok(ev), None));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
+    let sub = bus.subscribe(&family, topics, close.map(|Extension(c)| c));
+    let stream = stream::unfold(Some(sub), |state| async move {
+        let mut sub = state?;
+        match sub.next().await? {
+            Received::Event(ev) => Some((Ok(sse_event(&ev)), Some(sub))),
+            Received::Lagged => {
+                let ev = SseEvent::default().event("lagged").data(
+                    "{\"error\":{\"code\":\"lagged\",\"message\":\"this subscriber fell behind (its queue, [api] event_backlog events or event_backlog_bytes, filled) and was cut off; reconnect\"}}",
+                );
+                Some((Ok(ev), None))
             }
         }
     });

@@ -6,11 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::serve::Listener;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
+use tower_layer::Layer;
+
+use super::event_bus::ConnClose;
 
 /// How often "connection limit reached" may be logged.
 const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,7 +51,8 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
             }
         };
         let (io, _) = listener.accept().await;
-        let service = TowerToHyperService::new(app.clone());
+        let close = ConnClose::default();
+        let service = TowerToHyperService::new(Extension(close.clone()).layer(app.clone()));
         tokio::spawn(async move {
             let _slot = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -56,8 +60,18 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true);
-            if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-                tracing::debug!(listener = name, error = %e, "API connection ended");
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(listener = name, error = %e, "API connection ended");
+                    }
+                }
+                // An event subscriber cut off and not reading: drop the
+                // connection, which closes it.
+                _ = close.0.notified() => {
+                    tracing::debug!(listener = name, "closed a cut-off event subscriber's connection");
+                }
             }
         });
     }
