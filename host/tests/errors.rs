@@ -144,6 +144,9 @@ fn genl_namsiz() -> usize {
         .expect("GENL_NAMSIZ in linux/genetlink.h")
 }
 
+/// Method, path, body, expected status, code, and words in the message.
+type Case<'a> = (&'a str, String, &'a [u8], u16, &'a str, &'a str);
+
 #[test]
 fn malformed_requests_get_documented_json_errors() {
     let config = TestConfig::new();
@@ -152,7 +155,7 @@ fn malformed_requests_get_documented_json_errors() {
     let sock = gw.socket.to_str().unwrap().to_owned();
     let too_long = "a".repeat(genl_namsiz());
     let fifteen = "a".repeat(genl_namsiz() - 1);
-    let cases: Vec<(&str, String, &[u8], u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // axum's own rejections, in JSON.
         ("GET", "/v1/families/%FF%FE".into(), b"", 400, "bad-path", ""),
         (
