@@ -571,3 +571,39 @@ fn a_busy_family_never_cuts_off_a_quiet_familys_subscribers() {
     );
     assert_eq!(events[0]["payload"]["seq"], 0);
 }
+
+#[test]
+fn a_subscribers_queue_is_bounded_in_bytes_too() {
+    let config = TestConfig::new();
+    // The count bound is out of reach: only the byte bound can cut it off.
+    config
+        .set("api", "event_backlog = 100000")
+        .set("api", "event_backlog_bytes = 1024");
+    config.family(
+        "chaos.toml",
+        &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()),
+    );
+    let gw = Gateway::start(&config);
+    let mut slow = std::os::unix::net::UnixStream::connect(&gw.socket).unwrap();
+    slow.write_all(b"GET /v1/families/TASKSTATS/events HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gw.subscribers("TASKSTATS") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Far more than a socket buffer of events, far fewer than 100000.
+    let (ok, v) = gw.call("TASKSTATS", "burst", r#"{"n": 20000}"#);
+    assert!(ok, "{v}");
+    let sock = gw.socket.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(&sock, "GET", "/metrics", &[], b"");
+        if String::from_utf8_lossy(&m).contains("genl_gateway_event_subscribers_cut_off_total 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not cut off");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.subscribers("TASKSTATS"), 0);
+}
