@@ -13,13 +13,14 @@ use tokio::net::UnixStream;
 pub enum ClientError {
     /// Nothing listens on the socket.
     #[error(
-        "cannot connect to the gateway at {path}: {source} (is `genl-gateway serve` running? pass --socket)"
+        "cannot connect to the gateway at {path}: {cause} (is `genl-gateway serve` running? pass --socket)"
     )]
     Connect {
         /// The socket.
         path: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error; in the message, not chained as a source, so it is
+        /// printed once.
+        cause: std::io::Error,
     },
     /// The HTTP exchange failed.
     #[error("talking to the gateway: {0}")]
@@ -36,9 +37,9 @@ async fn send(
 ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Connect {
+        .map_err(|cause| ClientError::Connect {
             path: socket.display().to_string(),
-            source,
+            cause,
         })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

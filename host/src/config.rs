@@ -99,6 +99,16 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Events a subscriber may fall behind before it is cut off.
     pub event_backlog: usize,
+    /// Bytes of events a subscriber may fall behind before it is cut off.
+    pub event_backlog_bytes: usize,
+    /// Connections served at once (per listener); more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
 }
 
 /// What a token lets its holder do.
@@ -141,6 +151,11 @@ impl Token {
     /// Whether the token reaches `family`.
     pub fn covers(&self, family: &str) -> bool {
         self.families.iter().any(|f| f == "*" || f == family)
+    }
+
+    /// Whether the token reaches every family (`*`).
+    pub fn covers_all(&self) -> bool {
+        self.families.iter().any(|f| f == "*")
     }
 }
 
@@ -241,6 +256,10 @@ struct RawApi {
     tcp: Option<String>,
     max_body_bytes: Option<usize>,
     event_backlog: Option<usize>,
+    event_backlog_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
     #[serde(default)]
     tokens: Vec<RawToken>,
 }
@@ -365,6 +384,39 @@ fn check_kib(
         });
     }
     Ok(kib << 10)
+}
+
+/// Refuse a file holding a secret that anyone but its owner may read or
+/// change, or that someone other than root or the gateway's user owns, as
+/// ssh does with private keys.
+fn check_secret_file(path: &Path, what: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |message| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: "api.tokens",
+        message,
+    };
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(format!(
+            "holds {what} but its mode is {mode:04o}, so other users may read it; run `chmod 600 {}`",
+            path.display()
+        )));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(invalid(format!(
+            "holds {what} but is owned by uid {}, neither root nor the gateway's user (uid {euid}); run `chown {euid} {}`",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -502,12 +554,16 @@ impl GatewayConfig {
                     )
                 })?,
         };
-        let mut tokens = Vec::new();
+        let mut tokens: Vec<Token> = Vec::new();
+        if raw.api.tokens.iter().any(|t| t.token.is_some()) {
+            check_secret_file(path, "inline [[api.tokens]] secrets")?;
+        }
         for t in raw.api.tokens {
             let secret = match (t.token, t.token_file) {
                 (Some(s), None) => s,
                 (None, Some(file)) => {
                     let file = resolve(&base, file);
+                    check_secret_file(&file, &format!("the secret of token '{}'", t.name))?;
                     read(&file)?.trim().to_owned()
                 }
                 _ => {
@@ -526,6 +582,15 @@ impl GatewayConfig {
                     ),
                 ));
             }
+            if let Some(other) = tokens.iter().find(|o| o.secret == secret) {
+                return Err(invalid(
+                    "api.tokens",
+                    format!(
+                        "tokens '{}' and '{}' have the same secret, so one could act as the other; give each its own (`openssl rand -hex 24`)",
+                        other.name, t.name
+                    ),
+                ));
+            }
             tokens.push(Token {
                 name: t.name,
                 secret,
@@ -539,6 +604,26 @@ impl GatewayConfig {
                 "the TCP API needs at least one [[api.tokens]] entry (the Unix socket needs none)".into(),
             ));
         }
+        let max_connections = raw.api.max_connections.unwrap_or(512);
+        if !(1..=65_536).contains(&max_connections) {
+            return Err(invalid(
+                "api.max_connections",
+                format!("{max_connections} is out of range; use 1 to 65536"),
+            ));
+        }
+        let timeout_ms = |key, v: Option<u64>| match v.unwrap_or(10_000) {
+            ms @ 1..=600_000 => Ok(ms),
+            ms => Err(invalid(key, format!("{ms} is out of range; use 1 to 600000"))),
+        };
+        let event_backlog_bytes = raw.api.event_backlog_bytes.unwrap_or(4 << 20);
+        if !(1024..=1 << 30).contains(&event_backlog_bytes) {
+            return Err(invalid(
+                "api.event_backlog_bytes",
+                format!("{event_backlog_bytes} is out of range; use 1024 to 1073741824"),
+            ));
+        }
+        let header_timeout_ms = timeout_ms("api.header_timeout_ms", raw.api.header_timeout_ms)?;
+        let body_timeout_ms = timeout_ms("api.body_timeout_ms", raw.api.body_timeout_ms)?;
         let request_timeout_ms = raw.netlink.request_timeout_ms.unwrap_or(5000);
         if !(1..=600_000).contains(&request_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -583,6 +668,10 @@ impl GatewayConfig {
                 tokens,
                 max_body_bytes: raw.api.max_body_bytes.unwrap_or(1 << 20),
                 event_backlog: raw.api.event_backlog.unwrap_or(4096).max(1),
+                event_backlog_bytes,
+                max_connections,
+                header_timeout: Duration::from_millis(header_timeout_ms),
+                body_timeout: Duration::from_millis(body_timeout_ms),
             },
             plugin_dir: resolve(&base, raw.plugins.dir),
             families_dir: resolve(&base, raw.plugins.families_dir),
@@ -715,9 +804,58 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn secrets_readable_by_others_and_shared_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Inline tokens in a group-readable gateway.toml.
+        let gw = write(dir.path(), "gateway.toml", GATEWAY);
+        chmod(&gw, 0o640);
+        let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+        assert!(e.contains(&format!("chmod 600 {}", gw.display())), "{e}");
+        chmod(&gw, 0o600);
+        assert!(GatewayConfig::load(&gw).is_ok());
+
+        // A world-readable token file.
+        let secret = write(dir.path(), "secret", "fedcba9876543210fedcba\n");
+        chmod(&secret, 0o644);
+        let with_file = GATEWAY.replace(
+            "[plugins]",
+            "[[api.tokens]]\nname = \"dash\"\ntoken_file = \"secret\"\naccess = \"read\"\n[plugins]",
+        );
+        let gw = write(dir.path(), "gateway.toml", &with_file);
+        let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+        assert!(
+            e.contains("token 'dash'") && e.contains(&format!("chmod 600 {}", secret.display())),
+            "{e}"
+        );
+        chmod(&secret, 0o600);
+        assert!(GatewayConfig::load(&gw).is_ok());
+        // Owned by a user that is neither root nor us.
+        std::os::unix::fs::chown(&secret, Some(65534), None).unwrap();
+        let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        std::os::unix::fs::chown(&secret, Some(0), None).unwrap();
+
+        // Two tokens, one secret: refused, both named.
+        let dup = GATEWAY.replace(
+            "[plugins]",
+            "[[api.tokens]]\nname = \"boss\"\ntoken = \"0123456789abcdef0123\"\naccess = \"admin\"\n[plugins]",
+        );
+        let gw = write(dir.path(), "gateway.toml", &dup);
+        let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+        assert!(e.contains("tokens 'ops' and 'boss' have the same secret"), "{e}");
     }
 
     const GATEWAY: &str = r#"

@@ -123,8 +123,23 @@ struct Conn {
     socket: PathBuf,
 }
 
+/// Exit code of a usage error (sysexits' EX_USAGE), distinct from 2,
+/// which means the gateway answered with an error.
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,6 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config, log_json } => {
             init_logging(log_json);
             let config = GatewayConfig::load(&config)?;
+            // Before loading any plugin: a second gateway given a live
+            // one's socket stops at once.
+            api::ensure_free(&config.api.socket)?;
             let gateway = Gateway::start(config).await?;
             tokio::spawn(reload_on_sighup(gateway.clone()));
             tokio::select! {

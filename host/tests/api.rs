@@ -13,6 +13,8 @@ use serde_json::Value;
 const READ_NLCTRL: &str = "read-token-nlctrl-0001";
 const WRITE_ALL: &str = "write-token-all-00002";
 const ADMIN: &str = "admin-token-all-000003";
+const READ_MPTCP: &str = "read-token-mptcp-00004";
+const ADMIN_NLCTRL: &str = "admin-token-nlctrl-005";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -42,7 +44,9 @@ fn tcp_tokens_are_checked_and_scoped() {
     let tokens = format!(
         "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"reader\"\ntoken = \"{READ_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"read\"\n\
          [[api.tokens]]\nname = \"writer\"\ntoken = \"{WRITE_ALL}\"\naccess = \"write\"\n\
-         [[api.tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\naccess = \"admin\""
+         [[api.tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\naccess = \"admin\"\n\
+         [[api.tokens]]\nname = \"mptcp-reader\"\ntoken = \"{READ_MPTCP}\"\nfamilies = [\"mptcp_pm\"]\naccess = \"read\"\n\
+         [[api.tokens]]\nname = \"nlctrl-admin\"\ntoken = \"{ADMIN_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"admin\""
     );
     config.set("api", &tokens);
     config.family("nlctrl.toml", NLCTRL).family(
@@ -100,11 +104,104 @@ fn tcp_tokens_are_checked_and_scoped() {
     assert_ne!(status, 403, "{}", String::from_utf8_lossy(&body));
     let (status, body) = post("/v1/plugins/nlctrl/reload", Some(WRITE_ALL));
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-    // A write op with a read token: 403 before the plugin runs.
-    let reader_all = post("/v1/families/mptcp_pm/ops/endpoint-add", Some(READ_NLCTRL));
-    assert_eq!(reader_all.0, 403);
+    // A write op with a read token that covers the family: 403 from the
+    // access level, before the plugin runs; its read op passes.
+    assert_eq!(
+        post("/v1/families/mptcp_pm/ops/endpoint-dump", Some(READ_MPTCP)).0,
+        200
+    );
+    let (status, body) = post("/v1/families/mptcp_pm/ops/endpoint-add", Some(READ_MPTCP));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has Read access; this needs Write"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // Admin may reload.
     assert_eq!(post("/v1/plugins/nlctrl/reload", Some(ADMIN)).0, 200);
+    // Reloading everything touches every family: a family-scoped admin may
+    // reload its own family only.
+    assert_eq!(post("/v1/plugins/nlctrl/reload", Some(ADMIN_NLCTRL)).0, 200);
+    let (status, body) = post("/v1/reload", Some(ADMIN_NLCTRL));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(post("/v1/reload", Some(ADMIN)).0, 200);
+}
+
+#[test]
+fn listings_show_a_scoped_token_only_its_families() {
+    let port = free_port();
+    let config = TestConfig::new();
+    config.set(
+        "api",
+        &format!(
+            "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"reader\"\ntoken = \"{READ_NLCTRL}\"\nfamilies = [\"nlctrl\"]\naccess = \"read\"\n\
+             [[api.tokens]]\nname = \"all\"\ntoken = \"{WRITE_ALL}\"\naccess = \"write\""
+        ),
+    );
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", chaos_family())
+        .family("broken.toml", "family = [\n");
+    let _gw = Gateway::start(&config);
+    let tcp = format!("127.0.0.1:{port}");
+    let get = |path: &str, auth: &str| {
+        let (status, body) = http(&tcp, "GET", path, &[("authorization", auth)], b"");
+        (status, body)
+    };
+    let scoped = format!("Bearer {READ_NLCTRL}");
+    // The scheme is case-insensitive.
+    let all = format!("bearer {WRITE_ALL}");
+
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p[key].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, body) = get("/v1/plugins", &scoped);
+    assert_eq!(status, 200);
+    let v = json_of(&body);
+    assert_eq!(names(&v["plugins"], "family"), ["nlctrl"], "{v}");
+    assert_eq!(v["broken_files"], Value::Array(vec![]), "{v}");
+    let (status, body) = get("/v1/plugins", &all);
+    assert_eq!(status, 200);
+    let v = json_of(&body);
+    assert_eq!(names(&v["plugins"], "family"), ["TASKSTATS", "nlctrl"], "{v}");
+    assert_eq!(v["broken_files"].as_array().unwrap().len(), 1, "{v}");
+
+    let (status, body) = get("/v1/families", &scoped);
+    assert_eq!(status, 200);
+    assert_eq!(names(&json_of(&body), "name"), ["nlctrl"]);
+    let (_, body) = get("/v1/families", &all);
+    let every = names(&json_of(&body), "name");
+    assert!(
+        every.len() > 2 && every.contains(&"TASKSTATS".to_owned()),
+        "{every:?}"
+    );
+
+    // /metrics shows every family: it needs a "*" token.
+    assert_eq!(get("/metrics", &scoped).0, 403);
+    assert_eq!(get("/metrics", &all).0, 200);
+
+    // Two Authorization headers: refused, never "first wins".
+    let (status, body) = http(
+        &tcp,
+        "GET",
+        "/v1/plugins",
+        &[("authorization", &all), ("authorization", &scoped)],
+        b"",
+    );
+    assert_eq!(status, 401);
+    assert!(
+        json_of(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than one Authorization header")
+    );
 }
 
 #[test]
@@ -213,6 +310,22 @@ fn a_slow_subscriber_is_cut_off_and_the_others_keep_receiving() {
         let events = wait_output(s, 30, "fast subscriber");
         assert_eq!(events.len(), 8000, "a fast subscriber lost events");
         assert_eq!(events.last().unwrap()["payload"]["seq"], 7999);
+    }
+
+    // It was cut off while the family published, not when it next read:
+    // counted already.
+    let sock = gw.socket.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(&sock, "GET", "/metrics", &[], b"");
+        if String::from_utf8_lossy(&m).contains("genl_gateway_event_subscribers_cut_off_total 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow subscriber was not cut off before it read"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // The slow one, when it finally reads, finds it was cut off.
@@ -425,4 +538,72 @@ fn check_catches_each_kind_of_bad_config() {
     assert_eq!(code, Some(1));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("limits.memory_mib"), "{err}");
+}
+
+#[test]
+fn a_busy_family_never_cuts_off_a_quiet_familys_subscribers() {
+    let config = TestConfig::new();
+    // A small backlog: a shared one would overflow many times over.
+    config.set("api", "event_backlog = 16");
+    config
+        .family(
+            "chaos.toml",
+            &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()),
+        )
+        .family("quiet.toml", "family = \"nlctrl\"\nplugin = \"chaos.wasm\"\n");
+    let gw = Gateway::start(&config);
+    let quiet = gw.subscribe("nlctrl", "burst", 1);
+    let (ok, v) = gw.call("TASKSTATS", "burst", r#"{"n": 5000}"#);
+    assert!(ok, "{v}");
+    let (ok, v) = gw.call("nlctrl", "burst", r#"{"n": 1}"#);
+    assert!(ok, "{v}");
+    let events = wait_output(quiet, 30, "quiet subscriber");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0]["family"],
+        "nlctrl",
+        "{events:?}\n{}",
+        gw.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(events[0]["payload"]["seq"], 0);
+}
+
+#[test]
+fn a_subscribers_queue_is_bounded_in_bytes_too() {
+    let config = TestConfig::new();
+    // The count bound is out of reach: only the byte bound can cut it off.
+    config
+        .set("api", "event_backlog = 100000")
+        .set("api", "event_backlog_bytes = 1024");
+    config.family(
+        "chaos.toml",
+        &format!("{}[limits]\ncall_timeout_ms = 60000\n", chaos_family()),
+    );
+    let gw = Gateway::start(&config);
+    let mut slow = std::os::unix::net::UnixStream::connect(&gw.socket).unwrap();
+    slow.write_all(b"GET /v1/families/TASKSTATS/events HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gw.subscribers("TASKSTATS") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Far more than a socket buffer of events, far fewer than 100000.
+    let (ok, v) = gw.call("TASKSTATS", "burst", r#"{"n": 20000}"#);
+    assert!(ok, "{v}");
+    let sock = gw.socket.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(&sock, "GET", "/metrics", &[], b"");
+        if String::from_utf8_lossy(&m).contains("genl_gateway_event_subscribers_cut_off_total 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not cut off");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.subscribers("TASKSTATS"), 0);
 }

@@ -108,3 +108,38 @@ fn absent_family_missing_plugin_and_broken_file_leave_the_rest_serving() {
         .unwrap();
     assert_eq!(ghost["present"], false);
 }
+
+#[test]
+fn cli_usage_errors_and_connection_errors_have_their_own_exit_codes() {
+    // Exit codes from docs/operations.md: 64 usage, 1 could not run, 2 the
+    // gateway answered with an error.
+    let doc = std::fs::read_to_string(common::workspace().join("docs/operations.md")).unwrap();
+    assert!(doc.contains("| 64 | usage error"), "docs/operations.md");
+    for args in [
+        &["call"][..],
+        &["frobnicate"],
+        &["call", "nlctrl", "list", "--bogus"],
+    ] {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    let out = Command::new(binary()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["call", "nlctrl", "list", "--socket"])
+        .arg(dir.path().join("absent.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    // The OS's words for ENOENT, from libc, once.
+    // SAFETY: strerror returns a valid NUL-terminated string.
+    let enoent = unsafe { std::ffi::CStr::from_ptr(libc::strerror(libc::ENOENT)) }
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(err.matches(&enoent).count(), 1, "{err}");
+    assert!(err.contains("cannot connect to the gateway"), "{err}");
+}

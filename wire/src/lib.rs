@@ -10,12 +10,14 @@
 pub mod attr;
 pub mod consts;
 pub mod ctrl;
+pub mod errno;
 pub mod header;
 pub mod message;
 pub mod policy;
 
 pub use attr::{Attr, AttrWriter, Attrs, Nested};
 pub use ctrl::{FamilyInfo, McastGroup, OpInfo};
+pub use errno::errno_name;
 pub use header::{GenlHeader, NlHeader};
 pub use message::{KernelError, Message, Messages};
 

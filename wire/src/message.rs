@@ -168,29 +168,10 @@ impl KernelError {
         Ok(())
     }
 
-    /// The errno's symbolic name, e.g. "EEXIST", for the common ones.
+    /// The errno's symbolic name, e.g. "EEXIST"; `E?` for a number Linux
+    /// does not define.
     pub fn errno_name(&self) -> &'static str {
-        match self.errno {
-            1 => "EPERM",
-            2 => "ENOENT",
-            3 => "ESRCH",
-            5 => "EIO",
-            7 => "E2BIG",
-            12 => "ENOMEM",
-            13 => "EACCES",
-            16 => "EBUSY",
-            17 => "EEXIST",
-            19 => "ENODEV",
-            22 => "EINVAL",
-            28 => "ENOSPC",
-            34 => "ERANGE",
-            61 => "ENODATA",
-            75 => "EOVERFLOW",
-            95 => "EOPNOTSUPP",
-            105 => "ENOBUFS",
-            110 => "ETIMEDOUT",
-            _ => "E?",
-        }
+        crate::errno::errno_name(self.errno).unwrap_or("E?")
     }
 }
 

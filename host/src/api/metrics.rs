@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::event_bus::EventBus;
 use crate::gateway::{Gateway, Listener};
 use crate::plugin::{LATENCY_BUCKETS, LoadedPlugin};
 
@@ -45,7 +46,7 @@ impl Out {
 }
 
 /// Render every metric.
-pub fn render(gw: &Gateway) -> String {
+pub fn render(gw: &Gateway, bus: &EventBus) -> String {
     let families = gw.families();
     let plugins: Vec<_> = families
         .iter()
@@ -195,7 +196,17 @@ pub fn render(gw: &Gateway) -> String {
         "gauge",
         "Event subscribers connected now.",
     );
-    o.sample("genl_gateway_event_subscribers", &[], gw.events.receiver_count());
+    o.sample("genl_gateway_event_subscribers", &[], bus.total());
+    o.family(
+        "genl_gateway_events_dropped_bad_topic_total",
+        "counter",
+        "Events dropped because SSE cannot carry their topic (CR, LF, control characters).",
+    );
+    o.sample(
+        "genl_gateway_events_dropped_bad_topic_total",
+        &[],
+        bus.bad_topics.load(Relaxed),
+    );
     o.family(
         "genl_gateway_compiled_cache_hits_total",
         "counter",

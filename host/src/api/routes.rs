@@ -3,24 +3,37 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::ApiError;
+use super::error::{ApiError, ErrorCode};
+use super::event_bus::{ConnClose, EventBus, QueueLimits, Received};
+use super::extract::{ApiPath, ApiQuery, Visible, check_family_name};
+use super::strict_json;
 use crate::gateway::Gateway;
 use crate::plugin::Event;
 
-/// The API's routes over `gateway`.
+/// The API's routes over `gateway`. Starts the event fan-out, so it must
+/// be called inside the Tokio runtime.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body = gateway.config.api.max_body_bytes;
+    let bus = EventBus::start(
+        gateway.clone(),
+        QueueLimits {
+            events: gateway.config.api.event_backlog,
+            bytes: gateway.config.api.event_backlog_bytes,
+        },
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/families", get(families))
@@ -34,7 +47,55 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(bus))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            refuse_declared_oversize,
+        ))
         .with_state(gateway)
+}
+
+/// A body declared larger than `[api] max_body_bytes` is refused before a
+/// byte of it is read.
+async fn refuse_declared_oversize(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let max = gw.config.api.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(max).into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyTooLarge,
+        format!("the request body exceeds {max} bytes ([api] max_body_bytes)"),
+    )
+}
+
+/// Read a request body of at most `max` bytes within `deadline`.
+async fn read_body(body: Body, max: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::BodyTimeout,
+            format!(
+                "the request body did not arrive within {} ms ([api] body_timeout_ms)",
+                deadline.as_millis()
+            ),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(max)),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorCode::BadBody,
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
 }
 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
@@ -43,41 +104,41 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+/// `/metrics` shows every family: on TCP it needs a token covering "*"
+/// (checked by the token middleware).
+async fn metrics(State(gw): State<Arc<Gateway>>, Extension(bus): Extension<Arc<EventBus>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        super::metrics::render(&gw),
+        super::metrics::render(&gw, &bus),
     )
         .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method; see docs/api.md",
     )
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no-such-endpoint",
-        "no such endpoint; see docs/api.md",
-    )
+    ApiError::new(ErrorCode::NoSuchEndpoint, "no such endpoint; see docs/api.md")
 }
 
 /// Every family the kernel has, plus configured families it does not have,
-/// each with the plugin that serves it.
-async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let kernel = gw.resolver.list().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "kernel",
-            format!("listing families: {e}"),
-        )
-    })?;
-    let configured: BTreeMap<String, _> = gw.families().into_iter().collect();
+/// each with the plugin that serves it; a scoped token sees only its own.
+async fn families(State(gw): State<Arc<Gateway>>, visible: Visible) -> Result<Json<Value>, ApiError> {
+    let kernel = gw
+        .resolver
+        .list()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Kernel, format!("listing families: {e}")))?;
+    let kernel: Vec<_> = kernel.into_iter().filter(|f| visible.sees(&f.name)).collect();
+    let configured: BTreeMap<String, _> = gw
+        .families()
+        .into_iter()
+        .filter(|(n, _)| visible.sees(n))
+        .collect();
     let plugin_of = |name: &str| {
         configured.get(name).map(|entry| match &entry.plugin {
             Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
@@ -110,57 +171,55 @@ async fn families(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiErro
 
 async fn call(
     State(gw): State<Arc<Gateway>>,
-    Path((family, op)): Path<(String, String)>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ApiPath((family, op)): ApiPath<(String, String)>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!(
-                    "the request body exceeds {} bytes ([api] max_body_bytes)",
-                    gw.config.api.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e.body_text())
-        }
-    })?;
-    let input = std::str::from_utf8(&body).map_err(|_| {
+    check_family_name(&family)?;
+    let api = &gw.config.api;
+    let body = read_body(body, api.max_body_bytes, api.body_timeout).await?;
+    let input = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the request body is not UTF-8"))?;
+    let input = if input.trim().is_empty() { "null" } else { input };
+    strict_json::check(input).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            "the request body is not UTF-8",
+            ErrorCode::BadJson,
+            format!("the request body is not acceptable JSON: {e}"),
         )
     })?;
-    let input = if input.trim().is_empty() { "null" } else { input };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            format!("the request body is not JSON: {e}"),
-        ));
-    }
     let output = gw.call(&family, &op, input).await?;
-    // The plugin's output is JSON already (the SDK serialised it); pass it
-    // through without re-parsing.
+    check_plugin_output(&family, &op, &output)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// Only JSON is labelled JSON: a plugin that wrote something else is
+/// reported as `bad-plugin-output`, not passed on.
+fn check_plugin_output(family: &str, op: &str, output: &str) -> Result<(), ApiError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(output).map(|_| ()).map_err(|e| {
+        tracing::warn!(family, op, error = %e, "the plugin's output is not JSON");
+        ApiError::new(
+            ErrorCode::BadPluginOutput,
+            format!("the plugin of family '{family}' answered '{op}' with something that is not JSON ({e}); report it to the plugin's author"),
+        )
+    })
 }
 
 /// One family: what the kernel says now, its plugin, its listener, and its
 /// attribute policies.
-async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn family(
+    State(gw): State<Arc<Gateway>>,
+    Extension(bus): Extension<Arc<EventBus>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_family_name(&name)?;
     let entry = gw.family(&name);
     let info = match gw.resolver.resolve(&name).await {
         Ok(info) => Some(info),
         Err(crate::families::ResolveError::Absent(_)) => None,
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "kernel", e.to_string())),
+        Err(e) => return Err(ApiError::new(ErrorCode::Kernel, e.to_string())),
     };
     if info.is_none() && entry.is_none() {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("the kernel has no family '{name}' and no family file configures it"),
         ));
     }
@@ -186,6 +245,7 @@ async fn family(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Res
         };
     }
     if let Some(entry) = entry {
+        out["events"] = json!({"subscribers": bus.subscribers(&name)});
         out["plugin"] = match &entry.plugin {
             Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
             Err(reason) => {
@@ -211,18 +271,21 @@ struct EventQuery {
     topic: Option<String>,
 }
 
-/// Server-Sent Events of one family's plugin. A subscriber that falls more
-/// than the backlog behind is sent a `lagged` event and cut off, so a slow
-/// reader never holds the gateway or the other subscribers back.
+/// Server-Sent Events of one family's plugin. A subscriber whose queue
+/// fills (it stopped reading, or reads slower than the family publishes)
+/// is sent a `lagged` event and cut off, so a slow reader never holds the
+/// gateway or the other subscribers back.
 async fn events(
     State(gw): State<Arc<Gateway>>,
-    Path(family): Path<String>,
-    Query(q): Query<EventQuery>,
+    Extension(bus): Extension<Arc<EventBus>>,
+    close: Option<Extension<ConnClose>>,
+    ApiPath(family): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    check_family_name(&family)?;
     if gw.family(&family).is_none() {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("no plugin serves family '{family}', so it has no events"),
         ));
     }
@@ -232,30 +295,16 @@ async fn events(
             .map(str::to_owned)
             .collect()
     });
-    let rx = gw.events.subscribe();
-    let family: Arc<str> = family.into();
-    let stream = stream::unfold(Some((rx, gw)), move |state| {
-        let family = family.clone();
-        let topics = topics.clone();
-        async move {
-            let (mut rx, gw) = state?;
-            loop {
-                match rx.recv().await {
-                    Ok(ev)
-                        if *ev.family == *family && topics.as_ref().is_none_or(|t| t.contains(&ev.topic)) =>
-                    {
-                        return Some((Ok(sse_event(&ev)), Some((rx, gw))));
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        gw.note_subscriber_cut_off(&family, n);
-                        let ev = SseEvent::default().event("lagged").data(format!(
-                            "{{\"error\":{{\"code\":\"lagged\",\"message\":\"subscriber fell {n} events behind and was cut off; reconnect\"}}}}"
-                        ));
-                        return Some((Ok(ev), None));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
+    let sub = bus.subscribe(&family, topics, close.map(|Extension(c)| c));
+    let stream = stream::unfold(Some(sub), |state| async move {
+        let mut sub = state?;
+        match sub.next().await? {
+            Received::Event(ev) => Some((Ok(sse_event(&ev)), Some(sub))),
+            Received::Lagged => {
+                let ev = SseEvent::default().event("lagged").data(
+                    "{\"error\":{\"code\":\"lagged\",\"message\":\"this subscriber fell behind (its queue, [api] event_backlog events or event_backlog_bytes, filled) and was cut off; reconnect\"}}",
+                );
+                Some((Ok(ev), None))
             }
         }
     });
@@ -275,11 +324,14 @@ fn sse_event(ev: &Event) -> SseEvent {
 
 /// Every configured plugin with its state, hash, limits and restarts, the
 /// family files that could not be read, and the compiled cache's counters.
-async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+/// A scoped token sees only its families, and no broken files (which name
+/// no family it could be shown).
+async fn plugins(State(gw): State<Arc<Gateway>>, visible: Visible) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let plugins: Vec<Value> = gw
         .families()
         .into_iter()
+        .filter(|(n, _)| visible.sees(n))
         .map(|(name, entry)| {
             let mut v = match &entry.plugin {
                 Ok(p) => serde_json::to_value(p.status()).unwrap_or(Value::Null),
@@ -293,6 +345,7 @@ async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let broken: Vec<Value> = gw
         .broken_files()
         .into_iter()
+        .filter(|_| visible.sees("*"))
         .map(|(file, error)| json!({"file": file.display().to_string(), "error": error}))
         .collect();
     Json(json!({
@@ -307,12 +360,12 @@ async fn plugins(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 /// the new one fails.
 async fn reload_plugin(
     State(gw): State<Arc<Gateway>>,
-    Path(family): Path<String>,
+    ApiPath(family): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    check_family_name(&family)?;
     let outcome = gw.reload_family(&family).await.ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-family",
+            ErrorCode::UnknownFamily,
             format!("no family file configures '{family}'"),
         )
     })?;
@@ -327,4 +380,19 @@ async fn reload_plugin(
 /// Re-read every family file (as SIGHUP does).
 async fn reload_all(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!(gw.reload().await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_output_that_is_not_json_is_a_502() {
+        assert!(check_plugin_output("f", "op", r#"{"a": [1, 2]}"#).is_ok());
+        for bad in ["", "{", "hello", "{} trailing"] {
+            let e = check_plugin_output("f", "op", bad).unwrap_err();
+            assert_eq!(e.code, "bad-plugin-output");
+            assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        }
+    }
 }

@@ -29,6 +29,11 @@ use crate::plugin::{CallFailure, Event, LoadedPlugin, Runtime, RuntimeOptions};
 /// a time per dump, so a few MiB is ample.
 const REQUEST_RCVBUF: usize = 4 << 20;
 
+/// Events published but not yet fanned out to subscribers: room for a
+/// burst while the fan-out task waits for a thread. An event is dropped
+/// from it as soon as the fan-out has taken it.
+const EVENT_INTAKE: usize = 65_536;
+
 /// How often the file watcher looks at the plugin and families directories.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -128,7 +133,9 @@ impl Gateway {
             // Sized for the largest memory limit a family may set.
             max_memory_bytes: 4096 << 20,
         })?;
-        let (events, _) = broadcast::channel(config.api.event_backlog);
+        // The intake of the API's per-family fan-out, which drains it at
+        // once; subscribers' own queues are bounded by [api] event_backlog.
+        let (events, _) = broadcast::channel(EVENT_INTAKE);
         let gateway = Arc::new(Self {
             config,
             resolver,

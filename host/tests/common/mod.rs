@@ -71,6 +71,10 @@ impl TestConfig {
             .map(|(s, lines)| format!("[{s}]\n{}\n", lines.join("\n")))
             .collect();
         std::fs::write(self.path(), text).expect("gateway.toml");
+        // It may hold inline tokens, which the gateway refuses in a file
+        // others can read.
+        std::fs::set_permissions(self.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod gateway.toml");
         self
     }
 
@@ -248,6 +252,7 @@ impl Gateway {
     /// Start `events family --count n` in the background; its stdout (one
     /// JSON line per event) is read on a thread so the pipe never fills.
     pub fn subscribe(&self, family: &str, topic: &str, count: u64) -> Subscription {
+        let before = self.subscribers(family);
         let mut child = Command::new(binary())
             .args([
                 "events",
@@ -272,10 +277,30 @@ impl Gateway {
                 }
             }
         });
-        // The subscription is live once the HTTP request reached the server;
-        // give it a moment so events sent right after are not missed.
-        std::thread::sleep(Duration::from_millis(300));
+        // Live once the gateway counts it among the family's subscribers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.subscribers(family) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "the subscription to {family} never became live"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Subscription { child, lines }
+    }
+
+    /// The event subscribers of `family` now, as the gateway reports them.
+    pub fn subscribers(&self, family: &str) -> u64 {
+        let (status, body) = http(
+            self.socket.to_str().expect("UTF-8 socket path"),
+            "GET",
+            &format!("/v1/families/{family}"),
+            &[],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("family JSON");
+        v["events"]["subscribers"].as_u64().expect("events.subscribers")
     }
 
     /// Run the CLI against this gateway.
@@ -362,8 +387,10 @@ pub fn http(target: &str, method: &str, path: &str, headers: &[(&str, &str)], bo
     let mut raw = Vec::new();
     let mut send = |s: &mut dyn ReadWrite| {
         s.write_all(req.as_bytes()).expect("write request");
-        s.write_all(body).expect("write body");
-        s.read_to_end(&mut raw).expect("read response");
+        // The gateway may answer (413) and close before the body is sent,
+        // so a failed body write or a reset after the answer is not fatal.
+        let _ = s.write_all(body);
+        let _ = s.read_to_end(&mut raw);
     };
     if target.contains('/') {
         send(&mut std::os::unix::net::UnixStream::connect(target).expect("connect unix"));

@@ -1,0 +1,78 @@
+//! The accept loop, with the limits plain `axum::serve` lacks: a cap on
+//! connections served at once (more wait in the kernel's accept queue), a
+//! header-read timeout that also closes idle keep-alive connections, and a
+//! clear, rate-limited log line when the cap is reached.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::Listener;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+
+use super::event_bus::ConnClose;
+
+/// How often "connection limit reached" may be logged.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What one listener allows.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and to keep an idle connection.
+    pub header_timeout: Duration,
+}
+
+/// Serve `app` on `listener` until the process ends.
+pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits, name: &'static str) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut last_cap_log: Option<Instant> = None;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if last_cap_log.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+                    last_cap_log = Some(Instant::now());
+                    tracing::warn!(
+                        listener = name,
+                        max_connections = limits.max_connections,
+                        "API connection limit reached; new connections wait until one closes (raise [api] max_connections if clients are legitimate)"
+                    );
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    // The semaphore is never closed.
+                    Err(_) => return,
+                }
+            }
+        };
+        let (io, _) = listener.accept().await;
+        let close = ConnClose::default();
+        let service = TowerToHyperService::new(Extension(close.clone()).layer(app.clone()));
+        tokio::spawn(async move {
+            let _slot = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(listener = name, error = %e, "API connection ended");
+                    }
+                }
+                // An event subscriber cut off and not reading: drop the
+                // connection, which closes it.
+                _ = close.0.notified() => {
+                    tracing::debug!(listener = name, "closed a cut-off event subscriber's connection");
+                }
+            }
+        });
+    }
+}
