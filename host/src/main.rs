@@ -458,8 +458,8 @@ async fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading");
-        for o in gateway.reload().await.iter().filter(|o| o.result != "unchanged") {
-            tracing::info!(file = %o.file, family = ?o.family, result = o.result, error = ?o.error, "reload");
+        for o in gateway.reload().await {
+            genl_gateway::gateway::log_outcome(&o);
         }
     }
 }

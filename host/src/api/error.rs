@@ -76,6 +76,11 @@ impl From<CallError> for ApiError {
                 ),
             ),
             CallError::FamilyAbsent(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "family-absent", m),
+            CallError::PluginLoading(family) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin-loading",
+                format!("the plugin of family '{family}' is still loading; retry shortly"),
+            ),
             CallError::PluginFailed { family, reason } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "plugin-unavailable",

@@ -40,7 +40,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let families = gw.families();
     let served = families.iter().filter(|(_, f)| f.plugin.is_ok()).count();
-    Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
+    Json(json!({
+        "status": "ok",
+        "families_served": served,
+        "families_configured": families.len(),
+        "families_loading": gw.loading().len(),
+    }))
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
@@ -316,7 +321,7 @@ async fn reload_plugin(
             format!("no family file configures '{family}'"),
         )
     })?;
-    let status = if outcome.result == "failed" {
+    let status = if outcome.result == crate::gateway::ReloadResult::Failed {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK

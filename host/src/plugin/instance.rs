@@ -18,6 +18,7 @@ use super::host_api::to_wit_message;
 use super::host_api::{Event, KernelAccess, PluginState};
 use super::log_limit::LogLimiter;
 use super::metrics::PluginMetrics;
+use super::phase::PluginPhase;
 use super::runtime::{EPOCH_TICK, PluginError, Runtime};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
@@ -56,8 +57,8 @@ pub struct PluginStatus {
     pub sha256: String,
     /// Whether the compiled component came from the cache.
     pub from_cache: bool,
-    /// "ready", "restarting" (backing off after a crash) or "failed".
-    pub state: &'static str,
+    /// Ready, restarting (backing off after a crash) or failed.
+    pub state: PluginPhase,
     /// How many times the instance was rebuilt after a crash.
     pub restarts: u64,
     /// Crashes since the last successful call.
@@ -172,12 +173,15 @@ fn trap(e: wasmtime::Error) -> String {
 }
 
 impl LoadedPlugin {
-    /// Compile, link, instantiate and initialise the plugin of `family`.
+    /// Compile, link, instantiate and initialise the plugin of `family`,
+    /// counting into `metrics` (the gateway keeps one set per family, so
+    /// counters survive reloads).
     pub async fn load(
         runtime: &Runtime,
         family: &FamilyConfig,
         access: KernelAccess,
         events: broadcast::Sender<Event>,
+        metrics: Arc<PluginMetrics>,
     ) -> Result<Arc<Self>, PluginError> {
         let compiled = runtime.compile(&family.plugin)?;
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
@@ -211,7 +215,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
-            metrics: Arc::default(),
+            metrics,
         };
         let mut live = plugin.instantiate().await?;
         plugin.arm(&mut live.store);
@@ -478,11 +482,11 @@ impl LoadedPlugin {
         let (state, consecutive_crashes) = {
             let c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
             let state = if c.failed {
-                "failed"
+                PluginPhase::Failed
             } else if c.retry_at.is_some_and(|t| t > Instant::now()) {
-                "restarting"
+                PluginPhase::Restarting
             } else {
-                "ready"
+                PluginPhase::Ready
             };
             (state, c.consecutive)
         };

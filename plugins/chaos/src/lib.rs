@@ -3,7 +3,8 @@
 //! commands it was not allowed. It serves whatever family it is configured
 //! for and is never part of the default configuration.
 //!
-//! Config: `init` = "panic" | "trap" | "fail" makes `init` misbehave;
+//! Config: `init` = "panic" | "trap" | "fail" makes `init` misbehave,
+//! "sleep" makes it take `sleep_ms` milliseconds;
 //! `tag` is echoed by `ping` (to tell versions apart in reload tests).
 
 use genl_plugin_sdk::prelude::*;
@@ -29,6 +30,15 @@ impl Plugin for Chaos {
             Some("panic") => panic!("chaos: panic in init"),
             Some("trap") => trap(),
             Some("fail") => return Err("chaos: init refuses this configuration".into()),
+            // A slow start (e.g. a plugin waiting on the kernel): sleeps
+            // `sleep_ms` (default 10 s) without spinning.
+            Some("sleep") => {
+                let ms = config
+                    .get("sleep_ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10_000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             _ => {}
         }
         Ok(Chaos {
