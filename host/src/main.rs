@@ -291,6 +291,7 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut config = GatewayConfig::load(path)?;
     config.watch = false;
     let gateway = Gateway::start(config).await?;
+    gateway.until_loaded().await;
     let mut ok = true;
     let mut rows = Vec::new();
     for (name, entry) in gateway.families() {

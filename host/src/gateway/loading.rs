@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::sync::watch;
+
 #[derive(Debug)]
 struct Loading {
     file: PathBuf,
@@ -18,8 +20,21 @@ type Map = BTreeMap<String, Loading>;
 
 /// The families being loaded. Bounded by the family files: one entry per
 /// configured family at most.
-#[derive(Debug, Default, Clone)]
-pub struct LoadingSet(Arc<Mutex<Map>>);
+#[derive(Debug, Clone)]
+pub struct LoadingSet {
+    map: Arc<Mutex<Map>>,
+    /// How many families are loading, for [`LoadingSet::until_empty`].
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Default for LoadingSet {
+    fn default() -> Self {
+        Self {
+            map: Arc::default(),
+            count: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
 
 /// Holds a family in the [`LoadingSet`] until dropped.
 #[derive(Debug)]
@@ -31,7 +46,14 @@ pub struct LoadingMark {
 impl LoadingSet {
     fn lock(&self) -> MutexGuard<'_, Map> {
         // Every mutation is one call; a poisoned map is still consistent.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until no family is loading.
+    pub async fn until_empty(&self) {
+        let mut rx = self.count.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Mark `family` (configured in `file`) loading until the mark drops.
@@ -39,6 +61,7 @@ impl LoadingSet {
         let mut map = self.lock();
         let entry = map.entry(family.to_owned()).or_insert(Loading { file, marks: 0 });
         entry.marks += 1;
+        self.count.send_replace(map.len());
         LoadingMark {
             set: self.clone(),
             family: family.to_owned(),
@@ -70,6 +93,7 @@ impl Drop for LoadingMark {
                 map.remove(&self.family);
             }
         }
+        self.set.count.send_replace(map.len());
     }
 }
 

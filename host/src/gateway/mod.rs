@@ -222,6 +222,12 @@ impl Gateway {
         self.loading.names()
     }
 
+    /// Wait until every plugin being loaded now is loaded or has failed
+    /// (`genl-gateway check` reports only then).
+    pub async fn until_loaded(&self) {
+        self.loading.until_empty().await;
+    }
+
     /// The counters of family `name`, created on first use and kept across
     /// reloads of its plugin.
     fn metrics_for(&self, name: &str) -> Arc<PluginMetrics> {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::loading::LoadingMark;
 use super::{FamilyEntry, Gateway, Listener, listener, watch};
 use crate::config::{ConfigError, FamilyConfig};
-use crate::families;
+use crate::families::{self, ResolveError};
 use crate::netlink::SocketOptions;
 use crate::plugin::{KernelAccess, LoadedPlugin, PluginPhase};
 
@@ -103,10 +103,12 @@ impl Gateway {
         };
         let gateway = self.clone();
         tokio::spawn(async move {
-            for o in gateway.reload_with(marks).await {
-                log_outcome(&o);
-            }
-            tracing::info!("every family file has been loaded or reported");
+            // Each failure was logged as it happened, naming its file.
+            let outcomes = gateway.reload_with(marks).await;
+            tracing::info!(
+                files = outcomes.len(),
+                "every family file has been loaded or reported"
+            );
         });
     }
 
@@ -280,7 +282,13 @@ impl Gateway {
                 // Every new version has a new listener: open it and join
                 // its groups now if the kernel has the family (else the
                 // watcher does when it appears).
-                watch::refresh(self, &name).await;
+                match watch::reopen(self, &name).await {
+                    Ok(()) => {}
+                    Err(e @ ResolveError::Absent(_)) => {
+                        tracing::warn!("{}: {e}; calls to it fail until it appears", path.display());
+                    }
+                    Err(e) => tracing::warn!("{}: {e}", path.display()),
+                }
                 match error {
                     None => outcome(Some(&name), verb, None, false),
                     Some(e) => outcome(Some(&name), ReloadResult::Failed, Some(e), false),
