@@ -258,7 +258,7 @@ impl Gateway {
         let name = config.family.clone();
         let entry = {
             let _loading = self.loading.mark(&name, path.to_owned());
-            self.build_entry(config).await
+            self.build_entry_off_the_workers(config).await
         };
         match (&entry.plugin, &old) {
             (Err(e), Some(old)) if old.plugin.is_ok() => {
@@ -292,6 +292,30 @@ impl Gateway {
                 match error {
                     None => outcome(Some(&name), verb, None, false),
                     Some(e) => outcome(Some(&name), ReloadResult::Failed, Some(e), false),
+                }
+            }
+        }
+    }
+
+    /// [`Gateway::build_entry`] on the blocking pool: compiling a component
+    /// is CPU-bound and synchronous, and would otherwise occupy an async
+    /// worker (this machine may have two) and stall the API while it runs.
+    async fn build_entry_off_the_workers(self: &Arc<Self>, family: FamilyConfig) -> FamilyEntry {
+        let gateway = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let config = family.clone();
+        match tokio::task::spawn_blocking(move || handle.block_on(gateway.build_entry(family))).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(
+                    "{}: loading the plugin stopped: {e}; this family is not served",
+                    config.path.display()
+                );
+                FamilyEntry {
+                    config,
+                    plugin: Err(format!("loading the plugin stopped: {e}")),
+                    listener: None,
+                    dispatcher: None,
                 }
             }
         }
