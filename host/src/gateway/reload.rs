@@ -22,7 +22,8 @@ use crate::families::{self, ResolveError};
 use crate::netlink::SocketOptions;
 use crate::plugin::{KernelAccess, LoadedPlugin, PluginPhase};
 
-/// What a reload did to one family file.
+/// What became of one family file in a reload (`result` in the API, in
+/// lower case as before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReloadResult {
