@@ -728,15 +728,9 @@ impl GatewayConfig {
             key,
             message,
         };
-        // GENL_NAMSIZ is 16 including the terminating NUL.
-        if raw.family.is_empty() || raw.family.len() > 15 {
-            return Err(invalid(
-                "family",
-                format!(
-                    "'{}' is not a generic netlink family name (1 to 15 bytes)",
-                    raw.family
-                ),
-            ));
+        // The resolver's own check: a name it would refuse can never serve.
+        if let Err(e) = crate::families::FamilyName::parse(&raw.family) {
+            return Err(invalid("family", format!("{e} (1 to 15 printable bytes)")));
         }
         let plugin = resolve(&self.plugin_dir, raw.plugin);
         let mut config: BTreeMap<String, String> = raw

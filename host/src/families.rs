@@ -1,8 +1,13 @@
 //! Family resolution through nlctrl: name to id, version, ops and multicast
 //! groups, with a cache the router reads on every call.
+//!
+//! Names come from clients (`GET /v1/families/{name}`), so each is checked
+//! against what the kernel can ever accept before any lookup, and every
+//! cache has a fixed capacity (docs/decisions/0009-bounded-resolver-caches.md).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+mod cache;
+
+use std::sync::Arc;
 
 use genl_wire::consts::GENL_ID_CTRL;
 use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, CTRL_CMD_GETPOLICY, CTRL_VERSION, getfamily_by_name};
@@ -11,9 +16,96 @@ use genl_wire::{FamilyInfo, GenlHeader};
 
 use crate::netlink::{OwnedMessage, RequestError, Requester};
 
+pub use cache::BoundedCache;
+
+/// GENL_NAMSIZ from <linux/genetlink.h>: a family name with its NUL.
+pub const GENL_NAMSIZ: usize = 16;
+
+/// Most families the resolver remembers. The kernel registers a few dozen;
+/// only names it answered for are cached, so this is never reached in
+/// practice, and bounds the map if it ever were.
+pub const FAMILY_CACHE_CAPACITY: usize = 256;
+
+/// Most attribute-policy sets the resolver remembers (each can be tens of
+/// KiB); the least recently used is dropped and fetched again when needed.
+pub const POLICY_CACHE_CAPACITY: usize = 64;
+
+/// Families the kernel answers in every network namespace but whose
+/// notifications it sends only to sockets in the initial one: TASKSTATS
+/// sends exit records with `genlmsg_unicast(&init_net, ...)`
+/// (kernel/taskstats.c, `send_cpu_listeners`). Their data is about tasks,
+/// not about a namespace, so their listener is opened in the gateway's own
+/// namespace even when `[netlink] netns` points elsewhere.
+pub const INITIAL_NETNS_NOTIFIERS: &[&str] = &["TASKSTATS"];
+
+/// Whether `family` sends its notifications only in the initial namespace.
+pub fn notifies_only_initial_netns(family: &str) -> bool {
+    INITIAL_NETNS_NOTIFIERS.contains(&family)
+}
+
+/// Why a string can never name a generic netlink family.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidFamilyName {
+    /// Nothing at all.
+    #[error("a family name cannot be empty")]
+    Empty,
+    /// Longer than the kernel's GENL_NAMSIZ allows.
+    #[error("family name {name:?} is {len} bytes; the kernel's limit is {} (GENL_NAMSIZ {GENL_NAMSIZ} with its NUL)", GENL_NAMSIZ - 1)]
+    TooLong {
+        /// The name (escaped when shown).
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Contains NUL or another control character, which the kernel would
+    /// cut the name at or no family ever has.
+    #[error("family name {name:?} contains a control character (byte {at}); family names are printable")]
+    ControlCharacter {
+        /// The name (escaped when shown).
+        name: String,
+        /// Byte offset of the first control character.
+        at: usize,
+    },
+}
+
+/// A string the kernel could accept as a family name: 1 to 15 bytes, no
+/// NUL or other control character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyName<'a>(&'a str);
+
+impl<'a> FamilyName<'a> {
+    /// Check `name`; nothing is looked up.
+    pub fn parse(name: &'a str) -> Result<Self, InvalidFamilyName> {
+        if name.is_empty() {
+            return Err(InvalidFamilyName::Empty);
+        }
+        if let Some((at, _)) = name.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(InvalidFamilyName::ControlCharacter {
+                name: name.to_owned(),
+                at,
+            });
+        }
+        if name.len() >= GENL_NAMSIZ {
+            return Err(InvalidFamilyName::TooLong {
+                name: name.to_owned(),
+                len: name.len(),
+            });
+        }
+        Ok(Self(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
 /// Why a family could not be resolved.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
+    /// The name can never be a family's; nothing was asked of the kernel.
+    #[error("{0}")]
+    InvalidName(#[from] InvalidFamilyName),
     /// The kernel has no family of that name.
     #[error("the kernel has no generic netlink family '{0}' (see `genl ctrl list`; is its module loaded?)")]
     Absent(String),
@@ -30,8 +122,17 @@ pub enum ResolveError {
 /// Resolves families and caches what it learned.
 pub struct FamilyResolver {
     requester: Arc<Requester>,
-    cache: RwLock<HashMap<String, Arc<FamilyInfo>>>,
-    policies: RwLock<HashMap<String, Arc<Policies>>>,
+    cache: BoundedCache<Arc<FamilyInfo>>,
+    policies: BoundedCache<Arc<Policies>>,
+}
+
+/// How full the resolver's caches are, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Families cached.
+    pub families: usize,
+    /// Policy sets cached.
+    pub policies: usize,
 }
 
 const GETFAMILY: GenlHeader = GenlHeader {
@@ -49,18 +150,28 @@ impl FamilyResolver {
     pub fn new(requester: Arc<Requester>) -> Self {
         Self {
             requester,
-            cache: RwLock::default(),
-            policies: RwLock::default(),
+            cache: BoundedCache::new(FAMILY_CACHE_CAPACITY),
+            policies: BoundedCache::new(POLICY_CACHE_CAPACITY),
+        }
+    }
+
+    /// How many entries each cache holds now.
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            families: self.cache.len(),
+            policies: self.policies.len(),
         }
     }
 
     /// The cached entry for `name`, if resolved before and still present.
     pub fn cached(&self, name: &str) -> Option<Arc<FamilyInfo>> {
-        self.cache.read().ok()?.get(name).cloned()
+        self.cache.get(FamilyName::parse(name).ok()?.as_str())
     }
 
-    /// Ask the kernel for `name` and refresh the cache.
+    /// Ask the kernel for `name` and refresh the cache. A name the kernel
+    /// can never accept is refused before anything is sent or cached.
     pub async fn resolve(&self, name: &str) -> Result<Arc<FamilyInfo>, ResolveError> {
+        let name = FamilyName::parse(name)?.as_str();
         let attrs = getfamily_by_name(name).map_err(|_| ResolveError::Absent(name.to_owned()))?;
         let replies = match self
             .requester
@@ -87,13 +198,16 @@ impl FamilyResolver {
                 name: name.to_owned(),
                 source,
             })?;
+        if info.name != name {
+            // The kernel matches names exactly; an answer for another
+            // family is not one to remember under this name.
+            return Err(ResolveError::Absent(name.to_owned()));
+        }
         let info = Arc::new(info);
-        if let Ok(mut c) = self.cache.write() {
-            let previous = c.insert(name.to_owned(), info.clone());
-            if previous.is_some_and(|p| p.id != info.id || p.version != info.version) {
-                // Re-registered: its policies may have changed with it.
-                self.drop_policies(name);
-            }
+        let previous = self.cache.insert(name, info.clone());
+        if previous.is_some_and(|p| p.id != info.id || p.version != info.version) {
+            // Re-registered: its policies may have changed with it.
+            self.policies.remove(name);
         }
         Ok(info)
     }
@@ -102,7 +216,8 @@ impl FamilyResolver {
     /// goes away or re-registers. A family that publishes no policies has an
     /// empty set.
     pub async fn policies(&self, name: &str) -> Result<Arc<Policies>, ResolveError> {
-        if let Some(p) = self.policies.read().ok().and_then(|c| c.get(name).cloned()) {
+        let name = FamilyName::parse(name)?.as_str();
+        if let Some(p) = self.policies.get(name) {
             return Ok(p);
         }
         let attrs = getfamily_by_name(name).map_err(|_| ResolveError::Absent(name.to_owned()))?;
@@ -134,16 +249,8 @@ impl FamilyResolver {
             }
         }
         let policies = Arc::new(policies);
-        if let Ok(mut c) = self.policies.write() {
-            c.insert(name.to_owned(), policies.clone());
-        }
+        self.policies.insert(name, policies.clone());
         Ok(policies)
-    }
-
-    fn drop_policies(&self, name: &str) {
-        if let Ok(mut c) = self.policies.write() {
-            c.remove(name);
-        }
     }
 
     /// Every family the kernel has right now (a fresh GETFAMILY dump).
@@ -154,9 +261,32 @@ impl FamilyResolver {
 
     /// Drop `name` from the cache (it went away).
     pub fn forget(&self, name: &str) {
-        if let Ok(mut c) = self.cache.write() {
-            c.remove(name);
-        }
-        self.drop_policies(name);
+        self.cache.remove(name);
+        self.policies.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_kernel_can_never_accept_are_refused() {
+        // GENL_NAMSIZ is 16 in <linux/genetlink.h>: 15 bytes and a NUL.
+        assert!(FamilyName::parse("abcdefghijklmno").is_ok());
+        assert!(matches!(
+            FamilyName::parse("abcdefghijklmnop"),
+            Err(InvalidFamilyName::TooLong { len: 16, .. })
+        ));
+        assert_eq!(FamilyName::parse(""), Err(InvalidFamilyName::Empty));
+        assert!(matches!(
+            FamilyName::parse("ethtool\0xxxxxxx"),
+            Err(InvalidFamilyName::ControlCharacter { at: 7, .. })
+        ));
+        assert!(matches!(
+            FamilyName::parse("eth\ntool"),
+            Err(InvalidFamilyName::ControlCharacter { at: 3, .. })
+        ));
+        assert!(FamilyName::parse("TASKSTATS").is_ok());
     }
 }

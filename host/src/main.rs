@@ -309,6 +309,7 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut config = GatewayConfig::load(path)?;
     config.watch = false;
     let gateway = Gateway::start(config).await?;
+    gateway.until_loaded().await;
     let mut ok = true;
     let mut rows = Vec::new();
     for (name, entry) in gateway.families() {
@@ -476,8 +477,8 @@ async fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading");
-        for o in gateway.reload().await.iter().filter(|o| o.result != "unchanged") {
-            tracing::info!(file = %o.file, family = ?o.family, result = o.result, error = ?o.error, "reload");
+        for o in gateway.reload().await {
+            genl_gateway::gateway::log_outcome(&o);
         }
     }
 }

@@ -264,20 +264,46 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // SIGHUP reloads too; a broken family file keeps v2 serving.
-    config.family("chaos.toml", "family = \"TASKSTATS\"\nplugin = [\n");
-    let pid = gw.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::thread::sleep(Duration::from_millis(1500));
+    // SIGHUP reloads too, on a gateway without the file watcher (so only
+    // the signal can be what reloads); a broken family file keeps the
+    // version serving.
+    drop(gw);
+    config.set("plugins", "watch = false");
+    let gw = Gateway::start(&config);
     assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v2");
-    let v: Value = serde_json::from_slice(&gw.cli(&["plugins", "--json"]).stdout).unwrap();
-    assert_eq!(v["broken_files"].as_array().unwrap().len(), 1, "{v}");
+    let hup = |gw: &Gateway| {
+        let pid = gw.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    config.family("chaos.toml", &chaos("[config]\ntag = \"v3\"\n"));
+    hup(&gw);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.call("TASKSTATS", "ping", "null").1["pong"] != "v3" {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    config.family("chaos.toml", "family = \"TASKSTATS\"\nplugin = [\n");
+    hup(&gw);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = serde_json::from_slice(&gw.cli(&["plugins", "--json"]).stdout).unwrap();
+        if v["broken_files"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not re-read the files: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v3");
     others_still_answer(&gw);
 }
 

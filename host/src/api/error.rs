@@ -62,13 +62,15 @@ pub enum ErrorCode {
     PluginUnavailable,
     /// The plugin crashed and is backing off.
     PluginRestarting,
+    /// The family's first plugin version is still loading.
+    PluginLoading,
     /// The kernel did not answer in time.
     Timeout,
 }
 
 impl ErrorCode {
     /// Every code, for listing and for checking the docs.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::BadJson,
         Self::BadBody,
         Self::BadInput,
@@ -92,6 +94,7 @@ impl ErrorCode {
         Self::FamilyAbsent,
         Self::PluginUnavailable,
         Self::PluginRestarting,
+        Self::PluginLoading,
         Self::Timeout,
     ];
 
@@ -123,6 +126,7 @@ impl ErrorCode {
             FamilyAbsent => ("family-absent", StatusCode::SERVICE_UNAVAILABLE),
             PluginUnavailable => ("plugin-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             PluginRestarting => ("plugin-restarting", StatusCode::SERVICE_UNAVAILABLE),
+            PluginLoading => ("plugin-loading", StatusCode::SERVICE_UNAVAILABLE),
             Timeout => ("timeout", StatusCode::GATEWAY_TIMEOUT),
         }
     }
@@ -252,6 +256,10 @@ impl From<CallError> for ApiError {
                 ),
             ),
             CallError::FamilyAbsent(m) => ApiError::new(ErrorCode::FamilyAbsent, m),
+            CallError::PluginLoading(family) => ApiError::new(
+                ErrorCode::PluginLoading,
+                format!("the plugin of family '{family}' is still loading; retry shortly"),
+            ),
             CallError::PluginFailed { family, reason } => ApiError::new(
                 ErrorCode::PluginUnavailable,
                 format!("the plugin of family '{family}' is not loaded: {reason}"),

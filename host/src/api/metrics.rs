@@ -72,7 +72,10 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
         "1 if the family's plugin is loaded and not failed.",
     );
     for (name, e) in &families {
-        let up = e.plugin.as_ref().is_ok_and(|p| p.status().state != "failed");
+        let up = e
+            .plugin
+            .as_ref()
+            .is_ok_and(|p| p.status().state != crate::plugin::PluginPhase::Failed);
         o.sample("genl_gateway_plugin_up", &[("family", name)], u8::from(up));
     }
     let counters: [Counter<LoadedPlugin>; 5] = [
@@ -226,6 +229,22 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
         "genl_gateway_plugins_compiled_total",
         &[],
         gw.runtime.cache.compiled.load(Relaxed),
+    );
+    let sizes = gw.resolver.cache_sizes();
+    o.family(
+        "genl_gateway_resolver_cache_entries",
+        "gauge",
+        "Entries in the family resolver's bounded caches.",
+    );
+    o.sample(
+        "genl_gateway_resolver_cache_entries",
+        &[("cache", "families")],
+        sizes.families,
+    );
+    o.sample(
+        "genl_gateway_resolver_cache_entries",
+        &[("cache", "policies")],
+        sizes.policies,
     );
     o.0
 }

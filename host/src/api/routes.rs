@@ -101,7 +101,12 @@ async fn read_body(body: Body, max: usize, deadline: Duration) -> Result<Bytes, 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let families = gw.families();
     let served = families.iter().filter(|(_, f)| f.plugin.is_ok()).count();
-    Json(json!({"status": "ok", "families_served": served, "families_configured": families.len()}))
+    Json(json!({
+        "status": "ok",
+        "families_served": served,
+        "families_configured": families.len(),
+        "families_loading": gw.loading().len(),
+    }))
 }
 
 /// `/metrics` shows every family: on TCP it needs a token covering "*"
@@ -369,7 +374,7 @@ async fn reload_plugin(
             format!("no family file configures '{family}'"),
         )
     })?;
-    let status = if outcome.result == "failed" {
+    let status = if outcome.result == crate::gateway::ReloadResult::Failed {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK

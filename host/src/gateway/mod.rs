@@ -3,14 +3,15 @@
 //! families in and out of it.
 
 mod listener;
+mod loading;
 mod reload;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,12 +19,13 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
 pub use listener::Listener;
-pub use reload::ReloadOutcome;
+pub use reload::{ReloadOutcome, ReloadResult, log_outcome};
 
 use crate::config::{FamilyConfig, GatewayConfig};
-use crate::families::{FamilyResolver, ResolveError};
+use crate::families::FamilyResolver;
 use crate::netlink::{Requester, SocketOptions};
-use crate::plugin::{CallFailure, Event, LoadedPlugin, Runtime, RuntimeOptions};
+use crate::plugin::{CallFailure, Event, LoadedPlugin, PluginMetrics, Runtime, RuntimeOptions};
+use loading::LoadingSet;
 
 /// Receive buffer of the shared request socket: replies to one request at
 /// a time per dump, so a few MiB is ample.
@@ -69,6 +71,9 @@ pub enum CallError {
     UnknownFamily(String),
     /// The family is configured but the kernel does not have it.
     FamilyAbsent(String),
+    /// The family's plugin is still being compiled and initialised (at
+    /// start-up or in a reload); answered 503 `plugin-loading`.
+    PluginLoading(String),
     /// The family's plugin could not be loaded.
     PluginFailed {
         /// The family.
@@ -101,13 +106,23 @@ pub struct Gateway {
     broken_files: RwLock<BTreeMap<PathBuf, String>>,
     requester: Arc<Requester>,
     base: SocketOptions,
-    reload_turn: tokio::sync::Mutex<()>,
+    /// One counter set per configured family, handed to each version of
+    /// its plugin so a reload does not reset them.
+    metrics: Mutex<HashMap<String, Arc<PluginMetrics>>>,
+    /// Families whose plugin is loading now.
+    loading: LoadingSet,
+    /// One turn per family file: loads of the same file take turns, loads
+    /// of different files never wait for each other.
+    turns: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Gateway {
-    /// Connect to the kernel and load every family's plugin. A family whose
-    /// file or plugin is broken is reported (one log line) and skipped; the
-    /// others load regardless.
+    /// Connect to the kernel and start loading every family's plugin in
+    /// the background: this returns once the kernel connection and the
+    /// family watcher are up, so the API can answer at once; each family
+    /// answers `plugin-loading` until its own plugin is ready. A family
+    /// whose file or plugin is broken is reported (one log line) and
+    /// skipped; the others load regardless.
     pub async fn start(config: GatewayConfig) -> anyhow::Result<Arc<Self>> {
         let netns = match &config.netns {
             Some(path) => Some(Arc::new(File::open(path).with_context(|| {
@@ -146,21 +161,14 @@ impl Gateway {
             broken_files: RwLock::default(),
             requester,
             base,
-            reload_turn: tokio::sync::Mutex::new(()),
+            metrics: Mutex::default(),
+            loading: LoadingSet::default(),
+            turns: Mutex::default(),
         });
-        for outcome in gateway.reload().await {
-            if let (Some(family), "added") = (&outcome.family, outcome.result)
-                && let Err(e @ ResolveError::Absent(_)) = gateway.resolver.resolve(family).await
-            {
-                tracing::warn!("{}: {e}; calls to it fail until it appears", outcome.file);
-            }
-        }
-        for name in gateway.families().into_iter().map(|(n, _)| n) {
-            if gateway.resolver.cached(&name).is_some() {
-                watch::refresh(&gateway, &name).await;
-            }
-        }
+        // The watcher first, so a family appearing while plugins load is
+        // seen; each load opens its family's listener when it swaps in.
         gateway.watch_families().await?;
+        gateway.load_in_background();
         if gateway.config.watch {
             tokio::spawn(reload::watch_files(gateway.clone(), WATCH_INTERVAL));
         }
@@ -214,6 +222,48 @@ impl Gateway {
             .cloned()
     }
 
+    /// Families whose plugin is being loaded now (at start-up or in a
+    /// reload), by name. A family reloading while its previous version
+    /// serves is listed here and in [`Gateway::families`].
+    pub fn loading(&self) -> Vec<String> {
+        self.loading.names()
+    }
+
+    /// Wait until every plugin being loaded now is loaded or has failed
+    /// (`genl-gateway check` reports only then).
+    pub async fn until_loaded(&self) {
+        self.loading.until_empty().await;
+    }
+
+    /// The counters of family `name`, created on first use and kept across
+    /// reloads of its plugin.
+    fn metrics_for(&self, name: &str) -> Arc<PluginMetrics> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forget the counters of a family no file configures any more.
+    fn drop_metrics(&self, name: &str) {
+        self.metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    /// The turn of family file `path`.
+    fn turn(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(path.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// The listener of configured family `name`, if its plugin loaded.
     pub fn listener(&self, name: &str) -> Option<Arc<Listener>> {
         self.family(name)?.listener.clone()
@@ -240,12 +290,23 @@ impl Gateway {
 
     /// Call `op` of `family`'s plugin with the JSON `input`.
     pub async fn call(&self, family: &str, op: &str, input: &str) -> Result<String, CallError> {
-        let entry = self
-            .family(family)
-            .ok_or_else(|| CallError::UnknownFamily(family.to_owned()))?;
-        let plugin = entry.plugin.as_ref().map_err(|reason| CallError::PluginFailed {
-            family: family.to_owned(),
-            reason: reason.clone(),
+        let Some(entry) = self.family(family) else {
+            return Err(if self.loading.contains(family) {
+                CallError::PluginLoading(family.to_owned())
+            } else {
+                CallError::UnknownFamily(family.to_owned())
+            });
+        };
+        let plugin = entry.plugin.as_ref().map_err(|reason| {
+            // A failed version being replaced: the new one is on its way.
+            if self.loading.contains(family) {
+                CallError::PluginLoading(family.to_owned())
+            } else {
+                CallError::PluginFailed {
+                    family: family.to_owned(),
+                    reason: reason.clone(),
+                }
+            }
         })?;
         if self.resolver.cached(family).is_none() {
             // The watcher normally knows; a call racing a family's arrival

@@ -2,8 +2,12 @@
 //! file watcher all go through [`Gateway::reload`]: each family file is
 //! read, its plugin compiled and initialised, and only then swapped in. A
 //! file or plugin that fails leaves the version that was serving in place.
+//!
+//! Each file loads in a task of its own, taking only that file's turn, so
+//! one slow plugin holds up neither the API nor any other family
+//! (docs/decisions/0010-background-plugin-loading.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,10 +15,48 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::loading::LoadingMark;
 use super::{FamilyEntry, Gateway, Listener, listener, watch};
 use crate::config::{ConfigError, FamilyConfig};
+use crate::families::{self, ResolveError};
 use crate::netlink::SocketOptions;
-use crate::plugin::{KernelAccess, LoadedPlugin};
+use crate::plugin::{KernelAccess, LoadedPlugin, PluginPhase};
+
+/// What became of one family file in a reload (`result` in the API, in
+/// lower case as before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// A family not served before is now.
+    Added,
+    /// A new version replaced the one serving.
+    Reloaded,
+    /// Nothing changed; the running version was left alone.
+    Unchanged,
+    /// Its file is gone; the family is no longer served.
+    Removed,
+    /// The file or plugin is broken (see `kept_previous`).
+    Failed,
+}
+
+impl ReloadResult {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Reloaded => "reloaded",
+            Self::Unchanged => "unchanged",
+            Self::Removed => "removed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a reload did to one family file.
 #[derive(Debug, Clone, Serialize)]
@@ -23,8 +65,8 @@ pub struct ReloadOutcome {
     pub file: String,
     /// The family, when the file could be read.
     pub family: Option<String>,
-    /// "added", "reloaded", "unchanged", "removed" or "failed".
-    pub result: &'static str,
+    /// What happened.
+    pub result: ReloadResult,
     /// Why it failed.
     pub error: Option<String>,
     /// On failure: whether the previous version keeps serving.
@@ -39,9 +81,40 @@ fn wasm_sha256(path: &Path) -> Option<String> {
 
 impl Gateway {
     /// Re-read every family file; load what is new or changed, drop what
-    /// was removed. Unchanged families keep running untouched.
+    /// was removed. Unchanged families keep running untouched. Files load
+    /// concurrently; this returns when all of them are done.
     pub async fn reload(self: &Arc<Self>) -> Vec<ReloadOutcome> {
-        let _turn = self.reload_turn.lock().await;
+        self.reload_with(HashMap::new()).await
+    }
+
+    /// Start-up: mark every configured family loading (so calls answer
+    /// `plugin-loading`, not `unknown-family`), then load them all in the
+    /// background.
+    pub(super) fn load_in_background(self: &Arc<Self>) {
+        let marks: HashMap<PathBuf, LoadingMark> = match self.config.load_families() {
+            Ok(files) => files
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let mark = self.loading.mark(&f.family, f.path.clone());
+                    (f.path, mark)
+                })
+                .collect(),
+            Err(_) => HashMap::new(), // reload() reports it
+        };
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            // Each failure was logged as it happened, naming its file.
+            let outcomes = gateway.reload_with(marks).await;
+            tracing::info!(
+                files = outcomes.len(),
+                "every family file has been loaded or reported"
+            );
+        });
+    }
+
+    /// [`Gateway::reload`], with start-up's marks handed to each file's load.
+    async fn reload_with(self: &Arc<Self>, mut marks: HashMap<PathBuf, LoadingMark>) -> Vec<ReloadOutcome> {
         let files = match self.config.load_families() {
             Ok(f) => f,
             Err(e) => {
@@ -49,22 +122,46 @@ impl Gateway {
                 return vec![ReloadOutcome {
                     file: e.path().display().to_string(),
                     family: None,
-                    result: "failed",
+                    result: ReloadResult::Failed,
                     error: Some(e.to_string()),
                     kept_previous: true,
                 }];
             }
         };
         let mut seen = BTreeSet::new();
-        let mut outcomes = Vec::new();
-        for parsed in files {
+        let mut loads = tokio::task::JoinSet::new();
+        for (i, parsed) in files.into_iter().enumerate() {
             let path = match &parsed {
                 Ok(f) => f.path.clone(),
                 Err(e) => e.path().to_owned(),
             };
             seen.insert(path.clone());
-            outcomes.push(self.reload_file(&path, parsed, false).await);
+            let mark = marks.remove(&path);
+            let gateway = self.clone();
+            loads.spawn(async move {
+                let _mark = mark;
+                let turn = gateway.turn(&path);
+                let _turn = turn.lock().await;
+                // Read again in this file's turn, so a load that waited
+                // never installs an older version than the one before it.
+                // A file refused while scanning (a duplicate family) stays
+                // refused.
+                let parsed = match parsed {
+                    Ok(_) => gateway.config.load_family(&path),
+                    Err(e) => Err(e),
+                };
+                (i, gateway.reload_file(&path, parsed, false).await)
+            });
         }
+        let mut outcomes = Vec::new();
+        while let Some(done) = loads.join_next().await {
+            match done {
+                Ok(o) => outcomes.push(o),
+                Err(e) => tracing::error!("a family's load stopped unexpectedly: {e}"),
+            }
+        }
+        outcomes.sort_by_key(|(i, _)| *i);
+        let mut outcomes: Vec<ReloadOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
         // Families whose file is gone stop being served.
         let removed: Vec<(String, PathBuf)> = self
             .families()
@@ -73,12 +170,23 @@ impl Gateway {
             .map(|(n, e)| (n, e.config.path.clone()))
             .collect();
         for (name, path) in removed {
+            let turn = self.turn(&path);
+            let _turn = turn.lock().await;
+            // Still this file's family (a load may have replaced it meanwhile)?
+            if self.family(&name).is_none_or(|e| e.config.path != path) {
+                continue;
+            }
             self.families_mut().remove(&name);
+            self.drop_metrics(&name);
+            self.turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&path);
             tracing::info!(family = %name, "family file removed; no longer served");
             outcomes.push(ReloadOutcome {
                 file: path.display().to_string(),
                 family: Some(name),
-                result: "removed",
+                result: ReloadResult::Removed,
                 error: None,
                 kept_previous: false,
             });
@@ -88,14 +196,20 @@ impl Gateway {
     }
 
     /// Reload the family `name` from its file, even if nothing changed (a
-    /// failed plugin starts afresh). `None` if no file configures it.
+    /// failed plugin starts afresh). `None` if no file configures it. Waits
+    /// only for a load of the same file already under way.
     pub async fn reload_family(self: &Arc<Self>, name: &str) -> Option<ReloadOutcome> {
-        let _turn = self.reload_turn.lock().await;
-        let path = self.family(name)?.config.path.clone();
+        let path = match self.family(name) {
+            Some(e) => e.config.path.clone(),
+            None => self.loading.file(name)?,
+        };
+        let turn = self.turn(&path);
+        let _turn = turn.lock().await;
         let parsed = self.config.load_family(&path);
         Some(self.reload_file(&path, parsed, true).await)
     }
 
+    /// Load one file, in its turn.
     async fn reload_file(
         self: &Arc<Self>,
         path: &Path,
@@ -125,7 +239,7 @@ impl Gateway {
                 self.broken_files_mut().insert(path.to_owned(), e.to_string());
                 return outcome(
                     current.as_ref().map(|(n, _)| n.as_str()),
-                    "failed",
+                    ReloadResult::Failed,
                     Some(e.to_string()),
                     kept,
                 );
@@ -137,17 +251,20 @@ impl Gateway {
             && let Some(old) = &old
             && old.config == config
             && let Ok(p) = &old.plugin
-            && p.status().state != "failed"
+            && p.status().state != PluginPhase::Failed
             && wasm_sha256(&config.plugin).as_deref() == Some(p.sha256())
         {
-            return outcome(Some(&config.family), "unchanged", None, false);
+            return outcome(Some(&config.family), ReloadResult::Unchanged, None, false);
         }
         let name = config.family.clone();
-        let entry = self.build_entry(config).await;
+        let entry = {
+            let _loading = self.loading.mark(&name, path.to_owned());
+            self.build_entry_off_the_workers(config).await
+        };
         match (&entry.plugin, &old) {
             (Err(e), Some(old)) if old.plugin.is_ok() => {
                 tracing::error!(family = %name, "reload failed: {e}; the previous version keeps serving");
-                outcome(Some(&name), "failed", Some(e.clone()), true)
+                outcome(Some(&name), ReloadResult::Failed, Some(e.clone()), true)
             }
             (result, _) => {
                 let error = result.as_ref().err().cloned();
@@ -155,15 +272,51 @@ impl Gateway {
                 // A file renamed to serve another family: the old name goes.
                 if let Some(old) = old.as_ref().filter(|o| o.config.family != name) {
                     self.families_mut().remove(&old.config.family);
+                    self.drop_metrics(&old.config.family);
                 }
-                let verb = if old.is_some() { "reloaded" } else { "added" };
+                let verb = if old.is_some() {
+                    ReloadResult::Reloaded
+                } else {
+                    ReloadResult::Added
+                };
                 self.families_mut().insert(name.clone(), entry);
-                if self.resolver.cached(&name).is_some() {
-                    watch::refresh(self, &name).await;
+                // Every new version has a new listener: open it and join
+                // its groups now if the kernel has the family (else the
+                // watcher does when it appears).
+                match watch::reopen(self, &name).await {
+                    Ok(()) => {}
+                    Err(e @ ResolveError::Absent(_)) => {
+                        tracing::warn!("{}: {e}; calls to it fail until it appears", path.display());
+                    }
+                    Err(e) => tracing::warn!("{}: {e}", path.display()),
                 }
                 match error {
                     None => outcome(Some(&name), verb, None, false),
-                    Some(e) => outcome(Some(&name), "failed", Some(e), false),
+                    Some(e) => outcome(Some(&name), ReloadResult::Failed, Some(e), false),
+                }
+            }
+        }
+    }
+
+    /// [`Gateway::build_entry`] on the blocking pool: compiling a component
+    /// is CPU-bound and synchronous, and would otherwise occupy an async
+    /// worker (this machine may have two) and stall the API while it runs.
+    async fn build_entry_off_the_workers(self: &Arc<Self>, family: FamilyConfig) -> FamilyEntry {
+        let gateway = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let config = family.clone();
+        match tokio::task::spawn_blocking(move || handle.block_on(gateway.build_entry(family))).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(
+                    "{}: loading the plugin stopped: {e}; this family is not served",
+                    config.path.display()
+                );
+                FamilyEntry {
+                    config,
+                    plugin: Err(format!("loading the plugin stopped: {e}")),
+                    listener: None,
+                    dispatcher: None,
                 }
             }
         }
@@ -172,15 +325,22 @@ impl Gateway {
     /// Compile and initialise a family's plugin with a listener of its own.
     async fn build_entry(&self, family: FamilyConfig) -> FamilyEntry {
         let name: Arc<str> = family.family.as_str().into();
-        let (listener, queue) = Listener::new(
-            name.clone(),
-            family.groups.clone(),
-            SocketOptions {
-                receive_buffer: family.receive_buffer,
-                ..self.base.clone()
-            },
-            family.queue,
-        );
+        let mut listen = SocketOptions {
+            receive_buffer: family.receive_buffer,
+            ..self.base.clone()
+        };
+        if listen.netns.is_some() && families::notifies_only_initial_netns(&family.family) {
+            // Its notifications exist only in the gateway's own namespace
+            // (the initial one, for a daemon on the host); opening the
+            // listener in [netlink] netns would register it where nothing
+            // is ever sent.
+            tracing::info!(
+                family = %family.family,
+                "the kernel sends this family's notifications only in the initial network namespace; its listener stays in the gateway's own"
+            );
+            listen.netns = None;
+        }
+        let (listener, queue) = Listener::new(name.clone(), family.groups.clone(), listen, family.queue);
         let access = KernelAccess {
             family: name,
             config_path: family.path.display().to_string().into(),
@@ -191,7 +351,8 @@ impl Gateway {
             resolver: self.resolver.clone(),
             listener: listener.clone(),
         };
-        match LoadedPlugin::load(&self.runtime, &family, access, self.events.clone()).await {
+        let metrics = self.metrics_for(&family.family);
+        match LoadedPlugin::load(&self.runtime, &family, access, self.events.clone(), metrics).await {
             Ok(p) => {
                 tracing::info!(family = %family.family, plugin = %family.plugin.display(), ops = p.description().ops.len(), "plugin loaded");
                 let dispatcher =
@@ -253,9 +414,16 @@ pub async fn watch_files(gateway: Arc<Gateway>, interval: Duration) {
         } else if pending {
             pending = false;
             tracing::info!("configuration or plugin files changed; reloading");
-            for o in gateway.reload().await.iter().filter(|o| o.result != "unchanged") {
-                tracing::info!(file = %o.file, family = ?o.family, result = o.result, error = ?o.error, "reload");
+            for o in gateway.reload().await {
+                log_outcome(&o);
             }
         }
+    }
+}
+
+/// One log line for a reload outcome that changed something.
+pub fn log_outcome(o: &ReloadOutcome) {
+    if o.result != ReloadResult::Unchanged {
+        tracing::info!(file = %o.file, family = ?o.family, result = %o.result, error = ?o.error, "reload");
     }
 }

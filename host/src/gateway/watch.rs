@@ -10,6 +10,7 @@ use genl_wire::{FamilyInfo, GenlHeader};
 use tokio::sync::mpsc;
 
 use super::Gateway;
+use crate::families::ResolveError;
 use crate::netlink::{Notification, OwnedMessage};
 
 /// Run the watcher over the notifications of nlctrl's `notify` group.
@@ -56,17 +57,27 @@ async fn handle(gateway: &Gateway, m: &OwnedMessage) {
 
 /// Resolve `name` afresh and rebuild its listener.
 pub async fn refresh(gateway: &Gateway, name: &str) {
+    if let Err(e) = reopen(gateway, name).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Resolve `name` afresh and rebuild its listener, or close the listener
+/// and say why the family cannot be resolved. A socket that cannot be
+/// opened is logged here (the family still resolves).
+pub async fn reopen(gateway: &Gateway, name: &str) -> Result<(), ResolveError> {
     match gateway.resolver.resolve(name).await {
         Ok(info) => {
             if let Some(Err(e)) = gateway.listener(name).map(|l| l.rebuild(&info)) {
                 tracing::error!(family = name, "cannot open its listener socket: {e}");
             }
+            Ok(())
         }
         Err(e) => {
-            tracing::warn!("{e}");
             if let Some(l) = gateway.listener(name) {
                 l.clear();
             }
+            Err(e)
         }
     }
 }

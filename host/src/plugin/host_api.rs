@@ -122,7 +122,10 @@ impl KernelAccess {
             return Ok(f);
         }
         self.resolver.resolve(&self.family).await.map_err(|e| match e {
-            ResolveError::Absent(_) => types::RequestError::FamilyAbsent(e.to_string()),
+            // A configured name was checked when its file was read.
+            ResolveError::Absent(_) | ResolveError::InvalidName(_) => {
+                types::RequestError::FamilyAbsent(e.to_string())
+            }
             ResolveError::Request { source, .. } => to_wit_error(source),
         })
     }

@@ -20,6 +20,7 @@ use super::budget::Budget;
 use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
+use super::phase::PluginPhase;
 use super::runtime::{PluginError, Runtime};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
@@ -49,42 +50,6 @@ pub struct OpDescription {
     pub writes: bool,
 }
 
-/// Where a plugin stands, as the API shows it ("ready", "restarting",
-/// "failed").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Serving (an instance is live or is built on the next call).
-    Ready,
-    /// Backing off after a crash before the next restart.
-    Restarting,
-    /// Crashed too often; serves nothing until reloaded.
-    Failed,
-}
-
-impl Health {
-    /// The name the API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Ready => "ready",
-            Health::Restarting => "restarting",
-            Health::Failed => "failed",
-        }
-    }
-}
-
-impl PartialEq<&str> for Health {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::fmt::Display for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A plugin's state as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
@@ -95,7 +60,7 @@ pub struct PluginStatus {
     /// Whether the compiled component came from the cache.
     pub from_cache: bool,
     /// Ready, restarting (backing off after a crash) or failed.
-    pub state: Health,
+    pub state: PluginPhase,
     /// How many times the instance was rebuilt after a crash.
     pub restarts: u64,
     /// Crashes since the last successful call.
@@ -313,12 +278,15 @@ fn truncate(mut text: String, max: usize) -> String {
 }
 
 impl LoadedPlugin {
-    /// Compile, link, instantiate and initialise the plugin of `family`.
+    /// Compile, link, instantiate and initialise the plugin of `family`,
+    /// counting into `metrics` (the gateway keeps one set per family, so
+    /// counters survive reloads).
     pub async fn load(
         runtime: &Runtime,
         family: &FamilyConfig,
         access: KernelAccess,
         events: broadcast::Sender<Event>,
+        metrics: Arc<PluginMetrics>,
     ) -> Result<Arc<Self>, PluginError> {
         let compiled = runtime.compile(&family.plugin)?;
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
@@ -352,7 +320,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
-            metrics: Arc::default(),
+            metrics,
         };
         let mut live = plugin.instantiate().await?;
         let deadline = plugin.arm(&mut live.store);
@@ -546,14 +514,14 @@ impl LoadedPlugin {
             .clone()
     }
 
-    fn health(&self) -> Health {
+    fn health(&self) -> PluginPhase {
         let c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
         if c.failed {
-            Health::Failed
+            PluginPhase::Failed
         } else if c.retry_at.is_some_and(|t| t > Instant::now()) {
-            Health::Restarting
+            PluginPhase::Restarting
         } else {
-            Health::Ready
+            PluginPhase::Ready
         }
     }
 
@@ -571,7 +539,7 @@ impl LoadedPlugin {
                 tracing::warn!(plugin, dropped = n, "notifications dropped: {why}");
             });
         };
-        if self.health() != Health::Ready {
+        if self.health() != PluginPhase::Ready {
             dropped(batch.len(), "the plugin is failed or backing off after a crash");
             return;
         }

@@ -6,12 +6,14 @@ mod host_api;
 mod instance;
 mod log_limit;
 mod metrics;
+mod phase;
 mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
-pub use instance::{CallFailure, Delivery, Health, LoadedPlugin, PluginStatus};
+pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
+pub use phase::PluginPhase;
 pub use runtime::{PluginError, Runtime, RuntimeOptions};
 
 /// Bindings generated from `wit/gateway.wit`.

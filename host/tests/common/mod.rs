@@ -203,8 +203,43 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Start `serve` with `config` and wait until its socket answers.
+    /// Start `serve` with `config` and wait until its socket answers and
+    /// every plugin has loaded (plugins load in the background).
     pub fn start(config: &TestConfig) -> Self {
+        let gw = Self::start_loading(config);
+        gw.wait_loaded(60);
+        gw
+    }
+
+    /// `GET /healthz` as JSON.
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = http(&self.socket.display().to_string(), "GET", "/healthz", &[], b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("healthz JSON")
+    }
+
+    /// Wait up to `secs` until no plugin is loading.
+    pub fn wait_loaded(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let loading = self.health()["families_loading"]
+                .as_u64()
+                .expect("healthz reports families_loading");
+            if loading == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugins still loading after {secs} s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start `serve` with `config` and wait only until its socket answers;
+    /// plugins may still be loading.
+    pub fn start_loading(config: &TestConfig) -> Self {
         let log = config.dir.path().join("gateway.log");
         let child = Command::new(binary())
             .args(["serve", "--config"])
