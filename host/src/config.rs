@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use genl_plugin_sdk::ynl::{Spec, bundled};
 use serde::Deserialize;
 
 /// Why the configuration could not be used.
@@ -337,9 +338,114 @@ struct RawFamily {
 #[serde(deny_unknown_fields)]
 struct RawCommands {
     #[serde(default, rename = "do")]
-    allow_do: Vec<u8>,
+    allow_do: Vec<CommandRef>,
     #[serde(default, rename = "dump")]
-    allow_dump: Vec<u8>,
+    allow_dump: Vec<CommandRef>,
+}
+
+/// A command in an allowlist: its number, or (with a `spec`) the name of
+/// the spec's operation.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum CommandRef {
+    Number(u8),
+    Name(String),
+}
+
+/// What an allowlisted command is, according to the family's spec.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grant {
+    /// `do` or `dump`.
+    pub kind: &'static str,
+    /// The command number sent to the kernel.
+    pub cmd: u8,
+    /// The spec's operation with that request number, if the spec has one.
+    pub op: Option<String>,
+    /// Whether the spec offers that operation in this mode.
+    pub in_spec: bool,
+    /// The kernel requires CAP_NET_ADMIN for it (`admin-perm` in the spec).
+    pub admin_perm: bool,
+}
+
+/// The YNL spec a family's plugin is given, if any: the text passed as
+/// `[config] spec-yaml`, or the bundled spec named by `[config] spec`.
+fn family_spec(config: &BTreeMap<String, String>) -> Option<Result<Spec, String>> {
+    if let Some(text) = config.get("spec-yaml") {
+        return Some(Spec::load(text).map_err(|e| e.to_string()));
+    }
+    let name = config.get("spec")?;
+    Some(match bundled::load(name) {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => Err(format!(
+            "no bundled spec named '{name}'; bundled: {}",
+            bundled::names().collect::<Vec<_>>().join(", ")
+        )),
+    })
+}
+
+/// Resolve an allowlist: numbers stay, operation names become the spec's
+/// request numbers (the operation must have that mode).
+fn resolve_commands(list: &[CommandRef], dump: bool, spec: Option<&Spec>) -> Result<Vec<u8>, String> {
+    let kind = if dump { "dump" } else { "do" };
+    list.iter()
+        .map(|c| match c {
+            CommandRef::Number(n) => Ok(*n),
+            CommandRef::Name(name) => {
+                let spec = spec.ok_or_else(|| {
+                    format!("'{name}': command names need a `spec` for the family; use numbers otherwise")
+                })?;
+                let op = spec.op(name).ok_or_else(|| {
+                    let names: Vec<&str> = spec
+                        .ops
+                        .iter()
+                        .filter(|o| o.request_value.is_some())
+                        .map(|o| o.name.as_str())
+                        .collect();
+                    format!(
+                        "'{name}' is not an operation of spec '{}'; its operations: {}",
+                        spec.name,
+                        names.join(", ")
+                    )
+                })?;
+                let has_mode = if dump { op.dump.is_some() } else { op.do_.is_some() };
+                match (op.request_value, has_mode) {
+                    (Some(v), true) => Ok(v),
+                    _ => Err(format!("'{name}' has no {kind} in spec '{}'", spec.name)),
+                }
+            }
+        })
+        .collect()
+}
+
+impl FamilyConfig {
+    /// Each allowlisted command with what the family's spec says it is
+    /// (empty `op` without a spec), so an operator sees what they granted.
+    pub fn grants(&self) -> Vec<Grant> {
+        let spec = family_spec(&self.config).and_then(Result::ok);
+        let grant = |kind: &'static str, cmd: u8| {
+            let op = spec
+                .as_ref()
+                .and_then(|s| s.ops.iter().find(|o| o.request_value == Some(cmd)));
+            Grant {
+                kind,
+                cmd,
+                op: op.map(|o| o.name.clone()),
+                in_spec: op.is_some_and(|o| {
+                    if kind == "dump" {
+                        o.dump.is_some()
+                    } else {
+                        o.do_.is_some()
+                    }
+                }),
+                admin_perm: op.is_some_and(|o| o.admin_perm),
+            }
+        };
+        self.allow_do
+            .iter()
+            .map(|c| grant("do", *c))
+            .chain(self.allow_dump.iter().map(|c| grant("dump", *c)))
+            .collect()
+    }
 }
 
 /// Largest YNL spec file read for a plugin (the kernel's largest, nl80211,
@@ -754,6 +860,17 @@ impl GatewayConfig {
             }
             config.insert(key.to_owned(), value);
         }
+        // A spec that does not load is the operator's to fix now, not a
+        // plugin failure later; it also names the allowlist's commands.
+        let spec = match family_spec(&config) {
+            Some(Ok(spec)) => Some(spec),
+            Some(Err(e)) => return Err(invalid("spec", e)),
+            None => None,
+        };
+        let allow_do = resolve_commands(&raw.commands.allow_do, false, spec.as_ref())
+            .map_err(|m| invalid("commands.do", m))?;
+        let allow_dump = resolve_commands(&raw.commands.allow_dump, true, spec.as_ref())
+            .map_err(|m| invalid("commands.dump", m))?;
         if raw.limits.fuel_metering.is_some() {
             return Err(invalid(
                 "limits.fuel_metering",
@@ -785,8 +902,8 @@ impl GatewayConfig {
             family: raw.family,
             plugin,
             groups: raw.groups,
-            allow_do: raw.commands.allow_do,
-            allow_dump: raw.commands.allow_dump,
+            allow_do,
+            allow_dump,
             limits: raw.limits.apply(path, self.limits)?,
             config,
         })
@@ -796,6 +913,36 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowlists_take_the_specs_operation_names() {
+        let spec = bundled::load("netdev").expect("bundled").expect("loads");
+        let names = |v: &[&str]| {
+            v.iter()
+                .map(|s| CommandRef::Name((*s).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        // Numbers from the kernel's UAPI header linux/netdev.h:
+        // NETDEV_CMD_DEV_GET = 1, NETDEV_CMD_QSTATS_GET = 12.
+        assert_eq!(
+            resolve_commands(&names(&["dev-get"]), false, Some(&spec)),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            resolve_commands(&names(&["qstats-get"]), true, Some(&spec)),
+            Ok(vec![12])
+        );
+        let e = resolve_commands(&names(&["qstats-get"]), false, Some(&spec)).expect_err("dump only");
+        assert!(e.contains("no do"), "{e}");
+        let e = resolve_commands(&names(&["dev-gte"]), false, Some(&spec)).expect_err("typo");
+        assert!(e.contains("dev-get"), "lists the operations: {e}");
+        let e = resolve_commands(&names(&["dev-get"]), false, None).expect_err("no spec");
+        assert!(e.contains("need a `spec`"), "{e}");
+        assert_eq!(
+            resolve_commands(&[CommandRef::Number(7)], false, None),
+            Ok(vec![7])
+        );
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;

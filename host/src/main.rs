@@ -305,6 +305,29 @@ fn emit(text: &str) {
 
 /// `check`: start the gateway's loading path (no API, no watching) and
 /// report what became of each family file.
+/// The family file's grants, each with what the kernel says of it now
+/// (`kernel_admin`: its op flags carry GENL_ADMIN_PERM or
+/// GENL_UNS_ADMIN_PERM; absent while the family is).
+fn granted(
+    config: &genl_gateway::config::FamilyConfig,
+    kernel: Option<&genl_wire::FamilyInfo>,
+) -> serde_json::Value {
+    use genl_wire::consts::{GENL_ADMIN_PERM, GENL_UNS_ADMIN_PERM};
+    let rows = config.grants().into_iter().map(|g| {
+        let mut v = serde_json::to_value(&g).unwrap_or_default();
+        if let Some(info) = kernel {
+            let admin = info
+                .ops
+                .iter()
+                .find(|o| o.id == u32::from(g.cmd))
+                .map(|o| o.flags & (GENL_ADMIN_PERM | GENL_UNS_ADMIN_PERM) != 0);
+            v["kernel_admin"] = admin.into();
+        }
+        v
+    });
+    serde_json::Value::Array(rows.collect())
+}
+
 async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut config = GatewayConfig::load(path)?;
     config.watch = false;
@@ -320,6 +343,7 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
                 "family": name, "file": file, "status": "ok", "present": present,
                 "plugin": entry.config.plugin.display().to_string(),
                 "ops": p.description().ops.len(), "topics": p.description().topics.len(),
+                "granted": granted(&entry.config, gateway.resolver.cached(&name).as_deref()),
             }),
             Err(e) => {
                 ok = false;
@@ -328,7 +352,15 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         };
         rows.push(row);
     }
-    for (file, error) in gateway.broken_files() {
+    // Files that do not parse are read again here rather than taken from
+    // the background load, which may not have recorded them yet.
+    let mut broken = gateway.broken_files();
+    if let Ok(files) = gateway.config.load_families() {
+        for e in files.into_iter().filter_map(Result::err) {
+            broken.entry(e.path().to_owned()).or_insert_with(|| e.to_string());
+        }
+    }
+    for (file, error) in broken {
         ok = false;
         rows.push(serde_json::json!({"file": file.display().to_string(), "status": "error", "error": error}));
     }
@@ -354,6 +386,27 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             };
             out.push_str(&line);
             out.push('\n');
+            // What the operator granted, as the family's spec names it.
+            for g in r["granted"].as_array().into_iter().flatten() {
+                let what = match g["op"].as_str() {
+                    Some(op) if g["in_spec"] == true => op.to_owned(),
+                    Some(op) => format!(
+                        "{op} (the spec has no {} of it)",
+                        g["kind"].as_str().unwrap_or("?")
+                    ),
+                    None => "(no spec names it)".to_owned(),
+                };
+                let admin = match (g["kernel_admin"].as_bool(), g["admin_perm"] == true) {
+                    (Some(true), _) => "  [the kernel requires CAP_NET_ADMIN (admin-perm)]",
+                    (None, true) => "  [the spec says admin-perm: CAP_NET_ADMIN]",
+                    _ => "",
+                };
+                out.push_str(&format!(
+                    "         {:<4} {:>3} {what}{admin}\n",
+                    g["kind"].as_str().unwrap_or("?"),
+                    g["cmd"]
+                ));
+            }
         }
         out.push_str(if ok {
             "configuration OK\n"

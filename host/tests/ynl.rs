@@ -228,3 +228,85 @@ fn nlctrl_from_its_spec_matches_the_kernels_ynl_library() {
     let theirs = ynl_cli(&ns, "nlctrl", "--dump", "getfamily", &Value::Null).expect("YNL CLI");
     assert_eq!(normalise(&ours), normalise(&theirs));
 }
+
+/// `ETHTOOL_MSG_<NAME>` from the kernel's UAPI header (the request enum).
+fn ethtool_header_number(name: &str) -> u8 {
+    let header = oracle_dir().join("include/uapi/linux/ethtool_netlink.h");
+    let text = std::fs::read_to_string(&header).unwrap_or_else(|e| panic!("{}: {e}", header.display()));
+    let body = &text[text.find("ETHTOOL_MSG_USER_NONE").expect("request enum")..];
+    for (n, item) in body.split(',').map(str::trim).enumerate() {
+        let item = item.split("/*").next().unwrap_or_default().trim();
+        if item == name {
+            return u8::try_from(n).expect("a command number");
+        }
+    }
+    panic!("{name} not in {}", header.display())
+}
+
+#[test]
+fn allowlists_by_operation_name_and_check_shows_what_was_granted() {
+    let config = TestConfig::new();
+    config.family(
+        "ethtool.toml",
+        &format!(
+            "family = \"ethtool\"\nplugin = \"{}\"\nspec = \"ethtool\"\n[commands]\ndo = [\"channels-get\", \"channels-set\"]\ndump = [\"channels-get\"]\n",
+            common::plugin("ynl").display()
+        ),
+    );
+    let out = std::process::Command::new(common::binary())
+        .args(["check", "--config"])
+        .arg(config.path())
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = ethtool_header_number("ETHTOOL_MSG_CHANNELS_GET");
+    let set = ethtool_header_number("ETHTOOL_MSG_CHANNELS_SET");
+    let line = |kind: &str, n: u8| {
+        text.lines()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() >= 3 && w[0] == kind && w[1] == n.to_string()
+            })
+            .unwrap_or_else(|| panic!("no `{kind} {n}` line in:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("do", get).contains("channels-get") && !line("do", get).contains("admin-perm"),
+        "{text}"
+    );
+    let set_line = line("do", set);
+    assert!(
+        set_line.contains("channels-set") && set_line.contains("admin-perm"),
+        "{text}"
+    );
+    assert!(line("dump", get).contains("channels-get"), "{text}");
+
+    // A name the spec does not have is refused with the spec's operations.
+    config.family(
+        "ethtool.toml",
+        &format!(
+            "family = \"ethtool\"\nplugin = \"{}\"\nspec = \"ethtool\"\n[commands]\ndo = [\"chanels-get\"]\n",
+            common::plugin("ynl").display()
+        ),
+    );
+    let out = std::process::Command::new(common::binary())
+        .args(["check", "--config"])
+        .arg(config.path())
+        .output()
+        .expect("check");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("chanels-get") && all.contains("channels-get"),
+        "{all}"
+    );
+}

@@ -11,6 +11,8 @@
 //! assert_eq!(spec.decode_attrs("dev", &bytes).unwrap()["ifindex"], 1);
 //! ```
 
+#[cfg(feature = "bundled-specs")]
+pub mod bundled;
 mod decode;
 mod encode;
 mod raw;

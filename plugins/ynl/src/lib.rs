@@ -5,50 +5,7 @@
 //! the spec; this crate has no family knowledge of its own.
 
 use genl_plugin_sdk::prelude::*;
-use genl_plugin_sdk::ynl::{Service, Spec};
-
-/// The kernel's specs shipped with the gateway (`ynl-specs/`).
-const BUNDLED: &[(&str, &str)] = &[
-    ("binder", include_str!("../../../ynl-specs/binder.yaml")),
-    (
-        "dev-energymodel",
-        include_str!("../../../ynl-specs/dev-energymodel.yaml"),
-    ),
-    ("devlink", include_str!("../../../ynl-specs/devlink.yaml")),
-    ("dpll", include_str!("../../../ynl-specs/dpll.yaml")),
-    ("drm_ras", include_str!("../../../ynl-specs/drm_ras.yaml")),
-    ("ethtool", include_str!("../../../ynl-specs/ethtool.yaml")),
-    ("fou", include_str!("../../../ynl-specs/fou.yaml")),
-    ("handshake", include_str!("../../../ynl-specs/handshake.yaml")),
-    ("lockd", include_str!("../../../ynl-specs/lockd.yaml")),
-    ("mptcp_pm", include_str!("../../../ynl-specs/mptcp_pm.yaml")),
-    ("net_shaper", include_str!("../../../ynl-specs/net_shaper.yaml")),
-    ("netdev", include_str!("../../../ynl-specs/netdev.yaml")),
-    ("nfsd", include_str!("../../../ynl-specs/nfsd.yaml")),
-    ("nl80211", include_str!("../../../ynl-specs/nl80211.yaml")),
-    ("nlctrl", include_str!("../../../ynl-specs/nlctrl.yaml")),
-    ("ovpn", include_str!("../../../ynl-specs/ovpn.yaml")),
-    (
-        "ovs_datapath",
-        include_str!("../../../ynl-specs/ovs_datapath.yaml"),
-    ),
-    ("ovs_flow", include_str!("../../../ynl-specs/ovs_flow.yaml")),
-    ("ovs_packet", include_str!("../../../ynl-specs/ovs_packet.yaml")),
-    ("ovs_vport", include_str!("../../../ynl-specs/ovs_vport.yaml")),
-    ("psp", include_str!("../../../ynl-specs/psp.yaml")),
-    (
-        "sunrpc_cache",
-        include_str!("../../../ynl-specs/sunrpc_cache.yaml"),
-    ),
-    ("tcp_metrics", include_str!("../../../ynl-specs/tcp_metrics.yaml")),
-    ("team", include_str!("../../../ynl-specs/team.yaml")),
-    ("wireguard", include_str!("../../../ynl-specs/wireguard.yaml")),
-];
-
-/// The names of the bundled specs.
-pub fn bundled() -> impl Iterator<Item = &'static str> {
-    BUNDLED.iter().map(|(n, _)| *n)
-}
+use genl_plugin_sdk::ynl::{Service, Spec, bundled};
 
 /// The plugin: one [`Service`].
 pub struct Ynl {
@@ -64,16 +21,12 @@ impl Ynl {
             "set `spec` in the family file: a bundled spec's name (e.g. \"netdev\") or a path to a .yaml"
                 .to_owned()
         })?;
-        BUNDLED
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                format!(
-                    "no bundled spec named '{name}'; bundled: {}",
-                    bundled().collect::<Vec<_>>().join(", ")
-                )
-            })
+        bundled::text(name).ok_or_else(|| {
+            format!(
+                "no bundled spec named '{name}'; bundled: {}",
+                bundled::names().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
