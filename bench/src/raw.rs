@@ -134,6 +134,26 @@ impl Raw {
         self.collect(seq)
     }
 
+    /// A dump; returns each data message's attributes (after the genl
+    /// header), copied out: the input of the decoder benchmarks.
+    pub fn dump_payloads(&mut self, family: u16, cmd: u8, version: u8) -> io::Result<Vec<Vec<u8>>> {
+        let seq = self.send(family, NLM_F_REQUEST | NLM_F_DUMP, cmd, version, &[])?;
+        let mut out = Vec::new();
+        loop {
+            let n = self.recv()?;
+            for m in Messages::new(&self.buf[..n]) {
+                let m = m.map_err(io::Error::other)?;
+                if m.header.seq != seq {
+                    continue;
+                }
+                match m.header.kind {
+                    NLMSG_ERROR | NLMSG_DONE => return Ok(out),
+                    _ => out.push(m.payload.get(GenlHeader::SIZE..).unwrap_or_default().to_vec()),
+                }
+            }
+        }
+    }
+
     /// A dump; returns the number of messages.
     pub fn dump(&mut self, family: u16, cmd: u8, version: u8, attrs: &[u8]) -> io::Result<usize> {
         let seq = self.send(family, NLM_F_REQUEST | NLM_F_DUMP, cmd, version, attrs)?;
