@@ -198,3 +198,43 @@ fn an_absent_family_answers_family_absent_and_says_it_waits() {
     assert!(!ok);
     assert_eq!(e["error"]["code"], "family-absent", "{e}");
 }
+
+/// The attributes of a netlink attribute stream, as (type, payload), read
+/// here by hand (<linux/netlink.h>: u16 length, u16 type, 4-byte aligned).
+fn attrs(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        assert!((4..=rest.len()).contains(&len), "attribute length {len}");
+        out.push((kind, rest[4..len].to_vec()));
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    out
+}
+
+#[test]
+fn taskstats_replies_numbered_apart_from_requests_come_out_as_bytes() {
+    // TASKSTATS answers only in the initial namespace: no private one here;
+    // the request only reads.
+    let config = TestConfig::new();
+    // TASKSTATS_CMD_GET 1 (<linux/taskstats.h>).
+    fallback_family(&config, "TASKSTATS", &[1], &[]);
+    let gw = Gateway::start(&config);
+    let pid = std::process::id();
+    let (ok, ours) = gw.call("TASKSTATS", "cmd-1", &json!({"1": pid}).to_string());
+    assert!(ok, "{ours}");
+    // The reply's TASKSTATS_TYPE_AGGR_PID (4) is a nest where requests
+    // carry TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK (4), a string: shown as
+    // bytes, which hold TASKSTATS_TYPE_PID (1) = this process and
+    // TASKSTATS_TYPE_STATS (3).
+    let hex = ours["attr-4"].as_str().unwrap_or_else(|| panic!("attr-4 as hex: {ours}"));
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let inner = attrs(&bytes);
+    assert!(inner.contains(&(1, pid.to_ne_bytes().to_vec())), "{inner:?}");
+    assert!(inner.iter().any(|(k, v)| *k == 3 && !v.is_empty()), "{inner:?}");
+}
