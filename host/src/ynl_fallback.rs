@@ -152,10 +152,7 @@ pub fn spec_text(info: &FamilyInfo, policies: &Policies) -> Result<String, Fallb
     }
     let mut sets: Vec<Value> = vec![json!({"name": UNTYPED, "attributes": []})];
     for (idx, attrs) in &policies.sets {
-        let attributes: Vec<Value> = attrs
-            .iter()
-            .map(|(n, p)| attribute(*n, p, policies))
-            .collect();
+        let attributes: Vec<Value> = attrs.iter().map(|(n, p)| attribute(*n, p, policies)).collect();
         sets.push(json!({"name": set_name(*idx), "attributes": attributes}));
     }
 
@@ -366,9 +363,18 @@ mod tests {
         // The dump has no policy of its own; its replies are read with the
         // attributes op 1 and op 4 type.
         let set = spec.set("cmd-3").expect("set");
-        assert_eq!(set.by_value(1).map(|a| a.kind), Some(genl_plugin_sdk::ynl::AttrKind::U16));
-        assert_eq!(set.by_value(3).map(|a| a.kind), Some(genl_plugin_sdk::ynl::AttrKind::U64));
-        assert_eq!(set.by_value(5).map(|a| a.kind), Some(genl_plugin_sdk::ynl::AttrKind::Binary));
+        assert_eq!(
+            set.by_value(1).map(|a| a.kind),
+            Some(genl_plugin_sdk::ynl::AttrKind::U16)
+        );
+        assert_eq!(
+            set.by_value(3).map(|a| a.kind),
+            Some(genl_plugin_sdk::ynl::AttrKind::U64)
+        );
+        assert_eq!(
+            set.by_value(5).map(|a| a.kind),
+            Some(genl_plugin_sdk::ynl::AttrKind::Binary)
+        );
         // Requests carry only what the op's own policy accepts.
         let add = spec.op("cmd-1").expect("cmd-1");
         let req = add.do_.as_ref().and_then(|m| m.request.clone()).expect("request");
@@ -429,8 +435,14 @@ mod tests {
         // Attribute 1 is a u32 in policy 0 and a string in policy 1: in op
         // 2 (policy 1) it is the string, family-wide only hex.
         let two = spec.set("cmd-2").expect("set");
-        assert_eq!(two.by_value(1).map(|a| a.kind), Some(genl_plugin_sdk::ynl::AttrKind::String));
-        assert_eq!(two.by_value(2).and_then(|a| a.nested.clone()).as_deref(), Some(UNTYPED));
+        assert_eq!(
+            two.by_value(1).map(|a| a.kind),
+            Some(genl_plugin_sdk::ynl::AttrKind::String)
+        );
+        assert_eq!(
+            two.by_value(2).and_then(|a| a.nested.clone()).as_deref(),
+            Some(UNTYPED)
+        );
         // Garbage never fails a decode of an untyped nest.
         let garbage = [6u8, 0, 2, 0, 0xff, 0xff, 0, 0];
         let _ = spec.decode_attrs("cmd-2", &garbage);

@@ -70,7 +70,16 @@ fn sorted(v: &Value) -> Vec<Value> {
 #[test]
 fn ioam6_is_read_and_written_through_the_kernels_policy() {
     let ns = Netns::new("fb-ioam");
-    ns.ip(&["ioam", "namespace", "add", "123", "data", "0xdeadbeef", "wide", "0x1234567890"]);
+    ns.ip(&[
+        "ioam",
+        "namespace",
+        "add",
+        "123",
+        "data",
+        "0xdeadbeef",
+        "wide",
+        "0x1234567890",
+    ]);
     ns.ip(&["ioam", "namespace", "add", "7"]);
     let config = TestConfig::new();
     config.netns(&ns);
@@ -102,7 +111,8 @@ fn ioam6_is_read_and_written_through_the_kernels_policy() {
         .collect();
     for cmd in kernel_cmds {
         assert!(
-            ops.iter().any(|o| o["name"] == format!("cmd-{cmd}") || o["name"] == format!("cmd-{cmd}-dump")),
+            ops.iter()
+                .any(|o| o["name"] == format!("cmd-{cmd}") || o["name"] == format!("cmd-{cmd}-dump")),
             "command {cmd} is offered: {description}"
         );
     }
@@ -134,13 +144,20 @@ fn ioam6_is_read_and_written_through_the_kernels_policy() {
     );
     let (ok, e) = gw.call("IOAM6", "cmd-1", r#"{"1": 65536}"#);
     assert!(!ok);
-    assert!(e.to_string().contains("\"1\"") || e.to_string().contains(".1"), "{e}");
+    assert!(
+        e.to_string().contains("\"1\"") || e.to_string().contains(".1"),
+        "{e}"
+    );
     // An attribute the op's policy does not accept is refused, listing
     // what it accepts.
     let (ok, e) = gw.call("IOAM6", "cmd-1", r#"{"1": 9, "6": true}"#);
     assert!(!ok);
     assert!(e.to_string().contains('6'), "{e}");
-    assert_eq!(ioam_namespaces(&ns).len(), 3, "nothing was added by refused calls");
+    assert_eq!(
+        ioam_namespaces(&ns).len(),
+        3,
+        "nothing was added by refused calls"
+    );
 }
 
 #[test]
@@ -177,7 +194,11 @@ fn seg6_tunnel_source_round_trips_through_the_fallback() {
     let shown = String::from_utf8_lossy(&ns.exec(&["ip", "sr", "tunsrc", "show"]).stdout).into_owned();
     assert_eq!(shown.trim(), format!("tunsrc addr {new}"));
     // Longer than the kernel's max len (genl ctrl policy: max len:16).
-    let (ok, e) = gw.call("SEG6", "cmd-3", &json!({"1": "00 ".repeat(17).trim()}).to_string());
+    let (ok, e) = gw.call(
+        "SEG6",
+        "cmd-3",
+        &json!({"1": "00 ".repeat(17).trim()}).to_string(),
+    );
     assert!(!ok, "{e}");
 }
 
@@ -229,7 +250,9 @@ fn taskstats_replies_numbered_apart_from_requests_come_out_as_bytes() {
     // carry TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK (4), a string: shown as
     // bytes, which hold TASKSTATS_TYPE_PID (1) = this process and
     // TASKSTATS_TYPE_STATS (3).
-    let hex = ours["attr-4"].as_str().unwrap_or_else(|| panic!("attr-4 as hex: {ours}"));
+    let hex = ours["attr-4"]
+        .as_str()
+        .unwrap_or_else(|| panic!("attr-4 as hex: {ours}"));
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))

@@ -440,9 +440,10 @@ impl Gateway {
         let mut config = family.clone();
         config.config.remove("spec");
         config.config.insert("spec-yaml".into(), text);
-        config
-            .config
-            .insert(ynl_fallback::ORIGIN_KEY.into(), ynl_fallback::KERNEL_POLICY.into());
+        config.config.insert(
+            ynl_fallback::ORIGIN_KEY.into(),
+            ynl_fallback::KERNEL_POLICY.into(),
+        );
         Ok((Some(config), source))
     }
 
@@ -465,7 +466,11 @@ impl Gateway {
                 then.id != now.id
                     || then.version != now.version
                     || then.ops != now.ops
-                    || then.mcast_groups.iter().map(|g| &g.name).ne(now.mcast_groups.iter().map(|g| &g.name))
+                    || then
+                        .mcast_groups
+                        .iter()
+                        .map(|g| &g.name)
+                        .ne(now.mcast_groups.iter().map(|g| &g.name))
             }
         }
     }

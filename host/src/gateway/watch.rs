@@ -72,7 +72,10 @@ pub fn respec_if_stale(gateway: &Arc<Gateway>, name: &str) {
     if !gateway.policy_spec_stale(name) {
         return;
     }
-    tracing::info!(family = name, "the family changed; writing its spec from the kernel's policy again");
+    tracing::info!(
+        family = name,
+        "the family changed; writing its spec from the kernel's policy again"
+    );
     let gateway = gateway.clone();
     let name = name.to_owned();
     tokio::spawn(async move {

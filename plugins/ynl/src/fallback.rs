@@ -67,7 +67,11 @@ pub fn decode(spec: &Spec, set: &str, payload: &[u8]) -> Value {
             .set(set)
             .and_then(|s| s.by_value(attr.kind()))
             .is_none_or(|def| fits(def.kind, body));
-        let decoded = if fits { spec.decode_attrs(set, &one).ok() } else { None };
+        let decoded = if fits {
+            spec.decode_attrs(set, &one).ok()
+        } else {
+            None
+        };
         let (key, value) = match decoded {
             Some(m) if m.len() == 1 => m.into_iter().next().unwrap_or_default(),
             Some(m) if m.is_empty() => continue, // padding
@@ -94,7 +98,9 @@ pub fn decode(spec: &Spec, set: &str, payload: &[u8]) -> Value {
 
 /// Call client operation `name` of `service` with `input`.
 pub fn call(service: &Service, name: &str, input: &Value) -> Result<Value, CallError> {
-    let op = service.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
+    let op = service
+        .client_op(name)
+        .ok_or_else(|| CallError::unknown_op(name))?;
     let cmd = op.op.request_value.ok_or_else(|| CallError::unknown_op(name))?;
     let payload = service.encode(&op, input)?;
     let set = op.op.attribute_set.as_deref().unwrap_or_default();
