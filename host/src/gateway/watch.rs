@@ -1,7 +1,9 @@
 //! Follows nlctrl's `notify` group so the gateway tracks families as they
 //! come and go: a configured family that appears is resolved and its groups
 //! joined; one that re-registers is re-resolved and re-joined; one that goes
-//! away is shown absent until it returns. No restart needed.
+//! away is shown absent until it returns. A `spec = "kernel-policy"`
+//! family that appears or re-registers is reloaded with a spec written
+//! afresh from the kernel's policy. No restart needed.
 
 use std::sync::Arc;
 
