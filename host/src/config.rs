@@ -237,6 +237,15 @@ pub struct FamilyConfig {
     pub queue: usize,
 }
 
+impl FamilyConfig {
+    /// Whether the file says `spec = "kernel-policy"`: the plugin's spec is
+    /// written from the kernel's attribute policy (see
+    /// [`crate::ynl_fallback`]).
+    pub fn uses_kernel_policy(&self) -> bool {
+        self.config.get("spec").map(String::as_str) == Some(crate::ynl_fallback::KERNEL_POLICY)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGateway {
@@ -456,6 +465,11 @@ const MAX_SPEC_BYTES: u64 = 4 << 20;
 /// bundled spec by name (`spec`), or the text of a `.yaml` file, read here
 /// because plugins cannot read files (`spec-yaml`).
 fn spec_entry(family_file: &Path, spec: &str) -> Result<(&'static str, String), String> {
+    if spec == crate::ynl_fallback::KERNEL_POLICY {
+        // Written from the kernel's policy when the family is present
+        // (gateway::reload), since it may be absent now.
+        return Ok(("spec", spec.to_owned()));
+    }
     let is_file = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
     if !is_file {
         return Ok(("spec", spec.to_owned()));

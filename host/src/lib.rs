@@ -15,3 +15,4 @@ pub mod gateway;
 pub mod netlink;
 pub mod plugin;
 pub mod scaffold;
+pub mod ynl_fallback;

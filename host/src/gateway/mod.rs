@@ -49,6 +49,10 @@ pub struct FamilyEntry {
     /// Its listener socket (when the plugin loaded).
     pub listener: Option<Arc<Listener>>,
     dispatcher: Option<AbortHandle>,
+    /// For a `spec = "kernel-policy"` family: the kernel's description of
+    /// the family its spec was written from (`None`: it was absent), so a
+    /// family that appears or re-registers gets a new spec.
+    policy_source: Option<Arc<genl_wire::FamilyInfo>>,
 }
 
 impl Drop for FamilyEntry {

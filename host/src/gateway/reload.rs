@@ -21,6 +21,7 @@ use crate::config::{ConfigError, FamilyConfig};
 use crate::families::{self, ResolveError};
 use crate::netlink::SocketOptions;
 use crate::plugin::{KernelAccess, LoadedPlugin, PluginPhase};
+use crate::ynl_fallback;
 
 /// What became of one family file in a reload (`result` in the API, in
 /// lower case as before).
@@ -290,6 +291,8 @@ impl Gateway {
                     }
                     Err(e) => tracing::warn!("{}: {e}", path.display()),
                 }
+                // The family may have appeared while this version loaded.
+                watch::respec_if_stale(self, &name);
                 match error {
                     None => outcome(Some(&name), verb, None, false),
                     Some(e) => outcome(Some(&name), ReloadResult::Failed, Some(e), false),
@@ -317,6 +320,7 @@ impl Gateway {
                     plugin: Err(format!("loading the plugin stopped: {e}")),
                     listener: None,
                     dispatcher: None,
+                    policy_source: None,
                 }
             }
         }
@@ -352,7 +356,28 @@ impl Gateway {
             listener: listener.clone(),
         };
         let metrics = self.metrics_for(&family.family);
-        match LoadedPlugin::load(&self.runtime, &family, access, self.events.clone(), metrics).await {
+        let (plugin_config, policy_source) = match self.kernel_policy_config(&family).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{}: {e}; this family is not served", family.path.display());
+                return FamilyEntry {
+                    config: family,
+                    plugin: Err(e),
+                    listener: None,
+                    dispatcher: None,
+                    policy_source: None,
+                };
+            }
+        };
+        let loaded = LoadedPlugin::load(
+            &self.runtime,
+            plugin_config.as_ref().unwrap_or(&family),
+            access,
+            self.events.clone(),
+            metrics,
+        )
+        .await;
+        match loaded {
             Ok(p) => {
                 tracing::info!(family = %family.family, plugin = %family.plugin.display(), ops = p.description().ops.len(), "plugin loaded");
                 let dispatcher =
@@ -362,6 +387,7 @@ impl Gateway {
                     plugin: Ok(p),
                     listener: Some(listener),
                     dispatcher: Some(dispatcher),
+                    policy_source,
                 }
             }
             Err(e) => {
@@ -371,7 +397,80 @@ impl Gateway {
                     plugin: Err(e.to_string()),
                     listener: None,
                     dispatcher: None,
+                    policy_source: None,
                 }
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// For a `spec = "kernel-policy"` family: the configuration its plugin
+    /// gets, with the spec written from the kernel's policy (or, while the
+    /// family is absent, a spec with no operations), and the family
+    /// description it was written from. `(None, None)` for other families.
+    async fn kernel_policy_config(
+        &self,
+        family: &FamilyConfig,
+    ) -> Result<(Option<FamilyConfig>, Option<Arc<genl_wire::FamilyInfo>>), String> {
+        if !family.uses_kernel_policy() {
+            return Ok((None, None));
+        }
+        let name = family.family.as_str();
+        let (text, source) = match self.resolver.resolve(name).await {
+            Ok(info) => {
+                let policies = self
+                    .resolver
+                    .policies(name)
+                    .await
+                    .map_err(|e| format!("spec = \"kernel-policy\": {e}"))?;
+                let text = ynl_fallback::spec_text(&info, &policies)
+                    .map_err(|e| format!("spec = \"kernel-policy\": {e}"))?;
+                tracing::info!(
+                    family = name,
+                    ops = info.ops.len(),
+                    policies = policies.sets.len(),
+                    "spec written from the kernel's attribute policy"
+                );
+                (text, Some(info))
+            }
+            Err(ResolveError::Absent(_)) => (ynl_fallback::absent_spec_text(name), None),
+            Err(e) => return Err(format!("spec = \"kernel-policy\": {e}")),
+        };
+        let mut config = family.clone();
+        config.config.remove("spec");
+        config.config.insert("spec-yaml".into(), text);
+        config.config.insert(
+            ynl_fallback::ORIGIN_KEY.into(),
+            ynl_fallback::KERNEL_POLICY.into(),
+        );
+        Ok((Some(config), source))
+    }
+
+    /// Whether `name` serves a kernel-policy spec written from another
+    /// state of the family than the kernel's now (it appeared, or
+    /// re-registered with other ops, groups or policies).
+    pub(super) fn policy_spec_stale(&self, name: &str) -> bool {
+        let Some(entry) = self.family(name) else {
+            return false;
+        };
+        if !entry.config.uses_kernel_policy() {
+            return false;
+        }
+        let now = self.resolver.cached(name);
+        match (&entry.policy_source, now) {
+            (None, None) => false,
+            (Some(_), None) => false, // gone: calls answer family-absent; keep it until it returns
+            (None, Some(_)) => true,
+            (Some(then), Some(now)) => {
+                then.id != now.id
+                    || then.version != now.version
+                    || then.ops != now.ops
+                    || then
+                        .mcast_groups
+                        .iter()
+                        .map(|g| &g.name)
+                        .ne(now.mcast_groups.iter().map(|g| &g.name))
             }
         }
     }

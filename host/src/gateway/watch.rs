@@ -1,7 +1,9 @@
 //! Follows nlctrl's `notify` group so the gateway tracks families as they
 //! come and go: a configured family that appears is resolved and its groups
 //! joined; one that re-registers is re-resolved and re-joined; one that goes
-//! away is shown absent until it returns. No restart needed.
+//! away is shown absent until it returns. A `spec = "kernel-policy"`
+//! family that appears or re-registers is reloaded with a spec written
+//! afresh from the kernel's policy. No restart needed.
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ pub async fn run(gateway: Arc<Gateway>, mut rx: mpsc::Receiver<Notification>) {
     }
 }
 
-async fn handle(gateway: &Gateway, m: &OwnedMessage) {
+async fn handle(gateway: &Arc<Gateway>, m: &OwnedMessage) {
     let Ok(genl) = GenlHeader::parse(&m.payload) else {
         return;
     };
@@ -55,11 +57,34 @@ async fn handle(gateway: &Gateway, m: &OwnedMessage) {
     }
 }
 
-/// Resolve `name` afresh and rebuild its listener.
-pub async fn refresh(gateway: &Gateway, name: &str) {
+/// Resolve `name` afresh and rebuild its listener (and its spec, for a
+/// kernel-policy family that changed).
+pub async fn refresh(gateway: &Arc<Gateway>, name: &str) {
     if let Err(e) = reopen(gateway, name).await {
         tracing::warn!("{e}");
     }
+    respec_if_stale(gateway, name);
+}
+
+/// Reload a `spec = "kernel-policy"` family whose spec was written from
+/// another state of the family than the kernel's now (it was absent, or
+/// re-registered), so its operations follow the kernel. Runs in a task of
+/// its own: the watcher keeps reading while the plugin loads.
+pub fn respec_if_stale(gateway: &Arc<Gateway>, name: &str) {
+    if !gateway.policy_spec_stale(name) {
+        return;
+    }
+    tracing::info!(
+        family = name,
+        "the family changed; writing its spec from the kernel's policy again"
+    );
+    let gateway = gateway.clone();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        if let Some(o) = gateway.reload_family(&name).await {
+            super::log_outcome(&o);
+        }
+    });
 }
 
 /// Resolve `name` afresh and rebuild its listener, or close the listener

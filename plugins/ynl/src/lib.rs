@@ -4,12 +4,17 @@
 //! Operations, their inputs and outputs, and event topics all come from
 //! the spec; this crate has no family knowledge of its own.
 
+mod fallback;
+
 use genl_plugin_sdk::prelude::*;
 use genl_plugin_sdk::ynl::{Service, Spec, bundled};
 
 /// The plugin: one [`Service`].
 pub struct Ynl {
     service: Service,
+    /// The host wrote the spec from the kernel's policy
+    /// (`spec-origin = "kernel-policy"`).
+    fallback: bool,
 }
 
 impl Ynl {
@@ -35,15 +40,21 @@ impl Plugin for Ynl {
         let spec = Spec::load(Self::spec_text(&config)?).map_err(|e| e.to_string())?;
         Ok(Self {
             service: Service::new(spec),
+            fallback: config.get("spec-origin").map(String::as_str) == Some("kernel-policy"),
         })
     }
 
     fn describe(&self) -> PluginDescription {
-        self.service.describe()
+        let d = self.service.describe();
+        if self.fallback { fallback::describe(d) } else { d }
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
-        self.service.call(op, &input)
+        if self.fallback {
+            fallback::call(&self.service, op, &input)
+        } else {
+            self.service.call(op, &input)
+        }
     }
 
     fn on_notification(&mut self, _group: &str, message: Message) {
