@@ -502,7 +502,8 @@ fn ethtool_channels_match_ethtool_and_a_get_cannot_set_them() {
     assert_eq!(via_plugin, via_ethtool, "channels-dump and ethtool -l disagree");
 
     // A count in a get's input is refused, naming it, and changes nothing
-    // (it once reached the kernel in a CHANNELS_SET).
+    // (it once reached the kernel in a CHANNELS_SET). The header may be
+    // given as the spec has it or by the device alone.
     let target = if before["rx-max"] != before["rx-count"] {
         before["rx-max"]
     } else {
@@ -515,16 +516,8 @@ fn ethtool_channels_match_ethtool_and_a_get_cannot_set_them() {
         let (ok, v) = gw.call("ethtool", "channels-get", &input.to_string());
         assert!(!ok, "{input} was accepted: {v}");
         assert_eq!(v["error"]["code"], "bad-input", "{v}");
-        let key = if input.get("header").is_some() {
-            "header"
-        } else {
-            "rx-count"
-        };
         assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("'{key}'")),
+            v["error"]["message"].as_str().unwrap().contains("rx-count"),
             "{v}"
         );
         assert_eq!(
