@@ -23,8 +23,8 @@
 //! "data": {...}}` (the kind is the notification's name without `-ntf`).
 
 use genl_plugin_sdk::prelude::*;
-use serde_json::Map;
 use genl_plugin_sdk::ynl::{ClientOp, Service, Spec};
+use serde_json::Map;
 
 /// The kernel's ethtool spec (SPDX line kept in the file).
 const SPEC: &str = include_str!("../../../ynl-specs/ethtool.yaml");

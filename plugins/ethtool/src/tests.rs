@@ -15,7 +15,9 @@ fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
     let mut rest = text;
     while let Some(start) = rest.find("/*") {
         clean.push_str(&rest[..start]);
-        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |end| &rest[start + end + 2..]);
     }
     clean.push_str(rest);
     let mut enums = Vec::new();
@@ -30,7 +32,11 @@ fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
         }
         let mut members = Vec::new();
         let mut next = 0i64;
-        for entry in rest[open + 1..close].split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in rest[open + 1..close]
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             let (name, value) = match entry.split_once('=') {
                 Some((n, v)) => {
                     let v = v.trim();
@@ -119,7 +125,11 @@ fn every_command_the_header_names_is_sent_as_the_header_numbers_it() {
         let _ = p.call(&op.name, Value::Null);
         let sent = &kernel.requests()[before..];
         assert_eq!(sent.len(), 1, "{}: {sent:?}", op.name);
-        assert_eq!(sent[0].cmd, cmd, "{} sends {} for {expected}", op.name, sent[0].cmd);
+        assert_eq!(
+            sent[0].cmd, cmd,
+            "{} sends {} for {expected}",
+            op.name, sent[0].cmd
+        );
         assert_eq!(
             op.writes,
             !expected.contains("_GET"),
@@ -136,12 +146,20 @@ fn every_command_the_header_names_is_sent_as_the_header_numbers_it() {
 #[test]
 fn the_bundled_allowlist_holds_only_get_commands() {
     let user = ethtool_enum("ETHTOOL_MSG_USER_NONE");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/families.d/ethtool.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/families.d/ethtool.toml"
+    );
     let file: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
     let commands = file["commands"].as_table().unwrap();
     let mut checked = 0;
     for kind in ["do", "dump"] {
-        for n in commands.get(kind).and_then(|v| v.as_array()).into_iter().flatten() {
+        for n in commands
+            .get(kind)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let n = u8::try_from(n.as_integer().unwrap()).unwrap();
             let name = user.get(&n).map_or("(not in the header)", String::as_str);
             assert!(name.contains("_GET"), "[commands] {kind} allows {n} = {name}");
@@ -199,7 +217,10 @@ fn the_device_shorthand_becomes_the_request_header() {
     let get = u8::try_from(value("ETHTOOL_MSG_FEATURES_GET")).unwrap();
     kernel.on_do(get, |_| Ok(vec![]));
     let mut p = plugin();
-    for input in [json!({"dev-name": "ifb0"}), json!({"header": {"dev-name": "ifb0"}})] {
+    for input in [
+        json!({"dev-name": "ifb0"}),
+        json!({"header": {"dev-name": "ifb0"}}),
+    ] {
         let before = kernel.requests().len();
         p.call("features-get", input).unwrap();
         let sent = &kernel.requests()[before];
@@ -220,7 +241,10 @@ fn get_input_other_than_the_device_is_refused_by_name() {
     let mut p = plugin();
     for (bad, key) in [
         (json!({"dev-name": "veth0", "rx-count": 4}), "rx-count"),
-        (json!({"header": {"dev-name": "veth0"}, "rx-count": 4}), "rx-count"),
+        (
+            json!({"header": {"dev-name": "veth0"}, "rx-count": 4}),
+            "rx-count",
+        ),
         (json!({"dev-index": 2, "flags": 1}), "flags"),
     ] {
         let err = p.call("channels-get", bad.clone()).unwrap_err();

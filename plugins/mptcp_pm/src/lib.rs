@@ -43,7 +43,12 @@ const ENDPOINT_OPS: &[(&str, &str, &str, bool)] = &[
         "Add an endpoint: {\"addr4\"|\"addr6\", \"id\"?, \"flags\"?, \"port\"?, \"if-idx\"?}",
         true,
     ),
-    ("endpoint-del", "del-addr", "Delete an endpoint: {\"id\": N}", true),
+    (
+        "endpoint-del",
+        "del-addr",
+        "Delete an endpoint: {\"id\": N}",
+        true,
+    ),
     ("endpoint-flush", "flush-addrs", "Delete every endpoint", true),
     (
         "limits-set",

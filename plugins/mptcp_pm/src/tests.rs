@@ -16,12 +16,18 @@ fn uapi(name: &str) -> u16 {
     let mut rest = text.as_str();
     while let Some(start) = rest.find("/*") {
         clean.push_str(&rest[..start]);
-        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |end| &rest[start + end + 2..]);
     }
     clean.push_str(rest);
     for body in clean.split("enum").skip(1) {
-        let Some((_, body)) = body.split_once('{') else { continue };
-        let Some((body, _)) = body.split_once('}') else { continue };
+        let Some((_, body)) = body.split_once('{') else {
+            continue;
+        };
+        let Some((body, _)) = body.split_once('}') else {
+            continue;
+        };
         let mut next = 0u16;
         for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (member, value) = match item.split_once('=') {
@@ -70,8 +76,13 @@ fn endpoint_add_fills_the_family_and_maps_kernel_errors() {
         .call("endpoint-add", json!({"addr4": "192.0.2.1", "id": 1}))
         .unwrap_err();
     assert_eq!(err.code, "kernel");
-    assert_eq!(err.kernel.unwrap().message.as_deref(), Some("address already in use"));
-    let err = plugin().call("endpoint-add", json!({"addr4": "nope"})).unwrap_err();
+    assert_eq!(
+        err.kernel.unwrap().message.as_deref(),
+        Some("address already in use")
+    );
+    let err = plugin()
+        .call("endpoint-add", json!({"addr4": "nope"}))
+        .unwrap_err();
     assert_eq!(err.code, "bad-input");
 }
 
@@ -90,7 +101,9 @@ fn endpoint(id: u8, addr: [u8; 4]) -> Vec<u8> {
 fn dumps_unwrap_addr_both_ways_and_events_are_named() {
     let kernel = FakeKernel::new(FamilyInfo::default());
     let get = cmd("MPTCP_PM_CMD_GET_ADDR");
-    kernel.on_dump(get, move |_| Ok(vec![Message::new(get, endpoint(3, [10, 0, 0, 1]))]));
+    kernel.on_dump(get, move |_| {
+        Ok(vec![Message::new(get, endpoint(3, [10, 0, 0, 1]))])
+    });
     let mut p = plugin();
     let v = p.call("endpoint-dump", Value::Null).unwrap();
     assert_eq!(v, json!([{"family": 2, "id": 3, "addr4": "10.0.0.1"}]));
@@ -102,7 +115,10 @@ fn dumps_unwrap_addr_both_ways_and_events_are_named() {
     w.put_u32(uapi("MPTCP_ATTR_TOKEN"), 9)
         .put_bytes(uapi("MPTCP_ATTR_SADDR4"), &[10, 0, 0, 2])
         .unwrap();
-    p.on_notification("mptcp_pm_events", Message::new(cmd("MPTCP_EVENT_ESTABLISHED"), w.finish()));
+    p.on_notification(
+        "mptcp_pm_events",
+        Message::new(cmd("MPTCP_EVENT_ESTABLISHED"), w.finish()),
+    );
     let (topic, ev) = &kernel.events()[0];
     assert_eq!(topic, "connection");
     assert_eq!(ev["event"], "established");

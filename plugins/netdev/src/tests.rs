@@ -10,8 +10,7 @@ fn uapi(name: &str) -> u64 {
     let dir = std::env::var("GENL_ORACLE_DIR")
         .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
     let path = format!("{dir}/include/uapi/linux/netdev.h");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
     let mut clean = String::new();
     for line in text.lines() {
         clean.push_str(line.split("/*").next().unwrap_or_default());
@@ -81,7 +80,9 @@ fn dev_get_and_both_dump_names_decode_devices() {
             .unwrap();
         Ok(vec![Message::new(get, dev(ifindex))])
     });
-    kernel.on_dump(get, move |_| Ok((1..=3).map(|i| Message::new(get, dev(i))).collect()));
+    kernel.on_dump(get, move |_| {
+        Ok((1..=3).map(|i| Message::new(get, dev(i))).collect())
+    });
     let mut p = Netdev::init(Config::new()).unwrap();
     let one = p.call("dev-get", json!({"ifindex": 7})).unwrap();
     assert_eq!(
@@ -111,10 +112,7 @@ fn notifications_and_loss_become_events() {
     p.on_events_lost();
     let events = kernel.events();
     let dev5 = json!({"ifindex": 5, "xdp-features": ["basic", "redirect"], "xdp-zc-max-segs": 1});
-    assert_eq!(
-        events[0],
-        ("dev".into(), json!({"action": "added", "dev": dev5}))
-    );
+    assert_eq!(events[0], ("dev".into(), json!({"action": "added", "dev": dev5})));
     assert_eq!(events[1], ("dev-add-ntf".into(), dev5));
     assert_eq!(events[2].1["action"], "deleted");
     assert_eq!(events[3].0, "dev-del-ntf");

@@ -138,7 +138,11 @@ impl Plugin for TcpMetrics {
             "One destination, in ip tcp_metrics' units: {\"addr\": \"192.0.2.1\", \"saddr\"?}",
             false,
         )
-        .op("dump", "Every cached destination, in ip tcp_metrics' units", false)
+        .op(
+            "dump",
+            "Every cached destination, in ip tcp_metrics' units",
+            false,
+        )
         .op(
             "delete",
             "Forget one destination {\"addr\"}, or all with {}",

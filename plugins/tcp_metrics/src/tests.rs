@@ -16,12 +16,18 @@ fn uapi(name: &str) -> u16 {
     let mut rest = text.as_str();
     while let Some(start) = rest.find("/*") {
         clean.push_str(&rest[..start]);
-        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |end| &rest[start + end + 2..]);
     }
     clean.push_str(rest);
     for body in clean.split("enum").skip(1) {
-        let Some((_, body)) = body.split_once('{') else { continue };
-        let Some((body, _)) = body.split_once('}') else { continue };
+        let Some((_, body)) = body.split_once('{') else {
+            continue;
+        };
+        let Some((body, _)) = body.split_once('}') else {
+            continue;
+        };
         let mut next = 0u16;
         for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (member, value) = match item.split_once('=') {
@@ -64,7 +70,8 @@ fn entry(addr: [u8; 4], cwnd: u32) -> Vec<u8> {
         .put_u32(metric("TCP_METRIC_RTT_US"), 2008)
         .put_u32(metric("TCP_METRIC_RTTVAR_US"), 1824);
     w.end_nested(vals).unwrap();
-    w.put_bytes(uapi("TCP_METRICS_ATTR_SADDR_IPV4"), &[127, 0, 0, 1]).unwrap();
+    w.put_bytes(uapi("TCP_METRICS_ATTR_SADDR_IPV4"), &[127, 0, 0, 1])
+        .unwrap();
     w.finish()
 }
 
@@ -91,7 +98,10 @@ fn get_sends_the_address_and_decodes_the_entry_in_ip_units() {
     for input in [json!({"addr": "127.0.0.1"}), json!({"addr-ipv4": "127.0.0.1"})] {
         assert_eq!(p.call("get", input).unwrap(), expected);
     }
-    assert_eq!(p.call("get", json!({"addr": "nope"})).unwrap_err().code, "bad-input");
+    assert_eq!(
+        p.call("get", json!({"addr": "nope"})).unwrap_err().code,
+        "bad-input"
+    );
     assert_eq!(p.call("get", json!({})).unwrap_err().code, "bad-input");
     let err = p.call("get", json!({"addr": "::1", "cwnd": 1})).unwrap_err();
     assert!(err.message.contains("cwnd"), "{}", err.message);
@@ -112,7 +122,10 @@ fn a_missing_entry_is_not_found_and_delete_all_sends_no_address() {
         Ok(vec![])
     });
     let mut p = plugin();
-    assert_eq!(p.call("get", json!({"addr": "::1"})).unwrap_err().code, "not-found");
+    assert_eq!(
+        p.call("get", json!({"addr": "::1"})).unwrap_err().code,
+        "not-found"
+    );
     assert_eq!(p.call("delete", json!({})).unwrap(), json!({"deleted": true}));
     assert_eq!(kernel.requests().last().unwrap().kind, RequestKind::Do);
 }
