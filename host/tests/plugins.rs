@@ -60,11 +60,17 @@ fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
     enums
 }
 
-/// The kernel's UAPI header `linux/NAME`, read at test time: the
-/// installed one (linux-libc-dev), else one of /usr/src's kernel
-/// headers. Missing headers fail the test: scripts/setup.sh installs them.
+/// The kernel's UAPI header `linux/NAME`, read at test time: the kernel
+/// source scripts/setup.sh extracts (6.12, which knows every attribute type
+/// the running kernel reports), else the installed one (linux-libc-dev),
+/// else one of /usr/src's kernel headers. Missing headers fail the test.
 fn uapi_header(name: &str) -> String {
-    let mut candidates = vec![std::path::PathBuf::from("/usr/include/linux").join(name)];
+    let oracle = std::env::var("GENL_ORACLE_DIR")
+        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
+    let mut candidates = vec![
+        std::path::Path::new(&oracle).join("include/uapi/linux").join(name),
+        std::path::PathBuf::from("/usr/include/linux").join(name),
+    ];
     if let Ok(dir) = std::fs::read_dir("/usr/src") {
         for e in dir.flatten() {
             candidates.push(e.path().join("include/uapi/linux").join(name));
@@ -526,4 +532,244 @@ fn ethtool_channels_match_ethtool_and_a_get_cannot_set_them() {
             "{input} changed veth0"
         );
     }
+}
+
+#[test]
+fn nlctrl_getpolicy_numbers_mask_and_pad_as_the_kernel_does() {
+    let config = TestConfig::new();
+    config.family(
+        "nlctrl.toml",
+        "family = \"nlctrl\"\nplugin = \"nlctrl.wasm\"\n[commands]\ndo = [3]\ndump = [3, 10]\n",
+    );
+    let gw = Gateway::start(&config);
+    // ethtool's request header: flags is NLA_POLICY_MASK(NLA_U32, ...), so
+    // the kernel reports NL_POLICY_TYPE_ATTR_MASK for it.
+    let (ok, via_plugin) = gw.call("nlctrl", "getpolicy-dump", r#"{"family-name": "ethtool"}"#);
+    assert!(ok, "{via_plugin}");
+    let raw = raw_policy("ethtool");
+    let mut masks = 0;
+    for (idx, set) in raw["sets"].as_object().unwrap() {
+        for (attr, policy) in set.as_object().unwrap() {
+            let Some(mask) = policy.get("mask") else { continue };
+            let ours = via_plugin
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| &m["policy"])
+                .find(|p| p["policy-id"].to_string() == *idx && p["attr-id"].to_string() == *attr)
+                .unwrap_or_else(|| panic!("policy {idx} attr {attr} missing: {via_plugin}"));
+            assert_eq!(&ours["mask"], mask, "policy {idx} attr {attr}: {ours}");
+            assert_eq!(ours["type"], policy["type"], "policy {idx} attr {attr}: {ours}");
+            masks += 1;
+        }
+    }
+    assert!(masks > 0, "ethtool reported no masked attribute: {raw}");
+}
+
+/// The kernel's YNL CLI (Debian's linux-source-6.12, `tools/net/ynl`) in
+/// `ns` with the bundled spec `spec`; `Ok(json)` or `Err(its error text)`.
+fn ynl_cli(ns: &Netns, spec: &str, mode: &str, op: &str, input: &Value) -> Result<Value, String> {
+    let dir = std::env::var("GENL_ORACLE_DIR")
+        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
+    let cli = std::path::Path::new(&dir).join("tools/net/ynl/cli.py");
+    assert!(
+        cli.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        cli.display()
+    );
+    let spec = workspace().join("ynl-specs").join(format!("{spec}.yaml"));
+    let input = input.to_string();
+    let mut args = vec![
+        "python3",
+        cli.to_str().expect("path"),
+        "--spec",
+        spec.to_str().expect("path"),
+        "--no-schema",
+        "--output-json",
+        mode,
+        op,
+    ];
+    if input != "null" {
+        args.extend(["--json", input.as_str()]);
+    }
+    let out = ns.exec(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // A dump the kernel partly refused prints "Netlink warning" lines (the
+    // extended ack) before the JSON, which is the last line.
+    let json = stdout.lines().rev().find(|l| l.starts_with(['[', '{'])).unwrap_or_default();
+    serde_json::from_str(json).map_err(|e| format!("YNL CLI printed no JSON ({e}): {stdout}"))
+}
+
+/// Sets of names come out of the CLI in any order: sort lists of strings.
+/// The 6.12 library wraps indexed-array items as `{"<index>": item}`: unwrap.
+fn normalise(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items
+                .iter()
+                .map(|i| match i {
+                    Value::Object(o) if o.len() == 1 && o.keys().all(|k| k.parse::<u32>().is_ok()) => {
+                        normalise(o.values().next().unwrap_or(&Value::Null))
+                    }
+                    other => normalise(other),
+                })
+                .collect();
+            if items.iter().all(Value::is_string) {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+            Value::Array(items)
+        }
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalise(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn ethtool_plugin_answers_every_get_as_the_kernels_ynl_library_does() {
+    let ns = Netns::new("eth-ynl");
+    ns.ip_batch(
+        "link add va type veth peer name vb\nlink set va up\nlink set vb up\nlink add ifb0 type ifb\n",
+    );
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("nlctrl.toml", NLCTRL)
+        .family("ethtool.toml", &bundled_family("ethtool.toml"));
+    let gw = Gateway::start(&config);
+    let family: Value = serde_json::from_slice(&gw.cli(&["family", "ethtool"]).stdout).unwrap();
+    let gets: Vec<String> = family["plugin"]["description"]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .filter(|n| n.split('-').any(|w| w == "get") && !n.ends_with("-dump"))
+        .map(str::to_owned)
+        .collect();
+    assert!(gets.len() >= 26, "{gets:?}");
+    let (mut compared, mut refused) = (0, 0);
+    for op in &gets {
+        // The dump, every device of the namespace.
+        let (ok, ours) = gw.call("ethtool", &format!("{op}-dump"), "null");
+        if !ok && ours["error"]["code"] == "denied" {
+            // Newer than the bundled allowlist (e.g. tsconfig-get): refused
+            // before the kernel, as configured.
+            refused += 1;
+            continue;
+        }
+        match ynl_cli(&ns, "ethtool", "--dump", op, &Value::Null) {
+            Ok(theirs) => {
+                assert!(ok, "{op} dump: the YNL CLI answered {theirs}, the gateway {ours}");
+                assert_eq!(normalise(&ours), normalise(&theirs), "{op} dump");
+                compared += 1;
+            }
+            Err(text) => assert!(
+                !ok,
+                "{op} dump: the YNL CLI failed ({text}), the gateway answered {ours}"
+            ),
+        }
+        for dev in ["va", "ifb0"] {
+            // The device shorthand on our side, the spec's header on theirs.
+            let (ok, ours) = gw.call("ethtool", op, &json!({"dev-name": dev}).to_string());
+            match ynl_cli(&ns, "ethtool", "--do", op, &json!({"header": {"dev-name": dev}})) {
+                Ok(theirs) => {
+                    assert!(
+                        ok,
+                        "{op} on {dev}: the YNL CLI answered {theirs}, the gateway {ours}"
+                    );
+                    assert_eq!(normalise(&ours), normalise(&theirs), "{op} on {dev}");
+                    compared += 1;
+                }
+                Err(text) => assert!(
+                    !ok,
+                    "{op} on {dev}: the YNL CLI failed ({text}), the gateway answered {ours}"
+                ),
+            }
+        }
+    }
+    assert!(compared >= 20, "only {compared} answers compared");
+    assert!(refused <= 2, "{refused} GETs refused by the bundled allowlist");
+}
+
+#[test]
+fn ethtool_writes_are_refused_by_default_and_read_back_by_ethtool_when_allowed() {
+    let ns = Netns::new("eth-set");
+    ns.ip(&[
+        "link",
+        "add",
+        "veth0",
+        "numrxqueues",
+        "4",
+        "numtxqueues",
+        "4",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth1",
+        "numrxqueues",
+        "4",
+        "numtxqueues",
+        "4",
+    ]);
+    ns.ip(&["link", "add", "ifb0", "type", "ifb"]);
+    let feature_on = |name: &str| -> bool {
+        let out = ns.exec(&["ethtool", "-k", "ifb0"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned))
+            .unwrap_or_else(|| panic!("ethtool -k shows no {name}: {text}"));
+        line.starts_with("on")
+    };
+    assert!(feature_on("tx-checksum-ip-generic"));
+    let off = json!({"dev-name": "ifb0",
+        "wanted": {"bits": {"bit": [{"name": "tx-checksum-ip-generic"}]}}})
+    .to_string();
+
+    // The bundled allowlist: a SET is refused before the kernel.
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("nlctrl.toml", NLCTRL)
+        .family("ethtool.toml", &bundled_family("ethtool.toml"));
+    let gw = Gateway::start(&config);
+    let (ok, v) = gw.call("ethtool", "features-set", &off);
+    assert!(!ok);
+    assert_eq!(v["error"]["code"], "denied", "{v}");
+    assert!(feature_on("tx-checksum-ip-generic"), "a denied SET changed ifb0");
+    drop(gw);
+
+    // FEATURES_SET (12) and CHANNELS_SET (18) granted.
+    config.family(
+        "ethtool.toml",
+        "family = \"ethtool\"\nplugin = \"ethtool.wasm\"\n[commands]\ndo = [11, 12, 17, 18]\ndump = [11, 17]\n",
+    );
+    let gw = Gateway::start(&config);
+    let (ok, v) = gw.call("ethtool", "features-set", &off);
+    assert!(ok, "{v}");
+    assert!(
+        !feature_on("tx-checksum-ip-generic"),
+        "ethtool -k still shows it on"
+    );
+
+    let before = ethtool_channels(&ns, "veth0").expect("veth has channels");
+    let target = if before["rx-count"] == 2 { 3 } else { 2 };
+    assert!(before["rx-max"] >= target, "{before:?}");
+    let (ok, v) = gw.call(
+        "ethtool",
+        "channels-set",
+        &json!({"dev-name": "veth0", "rx-count": target}).to_string(),
+    );
+    assert!(ok, "{v}");
+    let after = ethtool_channels(&ns, "veth0").expect("veth has channels");
+    assert_eq!(
+        after["rx-count"], target,
+        "ethtool -l after channels-set: {after:?}"
+    );
+    let (ok, got) = gw.call("ethtool", "channels-get", r#"{"dev-name": "veth0"}"#);
+    assert!(ok, "{got}");
+    assert_eq!(plugin_channels(&got), after);
 }

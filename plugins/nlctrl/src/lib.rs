@@ -49,8 +49,7 @@ impl Plugin for Nlctrl {
     }
 
     fn describe(&self) -> PluginDescription {
-        self.service
-            .describe()
+        let mut d = PluginDescription::new("nlctrl")
             .version(env!("CARGO_PKG_VERSION"))
             .op("list", "Every generic netlink family the kernel has", false)
             .op("get", "One family by name: {\"name\": \"...\"}", false)
@@ -59,7 +58,9 @@ impl Plugin for Nlctrl {
                 "A family's attribute policies: {\"name\": \"...\", \"op\"?: N}",
                 false,
             )
-            .topic("family")
+            .topic("family");
+        d.ops.extend(self.service.describe().ops);
+        d
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
