@@ -68,7 +68,9 @@ fn uapi_header(name: &str) -> String {
     let oracle = std::env::var("GENL_ORACLE_DIR")
         .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
     let mut candidates = vec![
-        std::path::Path::new(&oracle).join("include/uapi/linux").join(name),
+        std::path::Path::new(&oracle)
+            .join("include/uapi/linux")
+            .join(name),
         std::path::PathBuf::from("/usr/include/linux").join(name),
     ];
     if let Ok(dir) = std::fs::read_dir("/usr/src") {
@@ -556,7 +558,9 @@ fn nlctrl_getpolicy_numbers_mask_and_pad_as_the_kernel_does() {
                 .unwrap()
                 .iter()
                 .map(|m| &m["policy"])
-                .find(|p| p["policy-id"].to_string() == *idx && p["attr-id"].to_string() == *attr)
+                .find(|p| {
+                    p["policy-id"].as_u64() == idx.parse().ok() && p["attr-id"].as_u64() == attr.parse().ok()
+                })
                 .unwrap_or_else(|| panic!("policy {idx} attr {attr} missing: {via_plugin}"));
             assert_eq!(&ours["mask"], mask, "policy {idx} attr {attr}: {ours}");
             assert_eq!(ours["type"], policy["type"], "policy {idx} attr {attr}: {ours}");
@@ -599,7 +603,11 @@ fn ynl_cli(ns: &Netns, spec: &str, mode: &str, op: &str, input: &Value) -> Resul
     }
     // A dump the kernel partly refused prints "Netlink warning" lines (the
     // extended ack) before the JSON, which is the last line.
-    let json = stdout.lines().rev().find(|l| l.starts_with(['[', '{'])).unwrap_or_default();
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(['[', '{']))
+        .unwrap_or_default();
     serde_json::from_str(json).map_err(|e| format!("YNL CLI printed no JSON ({e}): {stdout}"))
 }
 
