@@ -781,3 +781,107 @@ fn ethtool_writes_are_refused_by_default_and_read_back_by_ethtool_when_allowed()
     assert!(ok, "{got}");
     assert_eq!(plugin_channels(&got), after);
 }
+
+#[test]
+fn netdev_plugin_answers_as_the_kernels_ynl_library_does() {
+    let ns = Netns::new("nd-ynl");
+    // No IPv6: no neighbour discovery traffic to move qstats between reads.
+    let out = ns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ns.ip_batch(
+        "link add va type veth peer name vb\nlink set va up\nlink set vb up\nlink add ifb0 type ifb\n",
+    );
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("nlctrl.toml", NLCTRL)
+        .family("netdev.toml", &bundled_family("netdev.toml"));
+    let gw = Gateway::start(&config);
+
+    for op in ["dev-get", "queue-get", "napi-get", "page-pool-get", "qstats-get"] {
+        let (ok, ours) = gw.call("netdev", &format!("{op}-dump"), "null");
+        assert!(ok, "{op}-dump: {ours}");
+        let theirs =
+            ynl_cli(&ns, "netdev", "--dump", op, &Value::Null).unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert_eq!(normalise(&ours), normalise(&theirs), "{op}-dump");
+    }
+    // The short name is the same dump.
+    let (ok, short) = gw.call("netdev", "dev-dump", "null");
+    assert!(ok, "{short}");
+    let (_, long) = gw.call("netdev", "dev-get-dump", "null");
+    assert_eq!(short, long);
+    let ifindexes: Vec<u64> = short
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["ifindex"].as_u64())
+        .collect();
+    assert_eq!(ifindexes, ns.ifindexes(), "every device iproute2 lists");
+    for ifindex in ifindexes {
+        let input = json!({"ifindex": ifindex});
+        let (ok, ours) = gw.call("netdev", "dev-get", &input.to_string());
+        assert!(ok, "{ours}");
+        let theirs = ynl_cli(&ns, "netdev", "--do", "dev-get", &input).expect("YNL CLI do");
+        assert_eq!(normalise(&ours), normalise(&theirs), "ifindex {ifindex}");
+        // XDP features come out as the spec's flag names, not a number.
+        assert!(ours["xdp-features"].is_array(), "{ours}");
+    }
+}
+
+#[test]
+fn mptcp_pm_spec_ops_match_the_kernels_ynl_library_and_ip_mptcp() {
+    let ns = Netns::new("mp-ynl");
+    ns.ip(&["mptcp", "endpoint", "add", "10.9.0.1", "id", "5", "signal"]);
+    ns.ip(&[
+        "mptcp",
+        "limits",
+        "set",
+        "subflows",
+        "3",
+        "add_addr_accepted",
+        "4",
+    ]);
+    let config = TestConfig::new();
+    config.netns(&ns).family(
+        "mptcp_pm.toml",
+        "family = \"mptcp_pm\"\nplugin = \"mptcp_pm.wasm\"\n[commands]\ndo = [1, 3, 6]\ndump = [3]\n",
+    );
+    let gw = Gateway::start(&config);
+    for (mode, op, ours_op, input) in [
+        ("--dump", "get-addr", "get-addr-dump", Value::Null),
+        ("--do", "get-addr", "get-addr", json!({"addr": {"id": 5}})),
+        ("--do", "get-limits", "get-limits", Value::Null),
+    ] {
+        let (ok, ours) = gw.call("mptcp_pm", ours_op, &input.to_string());
+        assert!(ok, "{ours_op}: {ours}");
+        let theirs = ynl_cli(&ns, "mptcp_pm", mode, op, &input).unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert_eq!(normalise(&ours), normalise(&theirs), "{ours_op}");
+    }
+    // The friendlier op agrees with ip mptcp's own view of the limits.
+    let (ok, limits) = gw.call("mptcp_pm", "limits-get", "null");
+    assert!(ok, "{limits}");
+    assert_eq!(
+        (limits["subflows"].clone(), limits["rcv-add-addrs"].clone()),
+        (json!(3), json!(4))
+    );
+
+    // A write through the spec's own op, read back with iproute2.
+    let (ok, v) = gw.call(
+        "mptcp_pm",
+        "add-addr",
+        &json!({"addr": {"family": 2, "id": 6, "addr4": u32::from(std::net::Ipv4Addr::new(10, 9, 0, 2))}})
+            .to_string(),
+    );
+    assert!(ok, "{v}");
+    let out = ns.exec(&["ip", "mptcp", "endpoint", "show", "id", "6"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("10.9.0.2") && text.contains("id 6"),
+        "ip mptcp endpoint show: {text}"
+    );
+}
