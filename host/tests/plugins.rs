@@ -885,3 +885,47 @@ fn mptcp_pm_spec_ops_match_the_kernels_ynl_library_and_ip_mptcp() {
         "ip mptcp endpoint show: {text}"
     );
 }
+
+#[test]
+fn tcp_metrics_spec_ops_match_the_kernels_ynl_library_and_ip() {
+    let ns = Netns::new("tm-ynl");
+    // One loopback connection, so the kernel caches metrics for 127.0.0.1.
+    let script = "import socket,threading\n\
+s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); port=s.getsockname()[1]\n\
+def srv():\n    c,_=s.accept(); c.recv(1<<20); c.sendall(b'y'*50000); c.close()\n\
+t=threading.Thread(target=srv); t.start()\n\
+c=socket.create_connection(('127.0.0.1',port)); c.sendall(b'x'*50000); c.shutdown(1)\n\
+while c.recv(65536): pass\n\
+c.close(); t.join()\n";
+    let out = ns.exec(&["python3", "-c", script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = TestConfig::new();
+    config.netns(&ns).family(
+        "tcp_metrics.toml",
+        "family = \"tcp_metrics\"\nplugin = \"tcp_metrics.wasm\"\n[commands]\ndo = [1, 2]\ndump = [1]\n",
+    );
+    let gw = Gateway::start(&config);
+    // The age moves between the two reads; everything else must agree.
+    let without_age = |v: &Value| -> Value {
+        let mut v = normalise(v);
+        for e in v.as_array_mut().into_iter().flatten() {
+            e.as_object_mut().map(|o| o.remove("age"));
+        }
+        v
+    };
+    let (ok, ours) = gw.call("tcp_metrics", "get-dump", "null");
+    assert!(ok, "{ours}");
+    let theirs = ynl_cli(&ns, "tcp_metrics", "--dump", "get", &Value::Null).expect("YNL CLI dump");
+    assert!(!ours.as_array().unwrap().is_empty(), "no entries: {ours}");
+    assert_eq!(without_age(&ours), without_age(&theirs));
+
+    // The spec's `del`, read back with iproute2.
+    let (ok, v) = gw.call("tcp_metrics", "del", r#"{"addr-ipv4": "127.0.0.1"}"#);
+    assert!(ok, "{v}");
+    let out = ns.exec(&["ip", "tcp_metrics", "show", "127.0.0.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("127.0.0.1"),
+        "ip tcp_metrics still shows it: {text}"
+    );
+}
