@@ -1,6 +1,6 @@
-//! Plugin authors' path, end to end: the tcp_metrics plugin (written with
-//! the SDK's typed attribute sets, as the tutorial shows) against the real
-//! kernel, and a freshly scaffolded crate built, tested and loaded.
+//! Plugin authors' path, end to end: the tcp_metrics plugin (the kernel's
+//! spec through the SDK's YNL engine, plus `ip tcp_metrics`'s units) against
+//! the real kernel, and a freshly scaffolded crate built, tested and loaded.
 
 mod common;
 

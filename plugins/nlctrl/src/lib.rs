@@ -8,8 +8,16 @@
 //! - `policy {"name": "...", "op"?: N}`: the attribute policies of a family
 //!   (of one op), as the kernel reports them with CTRL_CMD_GETPOLICY.
 //!
+//! - the spec's own operations (`ynl-specs/nlctrl.yaml` through the SDK's
+//!   YNL engine), with the YNL CLI's JSON: `getfamily {"family-name"}`,
+//!   `getfamily-dump`, `getpolicy-dump {"family-name"|"family-id", "op"?}`.
+//!
 //! Events (topic `family`): a family or multicast group appeared or went
 //! away, from nlctrl's `notify` group.
+//!
+//! `list`, `get` and `policy` decode with the wire crate the gateway itself
+//! resolves families with (tested against the kernel there); the plugin
+//! carries no attribute table of its own.
 
 use genl_plugin_sdk::prelude::*;
 use genl_plugin_sdk::wire::consts::{
@@ -20,17 +28,28 @@ use genl_plugin_sdk::wire::ctrl::{
     CTRL_CMD_NEWFAMILY, CTRL_CMD_NEWMCAST_GRP, getfamily_by_name,
 };
 use genl_plugin_sdk::wire::policy::{CTRL_ATTR_OP, Policies};
+use genl_plugin_sdk::ynl::{Service, Spec};
 
-/// The plugin has no state: every answer comes fresh from the kernel.
-pub struct Nlctrl;
+/// The kernel's nlctrl spec, with its `policy-attrs` numbering corrected
+/// (see the note at the top of the file).
+const SPEC: &str = include_str!("../../../ynl-specs/nlctrl.yaml");
+
+/// The plugin keeps no kernel state: every answer comes fresh from the
+/// kernel. It holds the spec its own operations are served from.
+pub struct Nlctrl {
+    service: Service,
+}
 
 impl Plugin for Nlctrl {
     fn init(_config: Config) -> Result<Self, String> {
-        Ok(Nlctrl)
+        let spec = Spec::load(SPEC).map_err(|e| format!("the bundled nlctrl spec: {e}"))?;
+        Ok(Nlctrl {
+            service: Service::new(spec),
+        })
     }
 
     fn describe(&self) -> PluginDescription {
-        PluginDescription::new("nlctrl")
+        let mut d = PluginDescription::new("nlctrl")
             .version(env!("CARGO_PKG_VERSION"))
             .op("list", "Every generic netlink family the kernel has", false)
             .op("get", "One family by name: {\"name\": \"...\"}", false)
@@ -39,7 +58,9 @@ impl Plugin for Nlctrl {
                 "A family's attribute policies: {\"name\": \"...\", \"op\"?: N}",
                 false,
             )
-            .topic("family")
+            .topic("family");
+        d.ops.extend(self.service.describe().ops);
+        d
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
@@ -47,7 +68,7 @@ impl Plugin for Nlctrl {
             "list" => list(),
             "get" => get(&input),
             "policy" => policy(&input),
-            _ => Err(CallError::unknown_op(op)),
+            _ => self.service.call(op, &input),
         }
     }
 
@@ -166,6 +187,10 @@ mod tests {
     use genl_plugin_sdk::testing::{FakeKernel, RequestKind};
     use genl_plugin_sdk::{KernelError, McastGroup, OpInfo};
 
+    fn plugin() -> Nlctrl {
+        Nlctrl::init(Config::new()).unwrap()
+    }
+
     fn family(name: &str, id: u16) -> FamilyInfo {
         FamilyInfo {
             name: name.into(),
@@ -193,10 +218,7 @@ mod tests {
                 Message::new(CTRL_CMD_NEWFAMILY, family("netdev", 0x19).encode()),
             ])
         });
-        let out = Nlctrl::init(Config::new())
-            .unwrap()
-            .call("list", Value::Null)
-            .unwrap();
+        let out = plugin().call("list", Value::Null).unwrap();
         let names: Vec<_> = out
             .as_array()
             .unwrap()
@@ -233,7 +255,7 @@ mod tests {
                 }))
             }
         });
-        let mut p = Nlctrl::init(Config::new()).unwrap();
+        let mut p = plugin();
         assert_eq!(p.call("get", json!({"name": "netdev"})).unwrap()["id"], 0x19);
         let err = p.call("get", json!({"name": "nope"})).unwrap_err();
         assert_eq!(err.code, "not-found");
@@ -264,11 +286,13 @@ mod tests {
             w.end_nested(pol).unwrap();
             Ok(vec![Message::new(CTRL_CMD_GETPOLICY, w.finish())])
         });
-        let v = Nlctrl.call("policy", json!({"name": "netdev", "op": 1})).unwrap();
+        let v = plugin()
+            .call("policy", json!({"name": "netdev", "op": 1}))
+            .unwrap();
         assert_eq!(v["ops"]["1"], json!({"do": 0, "dump": null}));
         assert_eq!(v["sets"]["0"]["1"]["type"], "u32");
         assert_eq!(
-            Nlctrl.call("policy", json!({"op": 1})).unwrap_err().code,
+            plugin().call("policy", json!({"op": 1})).unwrap_err().code,
             "bad-input"
         );
     }
@@ -276,7 +300,7 @@ mod tests {
     #[test]
     fn notifications_become_family_events() {
         let kernel = FakeKernel::new(family("nlctrl", 0x10));
-        let mut p = Nlctrl::init(Config::new()).unwrap();
+        let mut p = plugin();
         p.on_notification(
             "notify",
             Message::new(CTRL_CMD_NEWFAMILY, family("genl_test", 0x20).encode()),
@@ -288,5 +312,122 @@ mod tests {
         assert_eq!(events[0].1["action"], "family-added");
         assert_eq!(events[0].1["family"]["name"], "genl_test");
         assert_eq!(kernel.logs().len(), 1, "the truncated notification is logged");
+    }
+
+    /// Every member of every enum in linux/HEADER of the kernel source
+    /// scripts/setup.sh extracts, with its value.
+    fn uapi_enums(header: &str) -> Vec<(String, u16)> {
+        let dir = std::env::var("GENL_ORACLE_DIR")
+            .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
+        let path = format!("{dir}/include/uapi/linux/{header}");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
+        let mut clean = String::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("/*") {
+            clean.push_str(&rest[..start]);
+            rest = rest[start..]
+                .find("*/")
+                .map_or("", |end| &rest[start + end + 2..]);
+        }
+        clean.push_str(rest);
+        let mut out = Vec::new();
+        for body in clean.split("enum").skip(1) {
+            let Some((_, body)) = body.split_once('{') else {
+                continue;
+            };
+            let Some((body, _)) = body.split_once('}') else {
+                continue;
+            };
+            let mut next = 0u16;
+            for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let (member, value) = match item.split_once('=') {
+                    Some((m, v)) => match v.trim().parse() {
+                        Ok(v) => (m.trim(), v),
+                        Err(_) => break,
+                    },
+                    None => (item, next),
+                };
+                out.push((member.to_owned(), value));
+                next = value + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_specs_attribute_numbers_are_the_kernel_headers() {
+        let spec = Spec::load(SPEC).unwrap();
+        let mut headers = uapi_enums("genetlink.h");
+        headers.extend(uapi_enums("netlink.h"));
+        let value = |c_name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == c_name)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("{c_name} not in the headers"))
+        };
+        // The bug the bundled spec corrects: upstream has MASK=11, PAD=12.
+        let policy = spec.set("policy-attrs").unwrap();
+        assert_eq!(
+            policy.by_name("pad").unwrap().value,
+            value("NL_POLICY_TYPE_ATTR_PAD")
+        );
+        assert_eq!(
+            policy.by_name("mask").unwrap().value,
+            value("NL_POLICY_TYPE_ATTR_MASK")
+        );
+        let mut checked = 0;
+        for (set, prefix) in [
+            ("ctrl-attrs", "CTRL_ATTR_"),
+            ("op-attrs", "CTRL_ATTR_OP_"),
+            ("mcast-group-attrs", "CTRL_ATTR_MCAST_GRP_"),
+            ("policy-attrs", "NL_POLICY_TYPE_ATTR_"),
+            ("op-policy-attrs", "CTRL_ATTR_POLICY_"),
+        ] {
+            for attr in &spec.set(set).unwrap().attrs {
+                let c_name = format!("{prefix}{}", attr.name.to_uppercase().replace('-', "_"));
+                assert_eq!(attr.value, value(&c_name), "{set}.{} vs {c_name}", attr.name);
+                checked += 1;
+            }
+        }
+        // 10 ctrl, 2 op, 2 mcast-group, 12 policy-type, 2 op-policy.
+        assert_eq!(checked, 28, "attributes checked");
+    }
+
+    #[test]
+    fn the_specs_operations_are_offered_beside_list_get_and_policy() {
+        let names: Vec<String> = plugin().describe().ops.into_iter().map(|o| o.name).collect();
+        for op in [
+            "list",
+            "get",
+            "policy",
+            "getfamily",
+            "getfamily-dump",
+            "getpolicy-dump",
+        ] {
+            assert!(names.iter().any(|n| n == op), "{op}: {names:?}");
+        }
+        let kernel = FakeKernel::new(family("nlctrl", 0x10));
+        let getfamily = u8::try_from(
+            uapi_enums("genetlink.h")
+                .into_iter()
+                .find(|(n, _)| n == "CTRL_CMD_GETFAMILY")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        kernel.on_do(getfamily, |_| {
+            Ok(vec![Message::new(
+                CTRL_CMD_NEWFAMILY,
+                family("netdev", 0x19).encode(),
+            )])
+        });
+        let v = plugin()
+            .call("getfamily", json!({"family-name": "netdev"}))
+            .unwrap();
+        assert_eq!(v["family-name"], "netdev");
+        assert_eq!(v["family-id"], 0x19);
+        assert_eq!(v["ops"][0]["flags"], json!(["admin-perm", "cmd-cap-do"]));
     }
 }
