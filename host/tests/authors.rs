@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Gateway, Netns, TestConfig};
+use std::process::Command;
+
+use common::{Gateway, Netns, TestConfig, binary};
 use genl_plugin_sdk::testing::FakeKernel;
 use genl_plugin_sdk::{CallError, FamilyInfo, kernel};
 
@@ -49,4 +51,114 @@ fn fake_kernel_refuses_what_the_family_file_does_not_allow_as_the_gateway_does()
     fake.on_do(1, |_| Ok(vec![]));
     assert!(kernel::do_request(1, &[]).is_ok());
     assert_eq!(fake.requests().len(), 1);
+}
+
+/// The commands `genl ctrl get name FAMILY` lists (iproute2; a missing
+/// tool fails the test).
+fn iproute2_commands(ns: &Netns, family: &str) -> Vec<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "genl", "ctrl", "get", "name", family])
+        .output()
+        .expect("run genl (iproute2; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "genl ctrl get name {family}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("ID-0x"))
+        .map(|h| u32::from_str_radix(h, 16).unwrap())
+        .collect();
+    assert!(!ids.is_empty(), "genl listed no commands for {family}: {text}");
+    ids
+}
+
+/// Whether `genl ctrl list` in `ns` has a family named exactly `name`.
+fn iproute2_has_family(ns: &Netns, name: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "genl", "ctrl", "list"])
+        .output()
+        .expect("run genl (iproute2; scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim().strip_prefix("Name: ") == Some(name))
+}
+
+#[test]
+fn a_family_name_in_the_wrong_case_gets_a_hint_from_the_api_and_cli() {
+    let ns = Netns::new("hintcall");
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("chaos.toml", "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n");
+    let gw = Gateway::start(&config);
+    // Through the CLI, which prints the API's answer.
+    let (ok, v) = gw.call("taskstats", "ping", "{}");
+    assert!(!ok);
+    assert_eq!(v["error"]["code"], "unknown-family", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("did you mean 'TASKSTATS'?"), "{msg}");
+    // A name with no near miss gets no guess.
+    let (_, v) = gw.call("wireguard", "ping", "{}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(!msg.contains("did you mean"), "{msg}");
+}
+
+#[test]
+fn check_names_the_kernels_spelling_and_commands_the_family_lacks() {
+    let ns = Netns::new("hintcheck");
+    // The kernel's own names and commands, from iproute2.
+    assert!(iproute2_has_family(&ns, "TASKSTATS"));
+    assert!(!iproute2_has_family(&ns, "taskstats"));
+    let tcp_commands = iproute2_commands(&ns, "tcp_metrics");
+    let missing: u8 = (1..=255u8)
+        .find(|c| !tcp_commands.contains(&u32::from(*c)))
+        .unwrap();
+    let present = u8::try_from(tcp_commands[0]).unwrap();
+
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("taskstats.toml", "family = \"taskstats\"\nplugin = \"chaos.wasm\"\n")
+        .family(
+            "tcpm.toml",
+            &format!(
+                "family = \"tcp_metrics\"\nplugin = \"chaos.wasm\"\n[commands]\ndo = [{present}, {missing}]\ndump = [{present}]\n"
+            ),
+        );
+    let out = Command::new(binary())
+        .args(["check", "--json", "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["families"].as_array().unwrap();
+    let row = |f: &str| rows.iter().find(|r| r["family"] == f).unwrap().clone();
+    let warnings = |f: &str| -> Vec<String> {
+        row(f)["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let t = warnings("taskstats");
+    assert!(t.len() == 1 && t[0].contains("family = \"TASKSTATS\""), "{t:?}");
+    let m = warnings("tcp_metrics");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0].contains(&format!("command {missing},")), "{m:?}");
+    assert!(m[0].starts_with("[commands] do"), "{m:?}");
+
+    // The text form shows them too.
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warn   taskstats"), "{text}");
+    assert!(text.contains("warn   tcp_metrics"), "{text}");
 }
