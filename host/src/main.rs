@@ -68,7 +68,7 @@ enum Command {
         dir: PathBuf,
         /// The gateway configuration whose plugin and families directories
         /// receive it.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Call an operation of a family's plugin and print its JSON answer.
