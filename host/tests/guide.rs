@@ -2,7 +2,8 @@
 //! verbatim from an empty directory outside the workspace, its `rust` blocks
 //! become the crate's `src/lib.rs` and its `toml` block the `family.toml`,
 //! for `IOAM6`, a family the project does not bundle. The served plugin is
-//! then checked against iproute2's `ip ioam`. A wrong guide fails here.
+//! then checked against iproute2's `ip ioam`. The example before the
+//! tutorial compiles in the same crate. A wrong guide fails here.
 
 mod common;
 
@@ -18,17 +19,21 @@ struct Block {
     text: String,
 }
 
-/// The tutorial's fenced blocks, in order (the reference sections after it
-/// are not steps).
-fn tutorial_blocks() -> Vec<Block> {
+/// The guide's fenced blocks: before the tutorial (examples, compiled
+/// too) and the tutorial's, in order (the reference sections are not steps).
+fn guide_blocks() -> (Vec<Block>, Vec<Block>) {
     let guide = std::fs::read_to_string(workspace().join("docs/plugin-guide.md")).unwrap();
     let start = guide
         .find("This tutorial writes a plugin for `IOAM6`")
         .expect("the guide's IOAM6 tutorial");
     let end = guide.find("## Reference").unwrap_or(guide.len());
+    (blocks(&guide[..start]), blocks(&guide[start..end]))
+}
+
+fn blocks(text: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut current: Option<Block> = None;
-    for line in guide[start..end].lines() {
+    for line in text.lines() {
         match (&mut current, line.strip_prefix("```")) {
             (None, Some(lang)) => {
                 current = Some(Block {
@@ -57,7 +62,13 @@ fn path_with(dirs: &[&Path]) -> std::ffi::OsString {
 
 #[test]
 fn the_guide_takes_a_new_family_from_scaffold_to_served() {
-    let blocks = tutorial_blocks();
+    let (intro, blocks) = guide_blocks();
+    let intro_rust: String = intro
+        .iter()
+        .filter(|b| b.lang == "rust")
+        .map(|b| b.text.as_str())
+        .collect();
+    assert!(intro_rust.contains("Service"), "the guide's YNL example is gone");
     let langs: Vec<&str> = blocks.iter().map(|b| b.lang.as_str()).collect();
     assert!(
         langs.iter().filter(|l| **l == "sh").count() >= 3
@@ -109,12 +120,21 @@ fn the_guide_takes_a_new_family_from_scaffold_to_served() {
                     // workspace's lock file pins the versions it built, so
                     // the crate builds offline from what is compiled.
                     std::fs::copy(workspace().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+                    // The examples before the tutorial compile (and their
+                    // tests run) as a test-only module of the same crate.
+                    std::fs::write(crate_dir.join("src/guide_intro.rs"), &intro_rust).unwrap();
+                    std::fs::copy(
+                        workspace().join("ynl-specs/netdev.yaml"),
+                        crate_dir.join("netdev.yaml"),
+                    )
+                    .unwrap();
                 }
             }
             "rust" => {
                 lib_rs.push_str(&block.text);
                 lib_rs.push('\n');
-                std::fs::write(crate_dir.join("src/lib.rs"), &lib_rs).unwrap();
+                let with_intro = format!("{lib_rs}\n#[cfg(test)]\nmod guide_intro;\n");
+                std::fs::write(crate_dir.join("src/lib.rs"), with_intro).unwrap();
             }
             "toml" => std::fs::write(crate_dir.join("family.toml"), &block.text).unwrap(),
             _ => {}
