@@ -10,7 +10,7 @@
 //! gateway loads) and for the host target, where [`testing`] stands in for
 //! the gateway so the plugin's logic runs under plain `cargo test`.
 //!
-//! ```ignore
+//! ```
 //! use genl_plugin_sdk::prelude::*;
 //!
 //! struct Hello;
