@@ -163,8 +163,20 @@ fn check_names_the_kernels_spelling_and_commands_the_family_lacks() {
     assert!(text.contains("warn   tcp_metrics"), "{text}");
 }
 
+/// Ops of bundled plugins that ignore their input today (found by the test
+/// below; tcp_metrics `delete` with a stray key flushes every entry). They
+/// are being moved onto the YNL engine, which refuses it; remove each entry
+/// as its plugin is fixed. Nothing may be added here.
+const IGNORE_THEIR_INPUT: &[(&str, &str)] = &[
+    ("mptcp_pm", "endpoint-dump"),
+    ("mptcp_pm", "limits-get"),
+    ("mptcp_pm", "endpoint-flush"),
+    ("nlctrl", "list"),
+    ("tcp_metrics", "dump"),
+    ("tcp_metrics", "delete"),
+];
+
 #[test]
-#[ignore = "fails until the bundled plugins refuse input they do not document: mptcp_pm endpoint-dump, limits-get, endpoint-flush; nlctrl list; tcp_metrics dump, delete (which then flushes every entry); run with --ignored"]
 fn no_bundled_plugin_lets_client_input_add_attributes() {
     // Every family file the project ships, every op its plugin describes:
     // a key the op does not document, and the typed codec's old `unknown`
@@ -224,7 +236,8 @@ fn no_bundled_plugin_lets_client_input_add_attributes() {
             for input in [r#"{"zz-undocumented": 1}"#, r#"{"unknown": {"5": ["deadbeef"]}}"#] {
                 let (ok, v) = gw.call(family, op, input);
                 checked += 1;
-                if ok || (v["error"]["code"] != "bad-input" && v["error"]["code"] != expected) {
+                let refused = !ok && (v["error"]["code"] == "bad-input" || v["error"]["code"] == expected);
+                if !refused && !IGNORE_THEIR_INPUT.contains(&(family, op)) {
                     failures.push(format!("{family} {op} {input}: {v}"));
                 }
             }
