@@ -233,12 +233,15 @@ mod tests {
 
     #[test]
     fn info_describes_the_family() {
-        let _kernel = FakeKernel::new(FamilyInfo {
+        let kernel = FakeKernel::new(FamilyInfo {
             name: "{{FAMILY}}".into(),
             id: 42,
             version: 1,
             ..Default::default()
         });
+        // Requests the family file does not allow are refused here as the
+        // gateway refuses them.
+        kernel.family_file("family.toml", include_str!("../family.toml")).unwrap();
         let out = {{TYPE}}::init(Config::new()).unwrap().call("info", Value::Null).unwrap();
         assert_eq!(out["name"], "{{FAMILY}}");
         assert_eq!(out["id"], 42);
