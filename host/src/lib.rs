@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod families;
 pub mod gateway;
+pub mod hints;
 pub mod netlink;
 pub mod plugin;
 pub mod scaffold;

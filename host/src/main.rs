@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway new-plugin tcpm tcp_metrics\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway new-plugin tcpm tcp_metrics\n  genl-gateway build-plugin plugins/tcpm --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +59,17 @@ enum Command {
         /// The plugin SDK to depend on (default: found above the current directory).
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Build one plugin crate (wasm32-wasip2) and install its component and
+    /// family file where the gateway configuration looks.
+    BuildPlugin {
+        /// The plugin crate (with its family.toml), e.g. the one new-plugin made.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The gateway configuration whose plugin and families directories
+        /// receive it.
+        #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Call an operation of a family's plugin and print its JSON answer.
     Call {
@@ -182,16 +193,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let made = genl_gateway::scaffold::new_plugin(&name, &family, dir.as_deref(), sdk.as_deref())?;
             let d = made.dir.display();
             emit(&format!(
-                "created {d}\n\nnext:\n  cd {d}\n  cargo test                                        # native, with the SDK's fake kernel\n  cargo build --release --target wasm32-wasip2      # the component\n  {}\n  cp family.toml <gateway config>/families.d/{name}.toml\n",
-                if made.in_workspace {
-                    "scripts/build-plugins.sh                          # or: all plugins into target/plugins/"
-                        .to_owned()
+                "created {d}\n\nnext:\n  cd {d}\n  cargo test                                                # native, with the SDK's fake kernel\n  genl-gateway build-plugin . --config <gateway.toml>       # build {name}.wasm, install it and family.toml\n  genl-gateway reload {family}                              # if the gateway is running without watch\n"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BuildPlugin { dir, config } => {
+            let done = genl_gateway::scaffold::build_plugin(&dir, &config)?;
+            emit(&format!(
+                "installed {}\n{} {}\n\nnext:\n  genl-gateway check --config {}\n  genl-gateway reload {}        # or let the gateway's watch pick it up\n",
+                done.component.display(),
+                if done.family_file_written {
+                    "installed"
                 } else {
-                    format!(
-                        "cp target/wasm32-wasip2/release/{}.wasm <plugin dir>/{name}.wasm",
-                        genl_gateway::scaffold::crate_name(&name).replace('-', "_")
-                    )
-                }
+                    "kept the existing"
+                },
+                done.family_file.display(),
+                config.display(),
+                done.family
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -335,15 +353,42 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     gateway.until_loaded().await;
     let mut ok = true;
     let mut rows = Vec::new();
+    // The kernel's names, for a hint when a configured one is absent
+    // (family names are case-sensitive: IOAM6, TASKSTATS).
+    let mut kernel_names: Option<Vec<String>> = None;
     for (name, entry) in gateway.families() {
         let file = entry.config.path.display().to_string();
-        let present = gateway.resolver.cached(&name).is_some();
+        let info = gateway.resolver.cached(&name);
+        let present = info.is_some();
+        let mut warnings = Vec::new();
+        match &info {
+            Some(info) => warnings.extend(unknown_commands(&name, &entry.config, info)),
+            None => {
+                if kernel_names.is_none() {
+                    kernel_names = Some(
+                        gateway
+                            .resolver
+                            .list()
+                            .await
+                            .map(|l| l.into_iter().map(|f| f.name).collect())
+                            .unwrap_or_default(),
+                    );
+                }
+                let names = kernel_names.as_deref().unwrap_or_default();
+                if let Some(h) = genl_gateway::hints::did_you_mean(&name, names.iter().map(String::as_str)) {
+                    warnings.push(format!(
+                        "the kernel has no family '{name}' but has '{h}': family names are case-sensitive; write family = \"{h}\""
+                    ));
+                }
+            }
+        }
         let row = match &entry.plugin {
             Ok(p) => serde_json::json!({
                 "family": name, "file": file, "status": "ok", "present": present,
                 "plugin": entry.config.plugin.display().to_string(),
                 "ops": p.description().ops.len(), "topics": p.description().topics.len(),
                 "granted": granted(&entry.config, gateway.resolver.cached(&name).as_deref()),
+                "warnings": warnings,
             }),
             Err(e) => {
                 ok = false;
@@ -407,6 +452,13 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
                     g["cmd"]
                 ));
             }
+            for w in r["warnings"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "warn   {:<14} {}\n",
+                    r["family"].as_str().unwrap_or("?"),
+                    w.as_str().unwrap_or("?")
+                ));
+            }
         }
         out.push_str(if ok {
             "configuration OK\n"
@@ -416,6 +468,28 @@ async fn check(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         emit(&out);
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Allowlisted commands the family, as the kernel registered it, does not
+/// have: the plugin could never use them, so the file is likely wrong.
+fn unknown_commands(
+    name: &str,
+    config: &genl_gateway::config::FamilyConfig,
+    info: &genl_wire::FamilyInfo,
+) -> Vec<String> {
+    let has = |cmd: u8| info.ops.iter().any(|o| o.id == u32::from(cmd));
+    let known: Vec<String> = info.ops.iter().map(|o| o.id.to_string()).collect();
+    [("do", &config.allow_do), ("dump", &config.allow_dump)]
+        .into_iter()
+        .flat_map(|(kind, list)| list.iter().map(move |c| (kind, *c)))
+        .filter(|(_, c)| !has(*c))
+        .map(|(kind, c)| {
+            format!(
+                "[commands] {kind} allows command {c}, which family {name} does not have (its commands: {})",
+                known.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn print_json(body: &[u8]) {

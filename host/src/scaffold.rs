@@ -1,5 +1,7 @@
 //! `genl-gateway new-plugin NAME FAMILY`: a plugin crate that builds, tests
-//! and loads as it is, to start a new family's plugin from.
+//! and loads as it is, to start a new family's plugin from; and
+//! `genl-gateway build-plugin DIR --config FILE`: build that one crate's
+//! component and install it, with its family file, where the config looks.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,25 @@ pub enum ScaffoldError {
     /// No plugin SDK was found to depend on.
     #[error("cannot find plugin-sdk/ above {0}; pass --sdk PATH to the genl-gateway checkout's plugin-sdk")]
     NoSdk(PathBuf),
+    /// The crate has no usable family.toml.
+    #[error("{path}: {message} (new-plugin writes one: family = \"NAME\", plugin = \"NAME.wasm\")")]
+    FamilyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// cargo failed or built no component.
+    #[error("building {dir}: {message}")]
+    Build {
+        /// The crate.
+        dir: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The gateway configuration could not be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Writing failed.
     #[error("writing {path}: {source}")]
     Io {
@@ -212,18 +233,148 @@ mod tests {
 
     #[test]
     fn info_describes_the_family() {
-        let _kernel = FakeKernel::new(FamilyInfo {
+        let kernel = FakeKernel::new(FamilyInfo {
             name: "{{FAMILY}}".into(),
             id: 42,
             version: 1,
             ..Default::default()
         });
+        // Requests the family file does not allow are refused here as the
+        // gateway refuses them.
+        kernel.family_file("family.toml", include_str!("../family.toml")).unwrap();
         let out = {{TYPE}}::init(Config::new()).unwrap().call("info", Value::Null).unwrap();
         assert_eq!(out["name"], "{{FAMILY}}");
         assert_eq!(out["id"], 42);
     }
 }
 "#;
+
+/// What `build-plugin` installed.
+#[derive(Debug)]
+pub struct Installed {
+    /// The family the plugin serves.
+    pub family: String,
+    /// The component, in the config's plugin directory.
+    pub component: PathBuf,
+    /// The family file in the config's families directory.
+    pub family_file: PathBuf,
+    /// Whether that family file was copied now (an existing one is the
+    /// operator's and is left as it is).
+    pub family_file_written: bool,
+}
+
+/// Build the plugin crate in `dir` for wasm32-wasip2 and install it where
+/// the gateway configured by `config` looks: the component as the file its
+/// `family.toml` names (`plugin = "NAME.wasm"`) in the plugin directory, and
+/// `family.toml` as `NAME.toml` in the families directory unless one is
+/// there already.
+pub fn build_plugin(dir: &Path, config: &Path) -> Result<Installed, ScaffoldError> {
+    let family_toml = dir.join("family.toml");
+    let bad = |message: String| ScaffoldError::FamilyFile {
+        path: family_toml.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&family_toml).map_err(|e| bad(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.message().to_owned()))?;
+    let field = |k: &str| {
+        table
+            .get(k)
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| bad(format!("no `{k}` string")))
+    };
+    let family = field("family")?;
+    let plugin = field("plugin")?;
+    let plugin_file = Path::new(&plugin)
+        .file_name()
+        .map(PathBuf::from)
+        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| bad(format!("plugin = \"{plugin}\" is not a NAME.wasm file name")))?;
+    let gateway = crate::config::GatewayConfig::load(config)?;
+
+    let built = cargo_build(dir)?;
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to)
+            .map(drop)
+            .map_err(|source| ScaffoldError::Io {
+                path: to.to_owned(),
+                source,
+            })
+    };
+    let component = gateway.plugin_dir.join(&plugin_file);
+    // Write then rename, so a watching gateway never loads half a file.
+    let partial = gateway
+        .plugin_dir
+        .join(format!(".{}.partial", plugin_file.display()));
+    copy(&built, &partial)?;
+    std::fs::rename(&partial, &component).map_err(|source| ScaffoldError::Io {
+        path: component.clone(),
+        source,
+    })?;
+    let stem = plugin_file.with_extension("");
+    let family_file = gateway.families_dir.join(stem.with_extension("toml"));
+    let family_file_written = !family_file.exists();
+    if family_file_written {
+        copy(&family_toml, &family_file)?;
+    }
+    Ok(Installed {
+        family,
+        component,
+        family_file,
+        family_file_written,
+    })
+}
+
+/// `cargo build --release --target wasm32-wasip2` of the crate in `dir`;
+/// the component cargo reports for it, wherever the target directory is.
+fn cargo_build(dir: &Path) -> Result<PathBuf, ScaffoldError> {
+    let build = |message: String| ScaffoldError::Build {
+        dir: dir.to_owned(),
+        message,
+    };
+    let manifest = dir
+        .join("Cargo.toml")
+        .canonicalize()
+        .map_err(|e| build(format!("no Cargo.toml: {e}")))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| build(format!("cannot run cargo: {e}")))?;
+    if !out.status.success() {
+        return Err(build(format!(
+            "cargo build failed ({}); is the target installed? rustup target add wasm32-wasip2",
+            out.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| m["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| {
+            build("cargo built no .wasm component (the crate needs crate-type = [\"cdylib\", ...])".into())
+        })
+}
 
 #[cfg(test)]
 mod tests {

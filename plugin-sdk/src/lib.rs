@@ -10,7 +10,7 @@
 //! gateway loads) and for the host target, where [`testing`] stands in for
 //! the gateway so the plugin's logic runs under plain `cargo test`.
 //!
-//! ```ignore
+//! ```
 //! use genl_plugin_sdk::prelude::*;
 //!
 //! struct Hello;
@@ -36,6 +36,7 @@ extern crate self as genl_plugin_sdk;
 
 pub mod events;
 mod hex;
+pub mod input;
 pub mod kernel;
 pub mod log;
 pub mod ops;
@@ -52,8 +53,11 @@ pub mod testing;
 pub mod wasm;
 
 pub use genl_wire::{self as wire, Attr, AttrWriter, Attrs, FamilyInfo, KernelError, McastGroup, OpInfo};
-#[doc(hidden)]
+/// The serde the SDK's types implement, for generic helpers without a
+/// dependency of their own.
 pub use serde;
+/// The JSON values plugins receive and return.
+pub use serde_json;
 pub use types::{CallError, Config, Level, Message, OpDescription, PluginDescription, RequestError};
 
 /// What a plugin implements. Only [`Plugin::init`], [`Plugin::describe`] and

@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 
 use genl_wire::{AttrWriter, Attrs, WireError};
 
-use crate::hex::{hex, unhex};
+use crate::hex::hex;
+use crate::input::{InputDef, InputSpec};
+use crate::ynl::AttrKind;
 
 /// How an attribute's payload is typed.
 #[derive(Debug, Clone, Copy)]
@@ -100,24 +102,9 @@ impl Field {
     }
 }
 
-/// Why JSON could not be encoded as attributes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// A key the table does not declare.
-    #[error("unknown field '{0}'")]
-    UnknownField(String),
-    /// A value of the wrong JSON type or out of range.
-    #[error("field '{field}': {reason}")]
-    BadValue {
-        /// The key.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An attribute larger than netlink allows.
-    #[error("{0}")]
-    TooLarge(#[from] genl_wire::attr::TooLarge),
-}
+/// Why JSON could not be encoded: the JSON path of the bad field and what
+/// would be accepted (the same error as every other codec's input).
+pub use crate::ynl::EncodeError;
 
 /// Decode the attributes in `bytes` with `fields`.
 pub fn decode(bytes: &[u8], fields: &[Field]) -> Result<Value, WireError> {
@@ -194,165 +181,72 @@ fn decode_value(attr: &genl_wire::Attr<'_>, kind: Kind) -> Result<Value, WireErr
     })
 }
 
-/// Encode the JSON object `value` as attributes declared by `fields`.
+/// Encode the JSON object `value` as attributes declared by `fields`,
+/// through the one input path ([`crate::input`]): a key the table does not
+/// declare is refused, naming it and listing the accepted ones. An array
+/// for a field that is not itself an array type is the attribute repeated,
+/// as `decode` shows it.
 pub fn encode(value: &Value, fields: &[Field]) -> Result<Vec<u8>, EncodeError> {
-    let mut w = AttrWriter::new();
-    encode_into(&mut w, value, fields)?;
-    Ok(w.finish())
+    let key = table_key(fields);
+    crate::input::encode_once(&key, |b| register(b, fields), value)
 }
 
 /// Encode `value` into an existing writer.
 pub fn encode_into(w: &mut AttrWriter<'_>, value: &Value, fields: &[Field]) -> Result<(), EncodeError> {
-    let Value::Object(map) = value else {
-        return Err(EncodeError::BadValue {
-            field: "(top)".into(),
-            reason: "expected a JSON object".into(),
-        });
-    };
-    for (key, v) in map {
-        let f = fields
-            .iter()
-            .find(|f| f.name == key)
-            .ok_or_else(|| EncodeError::UnknownField(key.clone()))?;
-        match (f.kind, v) {
-            // As in `decode`: an array for a field that is not itself an
-            // array type is the attribute repeated.
-            (Kind::NestedArray(_), _) => encode_field(w, f, v)?,
-            (_, Value::Array(items)) => {
-                for item in items {
-                    encode_field(w, f, item)?;
-                }
-            }
-            _ => encode_field(w, f, v)?,
-        }
+    let bytes = encode(value, fields)?;
+    for attr in Attrs::new(&bytes) {
+        let attr = attr.map_err(|e| EncodeError {
+            path: "$".into(),
+            message: e.to_string(),
+        })?;
+        w.put_bytes(attr.raw_kind(), attr.bytes())
+            .map_err(|e| EncodeError {
+                path: "$".into(),
+                message: e.to_string(),
+            })?;
     }
     Ok(())
 }
 
-fn encode_field(w: &mut AttrWriter<'_>, f: &Field, v: &Value) -> Result<(), EncodeError> {
-    let bad = |reason: &str| EncodeError::BadValue {
-        field: f.name.to_owned(),
-        reason: reason.to_owned(),
+/// A table's address names its set while one input is encoded (tables may
+/// be built at run time, so the name does not outlive the call).
+fn table_key(fields: &[Field]) -> String {
+    format!("table@{:p}+{}", fields.as_ptr(), fields.len())
+}
+
+fn register(b: &mut InputSpec, fields: &[Field]) -> String {
+    b.set(&table_key(fields), |b| {
+        fields
+            .iter()
+            .map(|f| (f.id, f.name.to_owned(), input_def(b, f.kind)))
+            .collect()
+    })
+}
+
+fn input_def(b: &mut InputSpec, kind: Kind) -> InputDef {
+    let def = match kind {
+        Kind::U8 => InputDef::kind(AttrKind::U8),
+        Kind::U16 => InputDef::kind(AttrKind::U16),
+        Kind::U32 => InputDef::kind(AttrKind::U32),
+        Kind::U64 => InputDef::kind(AttrKind::U64),
+        Kind::S8 => InputDef::kind(AttrKind::S8),
+        Kind::S16 => InputDef::kind(AttrKind::S16),
+        Kind::S32 => InputDef::kind(AttrKind::S32),
+        Kind::S64 => InputDef::kind(AttrKind::S64),
+        Kind::Uint => InputDef::kind(AttrKind::Uint),
+        Kind::Sint => InputDef::kind(AttrKind::Sint),
+        Kind::U16Be => InputDef::big_endian(AttrKind::U16),
+        Kind::U32Be => InputDef::big_endian(AttrKind::U32),
+        Kind::Ipv4 => InputDef::address(false),
+        Kind::Ipv6 => InputDef::address(true),
+        Kind::Str => InputDef::kind(AttrKind::String),
+        Kind::Binary => InputDef::kind(AttrKind::Binary),
+        Kind::Flag => InputDef::kind(AttrKind::Flag),
+        Kind::Bitfield32 => InputDef::kind(AttrKind::Bitfield32),
+        Kind::Nested(fields) => InputDef::nest(register(b, fields)),
+        Kind::NestedArray(fields) => return InputDef::nested_array(register(b, fields)),
     };
-    let unsigned = |max: u64| -> Result<u64, EncodeError> {
-        v.as_u64()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| bad(&format!("expected an integer 0..={max}")))
-    };
-    let signed = |min: i64, max: i64| -> Result<i64, EncodeError> {
-        v.as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| bad(&format!("expected an integer {min}..={max}")))
-    };
-    match f.kind {
-        Kind::U8 => {
-            w.put_u8(f.id, unsigned(u8::MAX.into())? as u8);
-        }
-        Kind::U16 => {
-            w.put_u16(f.id, unsigned(u16::MAX.into())? as u16);
-        }
-        Kind::U32 => {
-            w.put_u32(f.id, unsigned(u32::MAX.into())? as u32);
-        }
-        Kind::U64 => {
-            w.put_u64(f.id, unsigned(u64::MAX)?);
-        }
-        Kind::Uint => {
-            w.put_uint(f.id, unsigned(u64::MAX)?);
-        }
-        Kind::S8 => {
-            w.put_bytes(
-                f.id,
-                &(signed(i8::MIN.into(), i8::MAX.into())? as i8).to_ne_bytes(),
-            )?;
-        }
-        Kind::S16 => {
-            w.put_bytes(
-                f.id,
-                &(signed(i16::MIN.into(), i16::MAX.into())? as i16).to_ne_bytes(),
-            )?;
-        }
-        Kind::S32 => {
-            w.put_i32(f.id, signed(i32::MIN.into(), i32::MAX.into())? as i32);
-        }
-        Kind::S64 | Kind::Sint => {
-            let n = signed(i64::MIN, i64::MAX)?;
-            if matches!(f.kind, Kind::Sint) {
-                w.put_sint(f.id, n);
-            } else {
-                w.put_i64(f.id, n);
-            }
-        }
-        Kind::U16Be => {
-            w.put_bytes(f.id, &(unsigned(u16::MAX.into())? as u16).to_be_bytes())?;
-        }
-        Kind::U32Be => {
-            w.put_bytes(f.id, &(unsigned(u32::MAX.into())? as u32).to_be_bytes())?;
-        }
-        Kind::Ipv4 => {
-            let ip: std::net::Ipv4Addr = v
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad("expected an IPv4 address like \"192.0.2.1\""))?;
-            w.put_bytes(f.id, &ip.octets())?;
-        }
-        Kind::Ipv6 => {
-            let ip: std::net::Ipv6Addr = v
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad("expected an IPv6 address like \"2001:db8::1\""))?;
-            w.put_bytes(f.id, &ip.octets())?;
-        }
-        Kind::Str => {
-            w.put_str(f.id, v.as_str().ok_or_else(|| bad("expected a string"))?)?;
-        }
-        Kind::Binary => {
-            let bytes = v
-                .as_str()
-                .and_then(unhex)
-                .ok_or_else(|| bad("expected a hex string"))?;
-            w.put_bytes(f.id, &bytes)?;
-        }
-        Kind::Flag => match v {
-            Value::Bool(true) => {
-                w.put_flag(f.id);
-            }
-            Value::Bool(false) => {}
-            _ => return Err(bad("expected true or false")),
-        },
-        Kind::Bitfield32 => {
-            let value = v
-                .get("value")
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok());
-            let selector = v
-                .get("selector")
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok());
-            let (Some(value), Some(selector)) = (value, selector) else {
-                return Err(bad("expected {\"value\": u32, \"selector\": u32}"));
-            };
-            let mut b = value.to_ne_bytes().to_vec();
-            b.extend_from_slice(&selector.to_ne_bytes());
-            w.put_bytes(f.id, &b)?;
-        }
-        Kind::Nested(fields) => {
-            let token = w.begin_nested(f.id);
-            encode_into(w, v, fields)?;
-            w.end_nested(token)?;
-        }
-        Kind::NestedArray(fields) => {
-            let entries = v.as_array().ok_or_else(|| bad("expected an array of objects"))?;
-            let token = w.begin_nested(f.id);
-            for (i, entry) in entries.iter().enumerate() {
-                let inner = w.begin_nested(u16::try_from(i + 1).map_err(|_| bad("array too long"))?);
-                encode_into(w, entry, fields)?;
-                w.end_nested(inner)?;
-            }
-            w.end_nested(token)?;
-        }
-    }
-    Ok(())
+    def.repeated()
 }
 
 #[cfg(test)]
@@ -411,10 +305,13 @@ mod tests {
     fn bad_json_names_the_field() {
         assert_eq!(
             encode(&json!({"nope": 1}), ADDR).unwrap_err().to_string(),
-            "unknown field 'nope'"
+            "$.nope: unknown key; accepted: family, id, addr4, addr6, port, flags, if-idx"
         );
-        let e = encode(&json!({"id": 300}), ADDR).unwrap_err().to_string();
-        assert_eq!(e, "field 'id': expected an integer 0..=255");
+        let e = encode(&json!({"addr": {"id": 300}}), TOP)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("$.addr.id: "), "{e}");
+        assert!(e.contains("255"), "{e}");
         assert!(encode(&json!({"addr4": "not-an-ip"}), ADDR).is_err());
         assert!(encode(&json!([1]), ADDR).is_err());
     }

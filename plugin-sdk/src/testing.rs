@@ -6,6 +6,24 @@
 //! [`FakeKernel::on_dump`], drive the plugin through its [`Plugin`] trait,
 //! then inspect what it sent, logged and published.
 //!
+//! With [`FakeKernel::family_file`] it also applies the operator's family
+//! file as the gateway does: a command its `[commands]` do not allow is
+//! refused with the gateway's own `denied` message, so "this op must be
+//! refused" is tested, not faked.
+//!
+//! ```
+//! use genl_plugin_sdk::prelude::*;
+//! use genl_plugin_sdk::testing::FakeKernel;
+//!
+//! let fake = FakeKernel::new(FamilyInfo::default());
+//! fake.family_file("tcp_metrics.toml", "family = \"tcp_metrics\"\nplugin = \"tcp_metrics.wasm\"\n[commands]\ndo = [1]\n")
+//!     .unwrap();
+//! fake.on_do(2, |_| Ok(vec![]));
+//! let err = CallError::from(kernel::do_request(2, &[]).unwrap_err());
+//! assert_eq!(err.code, "denied");
+//! assert!(err.message.contains("add it to [commands] do"));
+//! ```
+//!
 //! [`Plugin`]: crate::Plugin
 
 use std::cell::RefCell;
@@ -42,9 +60,72 @@ pub struct Request {
 
 type Handler = Box<dyn FnMut(&Request) -> Result<Vec<Message>, RequestError>>;
 
+/// The allowlists of a family file, and its file name for refusals.
+struct Allowed {
+    file: String,
+    family: String,
+    allow_do: Vec<u8>,
+    allow_dump: Vec<u8>,
+}
+
+impl Allowed {
+    /// The gateway's refusal (host/src/plugin/host_api.rs), word for word;
+    /// `host/tests/sdk_harness.rs` compares the two.
+    fn check(&self, kind: RequestKind, cmd: u8) -> Result<(), RequestError> {
+        let (name, list) = match kind {
+            RequestKind::Dump => ("dump", &self.allow_dump),
+            RequestKind::Do | RequestKind::Listen => ("do", &self.allow_do),
+        };
+        if list.contains(&cmd) {
+            return Ok(());
+        }
+        Err(RequestError::Denied(format!(
+            "command {cmd} of family {} is not allowed as a {name} request; add it to [commands] {name} in the operator's family file ({}) if the operator agrees",
+            self.family, self.file
+        )))
+    }
+}
+
+/// Why a family file could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FamilyFileError {
+    /// Not readable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the shape of a family file.
+    #[error("{file}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct RawFamilyFile {
+    family: String,
+    #[serde(default)]
+    commands: RawCommands,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawCommands {
+    #[serde(default, rename = "do")]
+    allow_do: Vec<u8>,
+    #[serde(default, rename = "dump")]
+    allow_dump: Vec<u8>,
+}
+
 #[derive(Default)]
 struct State {
     family: Option<FamilyInfo>,
+    allowed: Option<Allowed>,
     handlers: HashMap<(RequestKind, u8), Handler>,
     requests: Vec<Request>,
     logs: Vec<(Level, String)>,
@@ -73,6 +154,39 @@ impl FakeKernel {
         }));
         STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
         Self { state }
+    }
+
+    /// Apply the family file `text` (named `file`, as refusals show it):
+    /// requests for commands its `[commands]` do not allow are refused with
+    /// the gateway's `denied` message, before any handler runs.
+    pub fn family_file(&self, file: &str, text: &str) -> Result<&Self, FamilyFileError> {
+        let invalid = |message: String| FamilyFileError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let raw: RawFamilyFile = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
+        let name = std::path::Path::new(file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("the family file");
+        self.state.borrow_mut().allowed = Some(Allowed {
+            file: name.to_owned(),
+            family: raw.family,
+            allow_do: raw.commands.allow_do,
+            allow_dump: raw.commands.allow_dump,
+        });
+        Ok(self)
+    }
+
+    /// [`FakeKernel::family_file`] read from `path` (e.g. the plugin's
+    /// `family.toml`).
+    pub fn load_family_file(&self, path: impl AsRef<std::path::Path>) -> Result<&Self, FamilyFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| FamilyFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.family_file(&path.display().to_string(), &text)
     }
 
     /// Answer requests of `kind` and `cmd` with `handler`.
@@ -142,6 +256,9 @@ fn request(kind: RequestKind, cmd: u8, flags: u16, payload: &[u8]) -> Result<Vec
         flags,
         payload: payload.to_vec(),
     };
+    if let Some(allowed) = &state.borrow().allowed {
+        allowed.check(kind, cmd)?;
+    }
     state.borrow_mut().requests.push(req.clone());
     // The handler runs without the state borrowed, so it may itself inspect
     // the fake.

@@ -1,7 +1,13 @@
 //! Declare an attribute set once as a Rust struct with [`attr_set!`] and
 //! get decoding from attributes, encoding to attributes, and JSON both ways
-//! (serde). Attributes the declaration does not name are kept, not failed
-//! on, and written back when the struct is encoded again.
+//! (serde). Attributes the declaration does not name are kept when decoding
+//! (shown as `"attr-N": "hex"`, as the YNL engine and the table codec show
+//! them) and written back when the struct is encoded again.
+//!
+//! Client input reaches a struct only through [`AttrSet::from_input`] (which
+//! `serde_json::from_value` also uses): the one input path of
+//! [`crate::input`], so an undeclared key, `unknown` included, is refused
+//! with its JSON path, and input can never add raw attributes.
 //!
 //! ```
 //! use genl_plugin_sdk::{attr_set, AttrWriter};
@@ -29,8 +35,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use genl_wire::attr::TooLarge;
 use genl_wire::{Attr, AttrWriter, WireError};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::hex::{hex, unhex};
+use crate::input::{InputDef, InputSpec};
+use crate::ynl::{AttrKind, EncodeError};
 
 /// A type one attribute's payload decodes to and encodes from.
 pub trait AttrValue: Sized {
@@ -43,6 +52,12 @@ pub trait AttrValue: Sized {
     fn merge(slot: &mut Option<Self>, attr: &Attr<'_>) -> Result<(), WireError> {
         *slot = Some(Self::read(attr)?);
         Ok(())
+    }
+    /// How the value is given in client JSON. A type that does not say is
+    /// refused as input.
+    fn input(spec: &mut InputSpec) -> InputDef {
+        let _ = spec;
+        InputDef::refused()
     }
 }
 
@@ -58,10 +73,24 @@ pub trait AttrSet: Sized + Default {
         self.encode(&mut w)?;
         Ok(w.finish())
     }
+    /// Declare the set's attributes for the input path; returns its name.
+    /// A set that does not declare them accepts no input keys.
+    fn input_set(spec: &mut InputSpec) -> String {
+        spec.set(std::any::type_name::<Self>(), |_| Vec::new())
+    }
+    /// Build the set from a client's JSON: every key must be a declared
+    /// attribute and every value fit its type; errors name the JSON path.
+    fn from_input(input: &Value) -> Result<Self, EncodeError> {
+        let bytes = crate::input::encode_cached(std::any::type_name::<Self>(), Self::input_set, input)?;
+        Self::decode(&bytes).map_err(|e| EncodeError {
+            path: "$".into(),
+            message: e.to_string(),
+        })
+    }
 }
 
 macro_rules! native_ints {
-    ($($t:ty => $get:ident, $put:expr;)*) => {$(
+    ($($t:ty => $get:ident, $kind:ident, $put:expr;)*) => {$(
         impl AttrValue for $t {
             fn read(attr: &Attr<'_>) -> Result<Self, WireError> {
                 attr.$get()
@@ -71,19 +100,22 @@ macro_rules! native_ints {
                 put(w, kind, *self);
                 Ok(())
             }
+            fn input(_: &mut InputSpec) -> InputDef {
+                InputDef::kind(AttrKind::$kind)
+            }
         }
     )*};
 }
 
 native_ints! {
-    u8 => u8, |w, k, v| { w.put_u8(k, v); };
-    u16 => u16, |w, k, v| { w.put_u16(k, v); };
-    u32 => u32, |w, k, v| { w.put_u32(k, v); };
-    u64 => u64, |w, k, v| { w.put_u64(k, v); };
-    i8 => i8, |w, k, v| { let _ = w.put_bytes(k, &v.to_ne_bytes()); };
-    i16 => i16, |w, k, v| { let _ = w.put_bytes(k, &v.to_ne_bytes()); };
-    i32 => i32, |w, k, v| { w.put_i32(k, v); };
-    i64 => i64, |w, k, v| { w.put_i64(k, v); };
+    u8 => u8, U8, |w, k, v| { w.put_u8(k, v); };
+    u16 => u16, U16, |w, k, v| { w.put_u16(k, v); };
+    u32 => u32, U32, |w, k, v| { w.put_u32(k, v); };
+    u64 => u64, U64, |w, k, v| { w.put_u64(k, v); };
+    i8 => i8, S8, |w, k, v| { let _ = w.put_bytes(k, &v.to_ne_bytes()); };
+    i16 => i16, S16, |w, k, v| { let _ = w.put_bytes(k, &v.to_ne_bytes()); };
+    i32 => i32, S32, |w, k, v| { w.put_i32(k, v); };
+    i64 => i64, S64, |w, k, v| { w.put_i64(k, v); };
 }
 
 impl AttrValue for String {
@@ -92,6 +124,9 @@ impl AttrValue for String {
     }
     fn write(&self, kind: u16, w: &mut AttrWriter<'_>) -> Result<(), TooLarge> {
         w.put_str(kind, self).map(drop)
+    }
+    fn input(_: &mut InputSpec) -> InputDef {
+        InputDef::kind(AttrKind::String)
     }
 }
 
@@ -106,6 +141,9 @@ impl AttrValue for bool {
         }
         Ok(())
     }
+    fn input(_: &mut InputSpec) -> InputDef {
+        InputDef::kind(AttrKind::Flag)
+    }
 }
 
 /// A big-endian u32 address.
@@ -115,6 +153,9 @@ impl AttrValue for Ipv4Addr {
     }
     fn write(&self, kind: u16, w: &mut AttrWriter<'_>) -> Result<(), TooLarge> {
         w.put_bytes(kind, &self.octets()).map(drop)
+    }
+    fn input(_: &mut InputSpec) -> InputDef {
+        InputDef::address(false)
     }
 }
 
@@ -131,10 +172,13 @@ impl AttrValue for Ipv6Addr {
     fn write(&self, kind: u16, w: &mut AttrWriter<'_>) -> Result<(), TooLarge> {
         w.put_bytes(kind, &self.octets()).map(drop)
     }
+    fn input(_: &mut InputSpec) -> InputDef {
+        InputDef::address(true)
+    }
 }
 
 macro_rules! newtypes {
-    ($($(#[$doc:meta])* $name:ident($inner:ty): $read:expr, $write:expr;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident($inner:ty): $input:expr, $read:expr, $write:expr;)*) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -149,19 +193,22 @@ macro_rules! newtypes {
                 let write: fn(&mut AttrWriter<'_>, u16, $inner) -> Result<(), TooLarge> = $write;
                 write(w, kind, self.0)
             }
+            fn input(_: &mut InputSpec) -> InputDef {
+                $input
+            }
         }
     )*};
 }
 
 newtypes! {
     /// NLA_UINT: 4 or 8 bytes on the wire.
-    Uint(u64): |a| a.uint(), |w, k, v| { w.put_uint(k, v); Ok(()) };
+    Uint(u64): InputDef::kind(AttrKind::Uint), |a| a.uint(), |w, k, v| { w.put_uint(k, v); Ok(()) };
     /// NLA_SINT: 4 or 8 bytes on the wire.
-    Sint(i64): |a| a.sint(), |w, k, v| { w.put_sint(k, v); Ok(()) };
+    Sint(i64): InputDef::kind(AttrKind::Sint), |a| a.sint(), |w, k, v| { w.put_sint(k, v); Ok(()) };
     /// A big-endian u16 (ports).
-    Be16(u16): |a| a.u16_be(), |w, k, v| w.put_bytes(k, &v.to_be_bytes()).map(drop);
+    Be16(u16): InputDef::big_endian(AttrKind::U16), |a| a.u16_be(), |w, k, v| w.put_bytes(k, &v.to_be_bytes()).map(drop);
     /// A big-endian u32.
-    Be32(u32): |a| a.u32_be(), |w, k, v| w.put_bytes(k, &v.to_be_bytes()).map(drop);
+    Be32(u32): InputDef::big_endian(AttrKind::U32), |a| a.u32_be(), |w, k, v| w.put_bytes(k, &v.to_be_bytes()).map(drop);
 }
 
 /// NLA_BINARY: raw bytes, hex in JSON.
@@ -174,6 +221,9 @@ impl AttrValue for Binary {
     }
     fn write(&self, kind: u16, w: &mut AttrWriter<'_>) -> Result<(), TooLarge> {
         w.put_bytes(kind, &self.0).map(drop)
+    }
+    fn input(_: &mut InputSpec) -> InputDef {
+        InputDef::kind(AttrKind::Binary)
     }
 }
 
@@ -204,6 +254,9 @@ impl<T: AttrValue> AttrValue for Vec<T> {
         slot.get_or_insert_with(Vec::new).push(T::read(attr)?);
         Ok(())
     }
+    fn input(spec: &mut InputSpec) -> InputDef {
+        T::input(spec).repeated()
+    }
 }
 
 /// NLA_NESTED_ARRAY: one attribute whose entries are each a nested `T`.
@@ -227,10 +280,15 @@ impl<T: AttrSet> AttrValue for NestedArray<T> {
         }
         w.end_nested(outer).map(drop)
     }
+    fn input(spec: &mut InputSpec) -> InputDef {
+        InputDef::nested_array(T::input_set(spec))
+    }
 }
 
-/// Attributes a declaration does not name: kept by number, written back on
-/// encode, shown in JSON as `{"N": "hex"}`.
+/// Attributes a declaration does not name: kept by number when decoding,
+/// written back on encode, shown in JSON as `"attr-N": "hex"` beside the
+/// declared keys (an array of hex strings when repeated), the form the YNL
+/// engine and the table codec use. Never built from client input.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Unknown(pub BTreeMap<u16, Vec<Vec<u8>>>);
 
@@ -261,28 +319,18 @@ impl Unknown {
 
 impl Serialize for Unknown {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let map: BTreeMap<String, Vec<String>> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.iter().map(|b| hex(b)).collect()))
-            .collect();
-        map.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Unknown {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<String, Vec<String>>::deserialize(d)?;
-        let mut out = BTreeMap::new();
-        for (k, v) in map {
-            let kind: u16 = k.parse().map_err(serde::de::Error::custom)?;
-            let payloads = v
-                .iter()
-                .map(|h| unhex(h).ok_or_else(|| serde::de::Error::custom("expected hex")))
-                .collect::<Result<_, _>>()?;
-            out.insert(kind, payloads);
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (kind, payloads) in &self.0 {
+            // The number without NLA_F_NESTED / NLA_F_NET_BYTEORDER, as the
+            // other codecs name it.
+            let key = crate::ynl::unknown_key(kind & genl_wire::consts::NLA_TYPE_MASK);
+            match payloads.as_slice() {
+                [one] => m.serialize_entry(&key, &hex(one))?,
+                many => m.serialize_entry(&key, &many.iter().map(|b| hex(b)).collect::<Vec<_>>())?,
+            }
         }
-        Ok(Unknown(out))
+        m.end()
     }
 }
 
@@ -309,16 +357,26 @@ macro_rules! attr_set {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, $crate::serde::Serialize, $crate::serde::Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, $crate::serde::Serialize)]
         #[serde(crate = "genl_plugin_sdk::serde", rename_all = "kebab-case")]
         $vis struct $name {
             $(
-                #[serde(default, skip_serializing_if = "Option::is_none")]
+                #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
-            /// Attributes this declaration does not name.
-            #[serde(default, skip_serializing_if = "genl_plugin_sdk::typed::Unknown::is_empty")]
+            /// Attributes this declaration does not name, seen when
+            /// decoding (never from client input).
+            #[serde(flatten)]
             pub unknown: $crate::typed::Unknown,
+        }
+
+        /// Client JSON, through the one input path ([`AttrSet::from_input`]).
+        impl<'de> $crate::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = <$crate::serde_json::Value as $crate::serde::Deserialize>::deserialize(d)?;
+                <Self as $crate::typed::AttrSet>::from_input(&v)
+                    .map_err(<D::Error as $crate::serde::de::Error>::custom)
+            }
         }
 
         impl $crate::typed::AttrSet for $name {
@@ -342,6 +400,18 @@ macro_rules! attr_set {
                 )*
                 self.unknown.write(w)
             }
+
+            fn input_set(spec: &mut $crate::input::InputSpec) -> String {
+                spec.set(std::any::type_name::<Self>(), |spec| {
+                    vec![$(
+                        (
+                            $id,
+                            $crate::input::json_name(stringify!($field)),
+                            <$ty as $crate::typed::AttrValue>::input(spec),
+                        ),
+                    )*]
+                })
+            }
         }
 
         /// As a nested attribute of another set.
@@ -351,6 +421,9 @@ macro_rules! attr_set {
             }
             fn write(&self, kind: u16, w: &mut $crate::AttrWriter<'_>) -> Result<(), $crate::wire::attr::TooLarge> {
                 $crate::typed::write_nested(self, kind, w)
+            }
+            fn input(spec: &mut $crate::input::InputSpec) -> $crate::input::InputDef {
+                $crate::input::InputDef::nest(<Self as $crate::typed::AttrSet>::input_set(spec))
             }
         }
     };
@@ -418,10 +491,73 @@ mod tests {
         let inner = Inner::decode(&bytes).unwrap();
         assert_eq!(inner.index, Some(7));
         assert_eq!(
-            serde_json::to_value(&inner).unwrap()["unknown"],
-            json!({"42": ["0500000000000000"]})
+            serde_json::to_value(&inner).unwrap(),
+            json!({"index": 7, "attr-42": "0500000000000000"})
         );
         assert_eq!(inner.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn client_input_cannot_add_attributes() {
+        // The issue's example: an op meant to send only an index.
+        for bad in [
+            json!({"index": 1, "unknown": {"5": ["deadbeef"]}}),
+            json!({"index": 1, "attr-5": "deadbeef"}),
+            json!({"idnex": 1}),
+        ] {
+            let e = Inner::from_input(&bad).unwrap_err();
+            assert!(
+                e.message.starts_with("unknown key; accepted: index, name, on"),
+                "{e}"
+            );
+            let via_serde = serde_json::from_value::<Inner>(bad).unwrap_err().to_string();
+            assert!(via_serde.contains("unknown key"), "{via_serde}");
+        }
+        let e = Inner::from_input(&json!({"index": 1, "unknown": {}})).unwrap_err();
+        assert_eq!(e.path, "$.unknown");
+    }
+
+    #[test]
+    fn input_errors_name_the_json_path() {
+        let e = Outer::from_input(&json!({"inner": {"index": "x"}})).unwrap_err();
+        assert_eq!(e.path, "$.inner.index");
+        let e = Outer::from_input(&json!({"list": [{"index": 1}, {"oops": 2}]})).unwrap_err();
+        assert_eq!(e.path, "$.list[1].oops");
+        let e = Outer::from_input(&json!({"port": 70000})).unwrap_err();
+        assert_eq!(e.path, "$.port");
+        let e = Outer::from_input(&json!({"blob": "xyz"})).unwrap_err();
+        assert_eq!(e.path, "$.blob");
+        assert!(e.message.contains("hex"), "{e}");
+    }
+
+    #[test]
+    fn input_builds_what_the_declaration_describes() {
+        let v = json!({"inner": {"index": 3, "name": "eth0", "on": true}, "tags": [1, 2, 3],
+                       "list": [{"index": 9}], "blob": "dead", "big": 1u64 << 40, "port": 443});
+        let o = Outer::from_input(&v).unwrap();
+        assert!(o.unknown.is_empty());
+        assert_eq!(serde_json::to_value(&o).unwrap(), v);
+        // The struct's own bytes carry the big-endian port as the kernel reads it.
+        let bytes = o.to_bytes().unwrap();
+        assert!(bytes.windows(2).any(|w| w == 443u16.to_be_bytes()));
+    }
+
+    #[test]
+    fn sdk_errors_convert_with_question_mark_inside_call() {
+        fn call(input: &Value) -> Result<Vec<u8>, crate::CallError> {
+            let set = Inner::from_input(input)?;
+            let mut bytes = set.to_bytes()?;
+            bytes.extend(crate::schema::encode(input, &[])?);
+            Inner::decode(&bytes)?;
+            Ok(bytes)
+        }
+        assert_eq!(call(&json!({"x": 1})).unwrap_err().code, "bad-input");
+        let big = Inner {
+            name: Some("x".repeat(70_000)),
+            ..Default::default()
+        };
+        let e = crate::CallError::from(big.to_bytes().unwrap_err());
+        assert_eq!(e.code, "bad-input");
     }
 
     #[test]

@@ -145,6 +145,29 @@ impl From<genl_wire::WireError> for CallError {
     }
 }
 
+/// A request that does not fit netlink's 64 KiB attributes came from the
+/// client's input: tell them to send less.
+impl From<genl_wire::attr::TooLarge> for CallError {
+    fn from(e: genl_wire::attr::TooLarge) -> Self {
+        CallError::bad_input(format!("the request is too large: {e}"))
+    }
+}
+
+/// Client input that does not fit the operation (every codec's input error):
+/// `bad-input`, naming the JSON path and what would be accepted.
+impl From<crate::ynl::EncodeError> for CallError {
+    fn from(e: crate::ynl::EncodeError) -> Self {
+        CallError::bad_input(e.to_string())
+    }
+}
+
+/// A kernel reply the YNL engine could not decode.
+impl From<crate::ynl::DecodeError> for CallError {
+    fn from(e: crate::ynl::DecodeError) -> Self {
+        CallError::new("decode", format!("malformed kernel reply: {e}"))
+    }
+}
+
 /// One operation a plugin offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpDescription {

@@ -249,10 +249,11 @@ impl IntoResponse for ApiError {
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
         match e {
-            CallError::UnknownFamily(f) => ApiError::new(
+            CallError::UnknownFamily { family, did_you_mean } => ApiError::new(
                 ErrorCode::UnknownFamily,
                 format!(
-                    "no plugin serves family '{f}' (GET /v1/families lists them; add a file to families.d)"
+                    "no plugin serves family '{family}'{} (family names are case-sensitive; GET /v1/families lists them; add a file to families.d)",
+                    crate::hints::suffix(did_you_mean.as_deref())
                 ),
             ),
             CallError::FamilyAbsent(m) => ApiError::new(ErrorCode::FamilyAbsent, m),

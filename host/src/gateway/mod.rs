@@ -71,8 +71,14 @@ impl Drop for FamilyEntry {
 /// Why a client's call failed before or inside the plugin.
 #[derive(Debug)]
 pub enum CallError {
-    /// No family file names this family.
-    UnknownFamily(String),
+    /// No family file names this family; the configured family it most
+    /// likely meant (another case), if any.
+    UnknownFamily {
+        /// The name asked for.
+        family: String,
+        /// A configured family spelt differently.
+        did_you_mean: Option<String>,
+    },
     /// The family is configured but the kernel does not have it.
     FamilyAbsent(String),
     /// The family's plugin is still being compiled and initialised (at
@@ -298,7 +304,12 @@ impl Gateway {
             return Err(if self.loading.contains(family) {
                 CallError::PluginLoading(family.to_owned())
             } else {
-                CallError::UnknownFamily(family.to_owned())
+                let names = self.families();
+                CallError::UnknownFamily {
+                    family: family.to_owned(),
+                    did_you_mean: crate::hints::did_you_mean(family, names.iter().map(|(n, _)| n.as_str()))
+                        .map(str::to_owned),
+                }
             });
         };
         let plugin = entry.plugin.as_ref().map_err(|reason| {

@@ -749,6 +749,25 @@ impl Spec {
     pub fn struct_size(&self, name: Option<&str>) -> usize {
         name.and_then(|n| self.structs.get(n)).map_or(0, |s| s.size)
     }
+
+    /// A spec of attribute sets only, no operations: how the SDK's table
+    /// and typed codecs reach this encoder, so client input has one path to
+    /// attributes whichever codec a plugin uses.
+    pub(crate) fn from_sets(name: &str, sets: Vec<(String, Vec<AttrDef>)>) -> Self {
+        Self {
+            name: name.to_owned(),
+            protocol: Protocol::Genetlink,
+            ops: Vec::new(),
+            mcast_groups: Vec::new(),
+            enums: HashMap::new(),
+            structs: HashMap::new(),
+            sets: sets
+                .into_iter()
+                .map(|(n, attrs)| (n.clone(), AttrSet::new(n, attrs)))
+                .collect(),
+            sub_messages: HashMap::new(),
+        }
+    }
 }
 
 impl Loader {
