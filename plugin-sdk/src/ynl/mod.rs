@@ -14,6 +14,7 @@
 mod decode;
 mod encode;
 mod raw;
+pub mod schema;
 mod service;
 mod spec;
 
