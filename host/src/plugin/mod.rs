@@ -13,7 +13,7 @@ mod stdio;
 
 pub use host_api::{Event, KernelAccess};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
-pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
+pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use phase::PluginPhase;
 pub use runtime::{PluginError, Runtime, RuntimeOptions, WIT_PACKAGE};
