@@ -276,6 +276,7 @@ fn bad_input_is_refused_by_the_host_before_the_plugin_runs() {
 
 #[test]
 fn the_openapi_document_is_valid_and_scoped() {
+    const NETDEV_READER: &str = "netdev-reader-token-0001";
     let validator = std::env::var("GENL_OPENAPI_VENV")
         .unwrap_or_else(|_| "/usr/local/share/genl-gateway/openapi-venv".into());
     let python = PathBuf::from(validator).join("bin/python");
@@ -296,7 +297,40 @@ fn the_openapi_document_is_valid_and_scoped() {
             common::plugin("nlctrl").display()
         ),
     );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    config.set(
+        "api",
+        &format!(
+            "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"netdev-reader\"\ntoken = \"{NETDEV_READER}\"\nfamilies = [\"netdev\"]\naccess = \"read\""
+        ),
+    );
     let gw = Gateway::start(&config);
+
+    // On TCP a scoped token sees its own families' operations only.
+    let bearer = format!("Bearer {NETDEV_READER}");
+    let (status, body) = http(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/v1/openapi.json",
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let scoped: Value = serde_json::from_slice(&body).expect("JSON");
+    let families: Vec<&str> = scoped["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .filter_map(|p| p.strip_prefix("/v1/families/"))
+        .filter_map(|p| p.split('/').next())
+        .filter(|f| !f.starts_with('{'))
+        .collect();
+    assert!(families.contains(&"netdev"), "{families:?}");
+    assert!(families.iter().all(|f| *f == "netdev"), "{families:?}");
+
     let (status, body) = http(&gw.socket.display().to_string(), "GET", "/v1/openapi.json", &[], b"");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let doc: Value = serde_json::from_slice(&body).expect("JSON");
