@@ -189,7 +189,14 @@ fn describe_type(root: &Value, s: &Value) -> String {
     out
 }
 
-fn fields(root: &Value, s: &Value, prefix: &str, depth: usize, seen: &mut Vec<String>, lines: &mut Vec<String>) {
+fn fields(
+    root: &Value,
+    s: &Value,
+    prefix: &str,
+    depth: usize,
+    seen: &mut Vec<String>,
+    lines: &mut Vec<String>,
+) {
     let (s, _) = deref(root, s);
     let Some(props) = s.get("properties").and_then(Value::as_object) else {
         return;

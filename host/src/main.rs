@@ -147,7 +147,10 @@ fn print_op_fields(body: &[u8]) {
         return;
     };
     let name = v["op"].as_str().unwrap_or_default();
-    emit(&format!("{name}: {}\n", v["summary"].as_str().unwrap_or_default()));
+    emit(&format!(
+        "{name}: {}\n",
+        v["summary"].as_str().unwrap_or_default()
+    ));
     if v["writes"].as_bool() == Some(true) {
         emit("(may change kernel state: needs a write token on TCP)\n");
     }

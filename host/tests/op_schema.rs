@@ -137,8 +137,18 @@ fn check_input_attr(doc: &Value, schema: &Value, info: &Value, at: &str) {
                 .iter()
                 .find(|b| b.get("enum").is_some())
                 .unwrap_or_else(|| panic!("{at}: enum names missing in {schema}"));
-            let mut want: Vec<&str> = names.as_array().unwrap().iter().filter_map(Value::as_str).collect();
-            let mut got: Vec<&str> = named["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            let mut want: Vec<&str> = names
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut got: Vec<&str> = named["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             want.sort();
             got.sort();
             assert_eq!(got, want, "{at}: enum names");
@@ -154,7 +164,11 @@ fn check_input_attr(doc: &Value, schema: &Value, info: &Value, at: &str) {
             }
         }
         "flag" => assert_eq!(alts[0]["type"], "boolean", "{at}"),
-        "binary" => assert!(alts.iter().any(|b| b["type"] == "string" || b["type"] == "object"), "{at}"),
+        "binary" => assert!(
+            alts.iter()
+                .any(|b| b["type"] == "string" || b["type"] == "object"),
+            "{at}"
+        ),
         "nest" => {
             let set = alts[0];
             assert_eq!(set["type"], "object", "{at}");
@@ -185,13 +199,21 @@ fn compare_with_nlspec(gw: &Gateway, family: &str, spec: &str, op: &str, spec_op
     let input = &served["input"];
     assert_eq!(input["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(input["additionalProperties"], false, "{op}: input is closed");
-    assert_eq!(keys(&input["properties"]), keys(&want["request"]), "{op}: request attributes");
+    assert_eq!(
+        keys(&input["properties"]),
+        keys(&want["request"]),
+        "{op}: request attributes"
+    );
     for (name, info) in want["request"].as_object().unwrap() {
         check_input_attr(input, &input["properties"][name], info, &format!("{op}.{name}"));
     }
     let output = &served["output"];
     let reply = if mode == "dump" { &output["items"] } else { output };
-    assert_eq!(keys(&reply["properties"]), keys(&want["reply"]), "{op}: reply attributes");
+    assert_eq!(
+        keys(&reply["properties"]),
+        keys(&want["reply"]),
+        "{op}: reply attributes"
+    );
 }
 
 fn ynl_family(config: &TestConfig, family: &str, do_cmds: &[u8], dump_cmds: &[u8]) {
@@ -216,16 +238,27 @@ fn served_schemas_carry_the_specs_attributes_types_and_checks() {
     compare_with_nlspec(&gw, "netdev", "netdev", "dev-get", "dev-get", "do");
     compare_with_nlspec(&gw, "netdev", "netdev", "dev-get-dump", "dev-get", "dump");
     compare_with_nlspec(&gw, "ethtool", "ethtool", "channels-get", "channels-get", "do");
-    compare_with_nlspec(&gw, "ethtool", "ethtool", "channels-get-dump", "channels-get", "dump");
+    compare_with_nlspec(
+        &gw,
+        "ethtool",
+        "ethtool",
+        "channels-get-dump",
+        "channels-get",
+        "dump",
+    );
 
     // The CLI shows the input fields a person would type.
     let out = gw.cli(&["op", "ethtool", "channels-get"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("input fields:"), "{text}");
-    assert!(text.lines().any(|l| l.trim_start().starts_with("header  object")), "{text}");
     assert!(
-        text.lines().any(|l| l.trim_start().starts_with("header.dev-name  string")),
+        text.lines().any(|l| l.trim_start().starts_with("header  object")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("header.dev-name  string")),
         "{text}"
     );
     let out = gw.cli(&["op", "ethtool", "no-such-op"]);
@@ -254,13 +287,25 @@ fn bad_input_is_refused_by_the_host_before_the_plugin_runs() {
 
     let before = calls();
     for (input, field) in [
-        (json!({"header": {"dev-name": "ifb0", "bogus": 1}}), "$.header.bogus"),
+        (
+            json!({"header": {"dev-name": "ifb0", "bogus": 1}}),
+            "$.header.bogus",
+        ),
         (json!({"header": {"dev-index": "one"}}), "$.header.dev-index"),
         (json!({"header": {"dev-index": -1}}), "$.header.dev-index"),
-        (json!({"header": {"flags": ["no-such-flag"]}}), "$.header.flags[0]"),
+        (
+            json!({"header": {"flags": ["no-such-flag"]}}),
+            "$.header.flags[0]",
+        ),
         (json!({"rx-count": 1}), "$.rx-count"),
     ] {
-        let (status, body) = http(&socket, "POST", "/v1/families/ethtool/ops/channels-get", &[], input.to_string().as_bytes());
+        let (status, body) = http(
+            &socket,
+            "POST",
+            "/v1/families/ethtool/ops/channels-get",
+            &[],
+            input.to_string().as_bytes(),
+        );
         let e: Value = serde_json::from_slice(&body).expect("error JSON");
         assert_eq!(status, 400, "{input}: {e}");
         assert_eq!(e["error"]["code"], "bad-input", "{e}");
@@ -271,7 +316,10 @@ fn bad_input_is_refused_by_the_host_before_the_plugin_runs() {
 
     // Good input reaches the plugin (and the kernel), so the counter works.
     let (ok, v) = gw.call("ethtool", "channels-get", r#"{"header": {"dev-name": "ifb0"}}"#);
-    assert!(calls() > before, "a call the schema accepts did not reach the plugin: {ok} {v}");
+    assert!(
+        calls() > before,
+        "a call the schema accepts did not reach the plugin: {ok} {v}"
+    );
 }
 
 #[test]
@@ -331,7 +379,13 @@ fn the_openapi_document_is_valid_and_scoped() {
     assert!(families.contains(&"netdev"), "{families:?}");
     assert!(families.iter().all(|f| *f == "netdev"), "{families:?}");
 
-    let (status, body) = http(&gw.socket.display().to_string(), "GET", "/v1/openapi.json", &[], b"");
+    let (status, body) = http(
+        &gw.socket.display().to_string(),
+        "GET",
+        "/v1/openapi.json",
+        &[],
+        b"",
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let doc: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(doc["openapi"], "3.1.0");

@@ -120,7 +120,10 @@ pub fn document(version: &str, families: &[FamilyOps<'_>]) -> Value {
     );
     let any = json!({"description": "JSON", "content": {"application/json": {"schema": {}}}});
     let mut paths = Map::new();
-    paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness and counts", "responses": {"200": any}}}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "Liveness and counts", "responses": {"200": any}}}),
+    );
     paths.insert(
         "/v1/families".into(),
         json!({"get": {"summary": "Every family the kernel has or a family file configures", "responses": {"200": any, "default": error_response("error")}}}),
@@ -168,7 +171,11 @@ pub fn document(version: &str, families: &[FamilyOps<'_>]) -> Value {
     for f in families {
         for op in f.ops {
             let request = match &op.input_schema {
-                Some(s) => hoist(s.document(), &format!("{}.{}.in", f.family, op.name), &mut components),
+                Some(s) => hoist(
+                    s.document(),
+                    &format!("{}.{}.in", f.family, op.name),
+                    &mut components,
+                ),
                 None => json!({}),
             };
             let response = match &op.output_schema {
@@ -214,7 +221,10 @@ mod tests {
         let mut c = Map::new();
         let s = json!({"$schema": "x", "properties": {"a": {"$ref": "#/$defs/set-a"}}, "$defs": {"set-a": {"properties": {"b": {"$ref": "#/$defs/set-a"}}}}});
         let out = hoist(&s, "netdev.dev-get.in", &mut c);
-        assert_eq!(out["properties"]["a"]["$ref"], "#/components/schemas/netdev.dev-get.in.set-a");
+        assert_eq!(
+            out["properties"]["a"]["$ref"],
+            "#/components/schemas/netdev.dev-get.in.set-a"
+        );
         assert_eq!(
             c["netdev.dev-get.in.set-a"]["properties"]["b"]["$ref"],
             "#/components/schemas/netdev.dev-get.in.set-a"

@@ -252,7 +252,9 @@ fn described_op(gw: &Gateway, family: &str, op: &str) -> Result<crate::plugin::O
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownOp,
-                format!("the plugin of '{family}' has no operation '{op}'; GET /v1/families/{family} lists them"),
+                format!(
+                    "the plugin of '{family}' has no operation '{op}'; GET /v1/families/{family} lists them"
+                ),
             )
         })
 }

@@ -151,7 +151,11 @@ impl InputSchema {
             };
             if !ok {
                 let want = match t {
-                    Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or "),
+                    Value::Array(ts) => ts
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                     t => t.as_str().unwrap_or_default().to_owned(),
                 };
                 return Err(Refusal {
@@ -233,7 +237,12 @@ impl InputSchema {
             match passed {
                 1 => {}
                 0 => return Err(best(failures, path)),
-                n => return Err(refuse(path, format!("matches {n} of the accepted forms; exactly one is allowed"))),
+                n => {
+                    return Err(refuse(
+                        path,
+                        format!("matches {n} of the accepted forms; exactly one is allowed"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -270,11 +279,18 @@ impl InputSchema {
             && let Some(re) = self.patterns.get(p)
             && !re.is_match(text)
         {
-            return Err(refuse(path, format!("{} does not match the pattern {p}", short(&text.into()))));
+            return Err(refuse(
+                path,
+                format!("{} does not match the pattern {p}", short(&text.into())),
+            ));
         }
         match s.get("format").and_then(Value::as_str) {
-            Some("ipv4") if text.parse::<Ipv4Addr>().is_err() => Err(refuse(path, "expected an IPv4 address")),
-            Some("ipv6") if text.parse::<Ipv6Addr>().is_err() => Err(refuse(path, "expected an IPv6 address")),
+            Some("ipv4") if text.parse::<Ipv4Addr>().is_err() => {
+                Err(refuse(path, "expected an IPv4 address"))
+            }
+            Some("ipv6") if text.parse::<Ipv6Addr>().is_err() => {
+                Err(refuse(path, "expected an IPv6 address"))
+            }
             _ => Ok(()),
         }
     }
@@ -310,7 +326,9 @@ impl InputSchema {
             }
             match s.get("additionalProperties") {
                 Some(Value::Bool(false)) if !matched => {
-                    let names: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let names: Vec<&str> = props
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     let accepted = if names.is_empty() {
                         "it takes no keys".to_owned()
                     } else {
@@ -403,7 +421,12 @@ fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
 }
 
 /// Check every node's keywords once, compile patterns, resolve refs.
-fn scan(root: &Value, node: &Value, place: &str, patterns: &mut HashMap<String, Regex>) -> Result<(), SchemaError> {
+fn scan(
+    root: &Value,
+    node: &Value,
+    place: &str,
+    patterns: &mut HashMap<String, Regex>,
+) -> Result<(), SchemaError> {
     let bad = |message: String| SchemaError {
         place: place.to_owned(),
         message,
@@ -432,11 +455,10 @@ fn scan(root: &Value, node: &Value, place: &str, patterns: &mut HashMap<String, 
         }
         let here = format!("{place}/{k}");
         match (k.as_str(), v) {
-            ("$ref", Value::String(r)) => {
-                if resolve(root, r).is_none() {
-                    return Err(bad(format!("$ref {r:?} does not name a place in this document")));
-                }
+            ("$ref", Value::String(r)) if resolve(root, r).is_none() => {
+                return Err(bad(format!("$ref {r:?} does not name a place in this document")));
             }
+            ("$ref", Value::String(_)) => {}
             ("$ref", _) => return Err(bad("$ref must be a string".into())),
             ("pattern", Value::String(p)) => compile(p, patterns)?,
             ("properties" | "$defs", Value::Object(m)) => {
@@ -483,11 +505,19 @@ mod tests {
             "additionalProperties": false,
             "$defs": {"h": {"type": "object", "properties": {"dev-name": {"type": "string", "maxLength": 15}}, "additionalProperties": false}},
         }));
-        assert!(s.check(&json!({"header": {"dev-name": "ifb0"}, "n": "a"})).is_ok());
-        let e = s.check(&json!({"header": {"dev-name": "x".repeat(16)}})).unwrap_err();
+        assert!(
+            s.check(&json!({"header": {"dev-name": "ifb0"}, "n": "a"}))
+                .is_ok()
+        );
+        let e = s
+            .check(&json!({"header": {"dev-name": "x".repeat(16)}}))
+            .unwrap_err();
         assert_eq!(e.path, "$.header.dev-name");
         let e = s.check(&json!({"header": {"bogus": 1}})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("$.header.bogus", "unknown key; accepted: dev-name"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("$.header.bogus", "unknown key; accepted: dev-name")
+        );
         let e = s.check(&json!({"n": 256})).unwrap_err();
         assert_eq!(e.path, "$.n");
         assert!(e.message.contains("maximum 255"), "{e}");

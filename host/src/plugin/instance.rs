@@ -293,7 +293,12 @@ fn op_description(o: types::OpDescription) -> Result<OpDescription, String> {
         .output_schema
         .map(|text| serde_json::from_str::<serde_json::Value>(&text))
         .transpose()
-        .map_err(|e| format!("operation '{}': the output schema is not JSON: {e}", one_line(&o.name, MAX_OP_NAME)))?
+        .map_err(|e| {
+            format!(
+                "operation '{}': the output schema is not JSON: {e}",
+                one_line(&o.name, MAX_OP_NAME)
+            )
+        })?
         .map(Arc::new);
     Ok(OpDescription {
         name: o.name,
@@ -314,7 +319,10 @@ fn check_contract_version(
     path: &std::path::Path,
 ) -> Result<(), PluginError> {
     let ty = component.component_type();
-    let names = ty.imports(engine).map(|(n, _)| n).chain(ty.exports(engine).map(|(n, _)| n));
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n));
     for name in names {
         let Some(rest) = name.strip_prefix("genl:gateway/") else {
             continue;

@@ -279,13 +279,20 @@ impl<'a> Builder<'a> {
             AttrKind::NestTypeValue => {
                 let mut props = Map::new();
                 for name in &def.type_value {
-                    props.insert(name.clone(), json!({"type": "integer", "minimum": 0, "maximum": 65535}));
+                    props.insert(
+                        name.clone(),
+                        json!({"type": "integer", "minimum": 0, "maximum": 65535}),
+                    );
                 }
                 let mut o = json!({"type": "object", "properties": props});
                 if let Some(n) = def.nested.as_deref() {
                     // The set's attributes sit beside the levels; the
                     // encoder checks them against the set.
-                    o["description"] = format!("the '{}' levels, then attributes of set '{n}'", def.type_value.join("', '")).into();
+                    o["description"] = format!(
+                        "the '{}' levels, then attributes of set '{n}'",
+                        def.type_value.join("', '")
+                    )
+                    .into();
                 }
                 if self.dir == Dir::Input {
                     o["required"] = def.type_value.clone().into();
@@ -467,7 +474,11 @@ mod tests {
                     let text = doc.to_string();
                     for r in text.split("\"#/$defs/").skip(1) {
                         let key = &r[..r.find('"').unwrap()];
-                        assert!(doc["$defs"].get(key).is_some(), "{file} {}: dangling {key}", op.name);
+                        assert!(
+                            doc["$defs"].get(key).is_some(),
+                            "{file} {}: dangling {key}",
+                            op.name
+                        );
                     }
                 }
             }
