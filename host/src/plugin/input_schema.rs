@@ -543,4 +543,94 @@ mod tests {
             assert!(s.check(&json!(bad)).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn every_bundled_specs_input_schemas_compile_and_take_no_input() {
+        // A schema this validator refused would keep the ynl plugin from
+        // loading for that family.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ynl-specs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "yaml") {
+                continue;
+            }
+            let spec = genl_plugin_sdk::ynl::Spec::load(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for op in genl_plugin_sdk::ynl::Service::new(spec).describe().ops {
+                let text = op.input_schema.expect("the engine describes every op");
+                let schema = InputSchema::compile(&text)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", path.display(), op.name));
+                assert!(
+                    schema.check(&Value::Null).is_ok(),
+                    "{} {}",
+                    path.display(),
+                    op.name
+                );
+                let output = op.output_schema.expect("output schema");
+                serde_json::from_str::<Value>(&output).unwrap();
+                checked += 1;
+            }
+        }
+        assert!(checked > 200, "only {checked} ops");
+    }
+
+    #[test]
+    fn what_the_engine_encodes_its_schema_accepts() {
+        use genl_plugin_sdk::ynl::{Service, Spec};
+        let load = |name: &str| {
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../ynl-specs/{name}.yaml"));
+            Service::new(Spec::load(&std::fs::read_to_string(path).unwrap()).unwrap())
+        };
+        for (spec, op, input) in [
+            ("netdev", "dev-get", json!({"ifindex": 1})),
+            (
+                "ethtool",
+                "channels-get",
+                json!({"header": {"dev-name": "ifb0", "flags": ["omit-reply", "stats"]}}),
+            ),
+            (
+                "ethtool",
+                "channels-get",
+                json!({"header": {"dev-index": 2, "flags": "stats"}}),
+            ),
+            ("ethtool", "channels-get", json!({"header": {"flags": 4}})),
+            (
+                "ethtool",
+                "channels-set",
+                json!({"header": {"dev-name": "a"}, "rx-count": 4, "combined-count": 1}),
+            ),
+            (
+                "ethtool",
+                "features-set",
+                json!({"header": {"dev-name": "a"}, "wanted": {"bits": {"bit": [{"name": "rx-gro", "value": true}]}}}),
+            ),
+            (
+                "tcp_metrics",
+                "del",
+                json!({"addr-ipv4": "10.0.0.1", "saddr-ipv4": "10.0.0.2"}),
+            ),
+            (
+                "mptcp_pm",
+                "add-addr",
+                json!({"addr": {"family": 2, "addr4": 167_772_161, "port": 1000, "flags": 1}}),
+            ),
+        ] {
+            let svc = load(spec);
+            let op = svc.client_op(op).unwrap_or_else(|| panic!("{spec} has no {op}"));
+            svc.encode(&op, &input)
+                .unwrap_or_else(|e| panic!("{spec} {}: the engine refuses {input}: {}", op.name, e.message));
+            let desc = svc.describe();
+            let text = desc
+                .ops
+                .iter()
+                .find(|o| o.name == op.name)
+                .and_then(|o| o.input_schema.clone())
+                .unwrap();
+            InputSchema::compile(&text)
+                .unwrap()
+                .check(&input)
+                .unwrap_or_else(|e| panic!("{spec} {}: the schema refuses {input}: {e}", op.name));
+        }
+    }
 }

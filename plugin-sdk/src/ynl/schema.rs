@@ -10,10 +10,11 @@
 //!
 //! The input schema is closed (`additionalProperties: false`) exactly where
 //! the encoder refuses unknown keys; integer ranges combine the type's size
-//! with the spec's `checks`; strings carry `minLength`/`maxLength` from
-//! `checks`; enums take a name or a number, flags a name, a list of names
-//! or a number; bytes are text per the display hint or hex
-//! ([`HEX_PATTERN`]). The output schema describes the decoder's shapes and
+//! with the spec's `checks`; strings carry `maxLength` from `checks`; enums
+//! take a name or a number, flags a name, a list of names or a number;
+//! bytes are text per the display hint or hex ([`HEX_PATTERN`]). It never
+//! refuses what the encoder accepts: the host enforces it before the plugin
+//! runs. The output schema describes the decoder's shapes and
 //! stays open, since a newer kernel may add attributes (`attr-N`).
 
 use std::collections::BTreeSet;
@@ -204,19 +205,19 @@ impl<'a> Builder<'a> {
         let c = &def.checks;
         match def.kind {
             AttrKind::Flag => match self.dir {
-                Dir::Input => json!({"type": "boolean"}),
+                // The encoder takes null as "absent", like false.
+                Dir::Input => json!({"type": ["boolean", "null"]}),
                 Dir::Output => json!({"const": true}),
             },
             AttrKind::String => {
                 let mut s = json!({"type": "string"});
                 if self.dir == Dir::Input {
-                    // The encoder counts bytes; for ASCII names (all the
-                    // specs' checked strings) that is the character count.
+                    // The encoder counts bytes, JSON Schema characters; a
+                    // character is at least a byte, so `maxLength` never
+                    // refuses what the encoder takes (a `minLength` could,
+                    // so the encoder alone checks minimums).
                     if let Some(n) = c.max_len.or(c.exact_len) {
                         s["maxLength"] = n.into();
-                    }
-                    if let Some(n) = c.min_len.or(c.exact_len) {
-                        s["minLength"] = n.into();
                     }
                 }
                 s
