@@ -72,6 +72,19 @@ if [ ! -e "$oracle/.complete" ]; then
     touch "$oracle/.complete"
 fi
 
+# A real OpenAPI 3.1 validator for the gateway's /v1/openapi.json (Debian
+# does not package one): openapi-spec-validator from PyPI, in its own venv.
+openapi_venv=${GENL_OPENAPI_VENV:-/usr/local/share/genl-gateway/openapi-venv}
+if ! "$openapi_venv/bin/python" -c "import openapi_spec_validator" 2>/dev/null; then
+    if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+        [ "$(id -u)" -eq 0 ] || { echo "missing python3-venv; install it as root" >&2; exit 1; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "installing openapi-spec-validator into $openapi_venv"
+    python3 -m venv "$openapi_venv"
+    "$openapi_venv/bin/pip" install -q "openapi-spec-validator>=0.7"
+fi
+
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "installing the wasm32-wasip2 target"
     rustup target add wasm32-wasip2

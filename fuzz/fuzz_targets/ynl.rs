@@ -1,7 +1,8 @@
 //! The YNL engine fed arbitrary input: kernel bytes decoded with every
 //! attribute set and operation of the bundled specs (the first byte picks
-//! the spec, the second the set), and arbitrary text loaded as a spec. None
-//! may panic; a malformed spec must be an error, not a crash.
+//! the spec, the second the set), and arbitrary text loaded as a spec (and,
+//! if it loads, described with every op's JSON Schemas). None may panic; a
+//! malformed spec must be an error, not a crash.
 
 #![no_main]
 
@@ -48,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = spec.encode_request(set, &all, op.fixed_header.as_deref(), &v);
         }
     }
-    if let Ok(text) = std::str::from_utf8(rest) {
-        let _ = Spec::load(text);
+    if let Ok(text) = std::str::from_utf8(rest)
+        && let Ok(loaded) = Spec::load(text)
+    {
+        // Whatever loads must also give every op's input/output schema.
+        let _ = genl_plugin_sdk::ynl::Service::new(loaded).describe();
     }
 });

@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::net::UnixStream;
 
 /// Why the gateway could not be asked.
@@ -121,4 +122,115 @@ pub async fn follow_events(
         }
     }
     Ok(None)
+}
+
+/// An operation's input fields, one line each, from its input schema:
+/// `path  type  constraints`, nested sets indented below their field
+/// (a set nested in itself is shown once).
+pub fn input_fields(schema: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen = Vec::new();
+    fields(schema, schema, "", 0, &mut seen, &mut lines);
+    lines
+}
+
+/// Deepest nesting shown; deeper sets are named, not expanded.
+const MAX_FIELD_DEPTH: usize = 4;
+
+fn deref<'a>(root: &'a Value, s: &'a Value) -> (&'a Value, Option<&'a str>) {
+    match s.get("$ref").and_then(Value::as_str) {
+        Some(r) => (
+            r.strip_prefix('#').and_then(|p| root.pointer(p)).unwrap_or(s),
+            Some(r),
+        ),
+        None => (s, None),
+    }
+}
+
+fn describe_type(root: &Value, s: &Value) -> String {
+    let (s, _) = deref(root, s);
+    if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
+        return any
+            .iter()
+            .map(|x| describe_type(root, x))
+            .collect::<Vec<_>>()
+            .join(" | ");
+    }
+    if let Some(e) = s.get("enum").and_then(Value::as_array) {
+        let names: Vec<String> = e
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect();
+        return format!("one of [{}]", names.join(", "));
+    }
+    let ty = match s.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|"),
+        _ => "any".to_owned(),
+    };
+    let mut out = ty.clone();
+    if let (Some(lo), Some(hi)) = (s.get("minimum"), s.get("maximum")) {
+        out = format!("{out} {lo}..={hi}");
+    }
+    if let Some(n) = s.get("maxLength") {
+        out = format!("{out} (at most {n} characters)");
+    }
+    if let Some(f) = s.get("format").and_then(Value::as_str) {
+        out = format!("{out} ({f})");
+    }
+    if s.get("pattern").is_some() {
+        out = format!("{out} (hex bytes)");
+    }
+    if ty == "array"
+        && let Some(items) = s.get("items")
+    {
+        out = format!("array of {}", describe_type(root, items));
+    }
+    out
+}
+
+fn fields(
+    root: &Value,
+    s: &Value,
+    prefix: &str,
+    depth: usize,
+    seen: &mut Vec<String>,
+    lines: &mut Vec<String>,
+) {
+    let (s, _) = deref(root, s);
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    let required: Vec<&str> = s
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, sub) in props {
+        let path = format!("{prefix}{name}");
+        let (target, r) = deref(root, sub);
+        let nested = target.get("properties").is_some();
+        let mut line = format!("{:indent$}{path}", "", indent = 2 * depth);
+        if nested {
+            line.push_str("  object");
+        } else {
+            line = format!("{line}  {}", describe_type(root, sub));
+        }
+        if required.contains(&name.as_str()) {
+            line.push_str("  (required)");
+        }
+        if let Some(d) = target.get("description").and_then(Value::as_str) {
+            line = format!("{line}  -- {d}");
+        }
+        lines.push(line);
+        if nested {
+            let key = r.unwrap_or_default().to_owned();
+            if depth + 1 >= MAX_FIELD_DEPTH || (!key.is_empty() && seen.contains(&key)) {
+                continue;
+            }
+            seen.push(key);
+            fields(root, target, &format!("{path}."), depth + 1, seen, lines);
+            seen.pop();
+        }
+    }
 }

@@ -82,6 +82,19 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Show an operation's input fields (from its input schema), or with
+    /// --json its input and output JSON Schemas.
+    Op {
+        /// The family, e.g. netdev.
+        family: String,
+        /// The operation, e.g. dev-get.
+        op: String,
+        /// Print the schemas as JSON instead of a field list.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Follow a family's events, one JSON line each.
     Events {
         /// The family, e.g. netdev.
@@ -137,6 +150,36 @@ struct Conn {
 /// Exit code of a usage error (sysexits' EX_USAGE), distinct from 2,
 /// which means the gateway answered with an error.
 const EXIT_USAGE: u8 = 64;
+
+/// `op`'s answer as a person reads it: the summary, then one line a field.
+fn print_op_fields(body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        print_json(body);
+        return;
+    };
+    let name = v["op"].as_str().unwrap_or_default();
+    emit(&format!(
+        "{name}: {}\n",
+        v["summary"].as_str().unwrap_or_default()
+    ));
+    if v["writes"].as_bool() == Some(true) {
+        emit("(may change kernel state: needs a write token on TCP)\n");
+    }
+    match v.get("input").filter(|i| !i.is_null()) {
+        None => emit("input: not described by the plugin (it checks its input itself)\n"),
+        Some(schema) => {
+            let lines = client::input_fields(schema);
+            if lines.is_empty() {
+                emit("input: none\n");
+            } else {
+                emit("input fields:\n");
+                for l in lines {
+                    emit(&format!("  {l}\n"));
+                }
+            }
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -225,6 +268,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = format!("/v1/families/{family}/ops/{op}");
             let (status, body) = client::request(&conn.socket, Method::POST, &path, input).await?;
             print_json(&body);
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Op {
+            family,
+            op,
+            json,
+            conn,
+        } => {
+            let path = format!("/v1/families/{family}/ops/{op}/schema");
+            let (status, body) = client::request(&conn.socket, Method::GET, &path, None).await?;
+            if json || !status.is_success() {
+                print_json(&body);
+            } else {
+                print_op_fields(&body);
+            }
             Ok(if status.is_success() {
                 ExitCode::SUCCESS
             } else {

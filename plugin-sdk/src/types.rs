@@ -177,6 +177,11 @@ pub struct OpDescription {
     pub summary: String,
     /// Whether it may change kernel state.
     pub writes: bool,
+    /// Its input as a JSON Schema (2020-12) document; the host checks
+    /// every call against it before the plugin runs.
+    pub input_schema: Option<String>,
+    /// Its output as a JSON Schema (2020-12) document, for clients.
+    pub output_schema: Option<String>,
 }
 
 /// What a plugin offers: built with [`PluginDescription::new`] and chained
@@ -211,12 +216,37 @@ impl PluginDescription {
         self
     }
 
-    /// Add an operation.
+    /// Add an operation (without schemas: clients see no typed interface
+    /// for it, and the plugin alone checks its input).
     pub fn op(mut self, name: &str, summary: &str, writes: bool) -> Self {
         self.ops.push(OpDescription {
             name: name.to_owned(),
             summary: summary.to_owned(),
             writes,
+            input_schema: None,
+            output_schema: None,
+        });
+        self
+    }
+
+    /// Add an operation with JSON Schema (2020-12) documents of its input
+    /// and output (either may be `None`). The host refuses input that does
+    /// not fit `input` with a 400 naming the field, before the plugin runs,
+    /// so `input` must accept everything the operation accepts.
+    pub fn op_with_schema(
+        mut self,
+        name: &str,
+        summary: &str,
+        writes: bool,
+        input: Option<&serde_json::Value>,
+        output: Option<&serde_json::Value>,
+    ) -> Self {
+        self.ops.push(OpDescription {
+            name: name.to_owned(),
+            summary: summary.to_owned(),
+            writes,
+            input_schema: input.map(serde_json::Value::to_string),
+            output_schema: output.map(serde_json::Value::to_string),
         });
         self
     }

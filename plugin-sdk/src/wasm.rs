@@ -59,6 +59,8 @@ impl<P: Plugin> bindings::Guest for Export<P> {
                     name: o.name,
                     summary: o.summary,
                     writes: o.writes,
+                    input_schema: o.input_schema,
+                    output_schema: o.output_schema,
                 })
                 .collect(),
             topics: d.topics,

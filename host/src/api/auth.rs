@@ -49,7 +49,9 @@ fn requirement(gw: &Gateway, method: &Method, path: &str) -> (Access, Scope) {
             (access, family(f))
         }
         (_, ["v1", "families", f, ..]) => (Access::Read, family(f)),
-        (_, ["v1", "families"] | ["v1", "plugins"]) => (Access::Read, Scope::Listing),
+        (_, ["v1", "families"] | ["v1", "plugins"] | ["v1", "openapi.json"]) => {
+            (Access::Read, Scope::Listing)
+        }
         (_, ["metrics"]) => (Access::Read, Scope::All),
         _ => (Access::Read, Scope::Nothing),
     }

@@ -6,6 +6,7 @@ mod error;
 mod event_bus;
 mod extract;
 mod metrics;
+pub mod openapi;
 mod routes;
 mod server;
 mod socket;

@@ -39,6 +39,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/families", get(families))
         .route("/v1/families/{family}", get(family))
         .route("/v1/families/{family}/ops/{op}", post(call))
+        .route("/v1/families/{family}/ops/{op}/schema", get(op_schema))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/families/{family}/events", get(events))
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/{family}/reload", post(reload_plugin))
@@ -191,9 +193,107 @@ async fn call(
             format!("the request body is not acceptable JSON: {e}"),
         )
     })?;
+    check_input(&gw, &family, &op, input)?;
     let output = gw.call(&family, &op, input).await?;
     check_plugin_output(&family, &op, &output)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// The operation's input schema, if its plugin gave one, refuses input that
+/// does not fit before the plugin runs; the message names the field.
+fn check_input(gw: &Gateway, family: &str, op: &str, input: &str) -> Result<(), ApiError> {
+    let Some(schema) = gw
+        .family(family)
+        .and_then(|e| e.plugin.as_ref().ok().cloned())
+        .and_then(|p| {
+            p.description()
+                .ops
+                .iter()
+                .find(|o| o.name == op)
+                .and_then(|o| o.input_schema.clone())
+        })
+    else {
+        return Ok(());
+    };
+    let value: Value = serde_json::from_str(input).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadJson,
+            format!("the request body is not acceptable JSON: {e}"),
+        )
+    })?;
+    schema.check(&value).map_err(|refusal| {
+        ApiError::new(
+            ErrorCode::BadInput,
+            format!("{refusal} (the input schema of '{op}': GET /v1/families/{family}/ops/{op}/schema)"),
+        )
+    })
+}
+
+/// The plugin serving `family` and its description of `op`.
+fn described_op(gw: &Gateway, family: &str, op: &str) -> Result<crate::plugin::OpDescription, ApiError> {
+    let entry = gw.family(family).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownFamily,
+            format!("no plugin serves family '{family}'"),
+        )
+    })?;
+    let plugin = entry.plugin.as_ref().map_err(|reason| {
+        ApiError::new(
+            ErrorCode::PluginUnavailable,
+            format!("the plugin of '{family}' did not load: {reason}"),
+        )
+    })?;
+    plugin
+        .description()
+        .ops
+        .iter()
+        .find(|o| o.name == op)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownOp,
+                format!(
+                    "the plugin of '{family}' has no operation '{op}'; GET /v1/families/{family} lists them"
+                ),
+            )
+        })
+}
+
+/// One operation's input and output schemas (null where the plugin gave
+/// none: it checks its input itself).
+async fn op_schema(
+    State(gw): State<Arc<Gateway>>,
+    ApiPath((family, op)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_family_name(&family)?;
+    let o = described_op(&gw, &family, &op)?;
+    Ok(Json(json!({
+        "family": family,
+        "op": o.name,
+        "summary": o.summary,
+        "writes": o.writes,
+        "input": o.input_schema.as_ref().map(|s| s.document().clone()),
+        "output": o.output_schema.as_deref().cloned(),
+    })))
+}
+
+/// The whole gateway as one OpenAPI 3.1 document; a scoped token sees its
+/// own families' operations only.
+async fn openapi(State(gw): State<Arc<Gateway>>, visible: Visible) -> Json<Value> {
+    let plugins: Vec<(String, Arc<crate::plugin::LoadedPlugin>)> = gw
+        .families()
+        .into_iter()
+        .filter(|(n, _)| visible.sees(n))
+        .filter_map(|(n, e)| e.plugin.as_ref().ok().cloned().map(|p| (n, p)))
+        .collect();
+    let families: Vec<super::openapi::FamilyOps<'_>> = plugins
+        .iter()
+        .map(|(n, p)| super::openapi::FamilyOps {
+            family: n,
+            ops: &p.description().ops,
+        })
+        .collect();
+    Json(super::openapi::document(env!("CARGO_PKG_VERSION"), &families))
 }
 
 /// Only JSON is labelled JSON: a plugin that wrote something else is

@@ -18,10 +18,11 @@ use super::bindings::genl::gateway::types;
 use super::bindings::{Plugin, PluginPre};
 use super::budget::Budget;
 use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
+use super::input_schema::InputSchema;
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
 use super::phase::PluginPhase;
-use super::runtime::{PluginError, Runtime};
+use super::runtime::{PluginError, Runtime, WIT_PACKAGE};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
 use crate::netlink::OwnedMessage;
@@ -48,6 +49,16 @@ pub struct OpDescription {
     pub summary: String,
     /// Whether it may change kernel state.
     pub writes: bool,
+    /// Whether the plugin gave an input schema (the schemas themselves
+    /// are served per operation and in the OpenAPI document, not listed).
+    pub typed: bool,
+    /// Its input schema, checked when the plugin loaded; every call's
+    /// input is checked against it before the plugin runs.
+    #[serde(skip)]
+    pub input_schema: Option<Arc<InputSchema>>,
+    /// Its output schema (JSON Schema 2020-12), for clients.
+    #[serde(skip)]
+    pub output_schema: Option<Arc<serde_json::Value>>,
 }
 
 /// A plugin's state as the API shows it.
@@ -213,6 +224,9 @@ const MAX_OPS: usize = 1024;
 const MAX_TOPICS: usize = 256;
 /// Longest operation name (it is a URL path segment).
 const MAX_OP_NAME: usize = 64;
+/// Most bytes of schemas one plugin's description may carry: the host
+/// keeps them for as long as the plugin is loaded.
+const MAX_SCHEMA_BYTES: usize = 16 << 20;
 /// Longest error code a plugin may answer with.
 const MAX_CODE: usize = 48;
 
@@ -238,6 +252,17 @@ fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(
             "it is {size} bytes, over the plugin's {max_bytes}-byte limit (limits.output_kib)"
         ));
     }
+    let schemas: usize = d
+        .ops
+        .iter()
+        .flat_map(|o| [&o.input_schema, &o.output_schema])
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum();
+    if schemas > MAX_SCHEMA_BYTES {
+        return Err(format!(
+            "its operation schemas are {schemas} bytes together, over the {MAX_SCHEMA_BYTES}-byte limit"
+        ));
+    }
     let bad_name =
         |n: &str, max: usize| n.is_empty() || n.len() > max || n.chars().any(|c| c.is_control() || c == '/');
     if let Some(o) = d.ops.iter().find(|o| bad_name(&o.name, MAX_OP_NAME)) {
@@ -251,6 +276,69 @@ fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(
             "topic '{}' is empty, longer than {MAX_TOPIC} bytes or has '/' or control characters",
             one_line(t, MAX_TOPIC)
         ));
+    }
+    Ok(())
+}
+
+/// An operation as the host keeps it: its schemas parsed, the input
+/// schema checked usable.
+fn op_description(o: types::OpDescription) -> Result<OpDescription, String> {
+    let input_schema = o
+        .input_schema
+        .map(|text| InputSchema::compile(&text))
+        .transpose()
+        .map_err(|e| format!("operation '{}': {e}", one_line(&o.name, MAX_OP_NAME)))?
+        .map(Arc::new);
+    let output_schema = o
+        .output_schema
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text))
+        .transpose()
+        .map_err(|e| {
+            format!(
+                "operation '{}': the output schema is not JSON: {e}",
+                one_line(&o.name, MAX_OP_NAME)
+            )
+        })?
+        .map(Arc::new);
+    Ok(OpDescription {
+        name: o.name,
+        summary: o.summary,
+        writes: o.writes,
+        typed: input_schema.is_some(),
+        input_schema,
+        output_schema,
+    })
+}
+
+/// Refuse, with one line naming both versions, a component built against
+/// another version of the contract: the linker's own error would be a
+/// missing-import puzzle.
+fn check_contract_version(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    path: &std::path::Path,
+) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n));
+    for name in names {
+        let Some(rest) = name.strip_prefix("genl:gateway/") else {
+            continue;
+        };
+        let version = rest.split_once('@').map_or("", |(_, v)| v);
+        let found = format!("genl:gateway@{version}");
+        if found != WIT_PACKAGE {
+            return Err(PluginError::WitVersion {
+                path: path.display().to_string(),
+                found: if version.is_empty() {
+                    "an unversioned genl:gateway".into()
+                } else {
+                    found
+                },
+            });
+        }
     }
     Ok(())
 }
@@ -289,6 +377,7 @@ impl LoadedPlugin {
         metrics: Arc<PluginMetrics>,
     ) -> Result<Arc<Self>, PluginError> {
         let compiled = runtime.compile(&family.plugin)?;
+        check_contract_version(&runtime.engine, &compiled.component, &family.plugin)?;
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
             path: family.plugin.display().to_string(),
             reason: trap(e),
@@ -344,18 +433,16 @@ impl LoadedPlugin {
                 "the plugin describes itself as another family; it serves only the family of its file, and the listing shows that"
             );
         }
+        let ops = d
+            .ops
+            .into_iter()
+            .map(op_description)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|why| PluginError::Description(format!("the plugin's describe is unusable: {why}")))?;
         plugin.description = Description {
             family: family.family.clone(),
             version: d.version,
-            ops: d
-                .ops
-                .into_iter()
-                .map(|o| OpDescription {
-                    name: o.name,
-                    summary: o.summary,
-                    writes: o.writes,
-                })
-                .collect(),
+            ops,
             topics: d.topics,
         };
         *plugin.live.get_mut() = Some(live);

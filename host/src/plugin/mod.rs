@@ -3,6 +3,7 @@
 
 mod budget;
 mod host_api;
+mod input_schema;
 mod instance;
 mod log_limit;
 mod metrics;
@@ -11,10 +12,11 @@ mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
-pub use instance::{CallFailure, Delivery, LoadedPlugin, PluginStatus};
+pub use input_schema::{InputSchema, Refusal, SchemaError};
+pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use phase::PluginPhase;
-pub use runtime::{PluginError, Runtime, RuntimeOptions};
+pub use runtime::{PluginError, Runtime, RuntimeOptions, WIT_PACKAGE};
 
 /// Bindings generated from `wit/gateway.wit`.
 pub(crate) mod bindings {

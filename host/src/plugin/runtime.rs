@@ -26,6 +26,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// plugin can never take the slots the others need.
 const POOL_PLUGIN_INSTANCES: u32 = 64;
 
+/// The contract this host implements (`wit/gateway.wit`'s package).
+pub const WIT_PACKAGE: &str = "genl:gateway@0.2.0";
+
 /// Why a plugin could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -43,12 +46,22 @@ pub enum PluginError {
         reason: String,
     },
     /// The file is not a valid component or does not match the contract.
-    #[error("plugin {path} is not a usable genl:gateway@0.1.0 component: {reason}")]
+    #[error("plugin {path} is not a usable {WIT_PACKAGE} component: {reason}")]
     Invalid {
         /// The file.
         path: String,
         /// wasmtime's explanation.
         reason: String,
+    },
+    /// The component was built against another version of the contract.
+    #[error(
+        "plugin {path} was built against {found} but this gateway implements {WIT_PACKAGE}; rebuild it with the current genl-plugin-sdk (scripts/build-plugins.sh)"
+    )]
+    WitVersion {
+        /// The file.
+        path: String,
+        /// The package version it imports, e.g. `genl:gateway@0.1.0`.
+        found: String,
     },
     /// Instantiation or a call trapped (crash, deadline, memory limit).
     #[error("plugin trapped: {0}")]

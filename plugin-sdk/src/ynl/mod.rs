@@ -16,6 +16,7 @@ pub mod bundled;
 mod decode;
 mod encode;
 mod raw;
+pub mod schema;
 mod service;
 mod spec;
 

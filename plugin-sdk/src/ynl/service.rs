@@ -103,7 +103,9 @@ impl Service {
                 (Mode::Dump, false) => format!("{} (dump)", op.op.name),
                 (Mode::Dump, true) => format!("{} (dump, needs CAP_NET_ADMIN in the kernel)", op.op.name),
             };
-            d = d.op(&op.name, &summary, op.writes());
+            let input = self.spec.input_schema(&op);
+            let output = self.spec.output_schema(&op);
+            d = d.op_with_schema(&op.name, &summary, op.writes(), Some(&input), Some(&output));
         }
         for op in self.spec.ops.iter().filter(|o| o.notification.is_some()) {
             d = d.topic(&op.name);
