@@ -399,7 +399,12 @@ fn main() -> anyhow::Result<()> {
         families,
         &tmp.path().join("cache"),
     )?;
-    let gw = rt.block_on(async { Gateway::start(GatewayConfig::load(&cfg)?).await })?;
+    let gw = rt.block_on(async {
+        let gw = Gateway::start(GatewayConfig::load(&cfg)?).await?;
+        // Plugins load in the background; measure them loaded.
+        gw.until_loaded().await;
+        anyhow::Ok(gw)
+    })?;
     let (_server, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
     let sock = cfg.parent().context("dir")?.join("api.sock");
 
