@@ -6,6 +6,8 @@ the gateway's, printed as shell assignments for kmod/vm/init.
   and its public key, derived here with the `cryptography` package's X25519;
   the kernel derives its own from the private key the gateway sets, so the
   two meet only if the gateway carried the key intact. A peer's public key.
+- FOU_ENCAP_DIRECT from the UAPI header linux/fou.h (fou.yaml gives the
+  attribute `type` no enum, so it goes in and comes out as a number).
 - Team options: the device-wide (not per-port) option names from the
   kernel's own team.c (`team_options[]`) of the release the VM boots.
 
@@ -49,6 +51,19 @@ def team_options(team_c: str) -> list[str]:
     return names
 
 
+def uapi_enum_value(header: str, name: str) -> int:
+    """The value of enumerator NAME in an anonymous, implicitly numbered
+    UAPI enum (as fou.h's encapsulation types are)."""
+    text = open(header, encoding="utf-8").read()
+    for body in re.findall(r"enum\s*\{(.*?)\}", text, re.S):
+        names = [e.strip() for e in body.split(",") if e.strip()]
+        if name in names:
+            if any("=" in n for n in names):
+                sys.exit(f"expected.py: {header}'s enum with {name} has explicit values")
+            return names.index(name)
+    sys.exit(f"expected.py: no {name} in {header}")
+
+
 def shown(key: bytes) -> str:
     """Bytes as the gateway (and the kernel's YNL CLI) shows display-hint
     hex: two digits a byte, separated by spaces. Also accepted as input."""
@@ -62,6 +77,7 @@ def main() -> None:
     print(f"WG_PRIV='{shown(private)}'")
     print(f"WG_PUB='{shown(public(private))}'")
     print(f"WG_PEER='{shown(public(genkey()))}'")
+    print(f"FOU_ENCAP_DIRECT={uapi_enum_value('/usr/include/linux/fou.h', 'FOU_ENCAP_DIRECT')}")
     print(f"TEAM_OPTIONS='{' '.join(team_options(sys.argv[1]))}'")
 
 

@@ -16,7 +16,7 @@ WG_SET='{"ifname": "wg0", "private-key": "'$WG_PRIV'", "listen-port": 51820,
   "peers": [{"public-key": "'$WG_PEER'", "persistent-keepalive-interval": 25,
              "allowedips": [{"family": 2, "ipaddr": "10.9.0.2", "cidr-mask": 32}]}]}'
 # The first call also waits for the plugin's background load (a compile).
-retry 1200 call wireguard set-device "$WG_SET" || fail "wireguard set-device: $(cat /tmp/out.json)"
+call_loaded wireguard set-device "$WG_SET" || fail "wireguard set-device: $(cat /tmp/out.json)"
 # ynl.wasm is compiled and cached now: add the other families, which load it
 # from the cache instead of compiling it once each.
 cp /etc/vmtest/families.d/*.toml /etc/genl-gateway/families.d/
@@ -34,7 +34,7 @@ expect "\"persistent-keepalive-interval\": 25" "the peer's keepalive"
 udp_bound 51820 || fail "no UDP socket on port 51820 in /proc/net/udp: $(cat /proc/net/udp)"
 
 step "openvswitch: ovs_datapath new and get, ovs_vport get (ovs-header fixed header)"
-retry 600 call ovs_datapath new '{"dp-ifindex": 0, "name": "vmdp", "upcall-pid": 0}' ||
+call_loaded ovs_datapath new '{"dp-ifindex": 0, "name": "vmdp", "upcall-pid": 0}' ||
     fail "ovs_datapath new: $(cat /tmp/out.json)"
 # The datapath's local port is an internal device of the same name.
 [ -e /sys/class/net/vmdp/ifindex ] || fail "no device vmdp after ovs_datapath new"
@@ -44,7 +44,7 @@ expect "\"dp-ifindex\": $DP_IFINDEX" "the datapath's ifindex in the fixed header
 expect '"name": "vmdp"' "the datapath's name"
 call ovs_datapath get-dump '{"dp-ifindex": 0}' || fail "ovs_datapath get-dump: $(cat /tmp/out.json)"
 expect '"name": "vmdp"' "the datapath in the dump"
-retry 600 call ovs_vport get "{\"dp-ifindex\": $DP_IFINDEX, \"name\": \"vmdp\"}" ||
+call_loaded ovs_vport get "{\"dp-ifindex\": $DP_IFINDEX, \"name\": \"vmdp\"}" ||
     fail "ovs_vport get: $(cat /tmp/out.json)"
 expect "\"dp-ifindex\": $DP_IFINDEX" "the vport's datapath (sysfs)"
 expect '"port-no": 0' "the local port's number (OVSP_LOCAL)"
@@ -54,7 +54,7 @@ expect '"name": "vmdp"' "the local port's name"
 step "team: options-get and port-list-get of a new team device"
 ip link add vmteam type team || fail "ip link add vmteam type team failed"
 TEAM_IFINDEX=$(cat /sys/class/net/vmteam/ifindex)
-retry 600 call team options-get "{\"team-ifindex\": $TEAM_IFINDEX}" || fail "team options-get: $(cat /tmp/out.json)"
+call_loaded team options-get "{\"team-ifindex\": $TEAM_IFINDEX}" || fail "team options-get: $(cat /tmp/out.json)"
 expect "\"team-ifindex\": $TEAM_IFINDEX" "the team's ifindex (sysfs)"
 n=0
 for o in $TEAM_OPTIONS; do
@@ -67,17 +67,17 @@ call team port-list-get "{\"team-ifindex\": $TEAM_IFINDEX}" || fail "team port-l
 expect "\"team-ifindex\": $TEAM_IFINDEX" "the team's ifindex in port-list-get"
 
 step "fou: add a receive port through the gateway, read it back"
-retry 600 call fou add '{"port": 5555, "ipproto": 4, "type": "direct"}' || fail "fou add: $(cat /tmp/out.json)"
+call_loaded fou add "{\"port\": 5555, \"ipproto\": 4, \"type\": $FOU_ENCAP_DIRECT}" || fail "fou add: $(cat /tmp/out.json)"
 # port is big-endian on the wire: a byte-order slip would bind 45845.
 udp_bound 5555 || fail "no UDP socket on port 5555 in /proc/net/udp: $(cat /proc/net/udp)"
 call fou get-dump '{}' || fail "fou get-dump: $(cat /tmp/out.json)"
 expect '"port": 5555' "the fou port"
 expect '"ipproto": 4' "the fou protocol (IPIP)"
-expect '"type": "direct"' "the fou encapsulation"
+expect "\"type\": $FOU_ENCAP_DIRECT" "the fou encapsulation (FOU_ENCAP_DIRECT)"
 
 step "devlink: netdevsim's device, port and driver info"
 echo "1 1" > /sys/bus/netdevsim/new_device || fail "netdevsim new_device failed"
-retry 600 call devlink get-dump '{}' || fail "devlink get-dump: $(cat /tmp/out.json)"
+call_loaded devlink get-dump '{}' || fail "devlink get-dump: $(cat /tmp/out.json)"
 n=0
 for d in /sys/bus/netdevsim/devices/*; do
     expect "\"dev-name\": \"$(basename "$d")\"" "netdevsim device $d"
