@@ -5,7 +5,9 @@
 # ethtool (an independent way to change device settings), and the kernel's
 # UAPI headers (linux-libc-dev), which plugin tests read for every number.
 # With --vm, also what the kernel-module VM test needs: Debian's kernel
-# image and headers, qemu, a static busybox and cpio.
+# image and headers, the same release's source (netdevsim is built from it:
+# Debian's kernel lacks it), qemu, a static busybox, cpio, and python3's
+# cryptography (the host derives the WireGuard keys the VM checks).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 # With --bench: python3-venv, for pyroute2 in the benchmark.
@@ -34,6 +36,12 @@ if $vm; then
     fi
     ls /boot/vmlinuz-*-amd64 >/dev/null 2>&1 || need+=(linux-image-amd64)
     ls -d /lib/modules/*-amd64/build >/dev/null 2>&1 || need+=(linux-headers-amd64)
+    python3 -c "import cryptography" 2>/dev/null || need+=(python3-cryptography)
+    for vmlinuz in /boot/vmlinuz-*-amd64; do
+        [ -e "$vmlinuz" ] || continue
+        series=$(echo "${vmlinuz#/boot/vmlinuz-}" | cut -d. -f1,2)
+        ls /usr/src/linux-source-"$series".tar.* >/dev/null 2>&1 || need+=("linux-source-$series")
+    done
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
