@@ -152,13 +152,29 @@ fn spawn_gateway(bin: &Path, config: &Path) -> anyhow::Result<(Proc, Duration)> 
             )
         })?;
     let p = Proc(child);
+    // Started means serving every plugin: the API answers at once and
+    // plugins load in the background, so wait until none is loading.
     while start.elapsed() < Duration::from_secs(60) {
-        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        if loaded(&sock) {
             return Ok((p, start.elapsed()));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     bail!("the gateway did not start within 60 s")
+}
+
+/// Whether the gateway on `sock` answers /healthz with no family loading.
+fn loaded(sock: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return false;
+    };
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"families_loading\":0")
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

@@ -383,6 +383,11 @@ fn family_spec(config: &BTreeMap<String, String>) -> Option<Result<Spec, String>
         return Some(Spec::load(text).map_err(|e| e.to_string()));
     }
     let name = config.get("spec")?;
+    // The host writes that spec from the kernel's policy when the family is
+    // present; there is nothing to load from the file.
+    if name == crate::ynl_fallback::KERNEL_POLICY {
+        return None;
+    }
     Some(match bundled::load(name) {
         Some(r) => r.map_err(|e| e.to_string()),
         None => Err(format!(

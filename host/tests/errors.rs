@@ -240,17 +240,19 @@ fn a_request_the_kernels_policy_refuses_answers_400() {
     let config = TestConfig::new();
     config.netns(&ns).family(
         "netdev.toml",
-        "family = \"netdev\"\nplugin = \"netdev.wasm\"\n[commands]\ndo = [1]\ndump = [1]\n",
+        "family = \"netdev\"\nplugin = \"netdev.wasm\"\n[commands]\ndo = [1, 10]\ndump = [1]\n",
     );
     let gw = Gateway::start(&config);
-    // netdev's dev-get policy: ifindex is u32 with a minimum of 1 (the
-    // kernel's own policy, as `genl` would show it).
+    // A queue type given as a number passes the spec's schema (an enum
+    // takes a name or a number), but the kernel's queue-get policy caps
+    // NETDEV_A_QUEUE_TYPE (attribute 3) at 1 (tx): the host's check against
+    // the kernel's own policy refuses it before sending.
     let (status, body) = http(
         gw.socket.to_str().unwrap(),
         "POST",
-        "/v1/families/netdev/ops/dev-get",
+        "/v1/families/netdev/ops/queue-get",
         &[],
-        br#"{"ifindex": 0}"#,
+        br#"{"ifindex": 1, "id": 0, "type": 2}"#,
     );
     let v = json_of(&body);
     assert_eq!(v["error"]["code"], "invalid-request", "{v}");

@@ -77,6 +77,25 @@ fn with_header(op: &ClientOp<'_>, input: Value) -> Value {
     Value::Object(map)
 }
 
+/// An op's input schema with the top-level `dev-name`/`dev-index`
+/// shorthand for its request header added.
+fn with_shorthand(schema: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(schema) else {
+        return schema.to_owned();
+    };
+    if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert(
+            "dev-name".into(),
+            serde_json::json!({"type": "string", "description": "the device, for header.dev-name"}),
+        );
+        props.insert(
+            "dev-index".into(),
+            serde_json::json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "the device, for header.dev-index"}),
+        );
+    }
+    v.to_string()
+}
+
 impl Plugin for Ethtool {
     fn init(_config: Config) -> Result<Self, String> {
         let spec = Spec::load(SPEC).map_err(|e| format!("the bundled ethtool spec: {e}"))?;
@@ -92,6 +111,12 @@ impl Plugin for Ethtool {
         for op in &mut d.ops {
             if let Some(client) = self.service.client_op(&op.name) {
                 op.writes = !reads(&client.op.name);
+                // `call` also takes the device shorthand (see
+                // `with_header`): the published schema must accept it too,
+                // or the gateway refuses it before the plugin sees it.
+                if client.request_attrs().iter().any(|a| a == "header") {
+                    op.input_schema = op.input_schema.take().map(|s| with_shorthand(&s));
+                }
             }
         }
         for (short, spec) in SHORT_DUMPS {
