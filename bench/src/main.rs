@@ -169,7 +169,9 @@ fn loaded(sock: &Path) -> bool {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
         return false;
     };
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut body = String::new();
@@ -572,17 +574,41 @@ fn decode_rows(raw: &mut Raw, netdev: u16, rows: &mut Vec<Row>) -> anyhow::Resul
     let spec = genl_plugin_sdk::ynl::bundled::load("netdev")
         .ok_or_else(|| anyhow::anyhow!("no bundled netdev spec"))??;
     let mut bytes = 0usize;
-    let table = measure(200, 10, || devices, || {
-        let out: Vec<serde_json::Value> = payloads.iter().filter_map(|p| decode(p, DEV).ok()).collect();
-        bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
-    });
-    rows.push(row(w, "hand table (schema::decode)", "msg/s", table, format!("{bytes} B of JSON; flags as numbers")));
-    let engine = measure(200, 10, || devices, || {
-        let out: Vec<serde_json::Map<String, Value>> =
-            payloads.iter().filter_map(|p| spec.decode_attrs("dev", p).ok()).collect();
-        bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
-    });
-    rows.push(row(w, "YNL engine (Spec::decode_attrs)", "msg/s", engine, format!("{bytes} B of JSON; flags named")));
+    let table = measure(
+        200,
+        10,
+        || devices,
+        || {
+            let out: Vec<serde_json::Value> = payloads.iter().filter_map(|p| decode(p, DEV).ok()).collect();
+            bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
+        },
+    );
+    rows.push(row(
+        w,
+        "hand table (schema::decode)",
+        "msg/s",
+        table,
+        format!("{bytes} B of JSON; flags as numbers"),
+    ));
+    let engine = measure(
+        200,
+        10,
+        || devices,
+        || {
+            let out: Vec<serde_json::Map<String, Value>> = payloads
+                .iter()
+                .filter_map(|p| spec.decode_attrs("dev", p).ok())
+                .collect();
+            bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
+        },
+    );
+    rows.push(row(
+        w,
+        "YNL engine (Spec::decode_attrs)",
+        "msg/s",
+        engine,
+        format!("{bytes} B of JSON; flags named"),
+    ));
     Ok(())
 }
 
