@@ -59,6 +59,10 @@ enum Command {
         /// The plugin SDK to depend on (default: found above the current directory).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// Start from a YNL spec: a bundled spec's name (e.g. netdev) or a .yaml file.
+        /// The plugin embeds it and serves every operation of it.
+        #[arg(long)]
+        spec: Option<String>,
     },
     /// Build one plugin crate (wasm32-wasip2) and install its component and
     /// family file where the gateway configuration looks.
@@ -232,8 +236,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             family,
             dir,
             sdk,
+            spec,
         } => {
-            let made = genl_gateway::scaffold::new_plugin(&name, &family, dir.as_deref(), sdk.as_deref())?;
+            let made = genl_gateway::scaffold::new_plugin(
+                &name,
+                &family,
+                dir.as_deref(),
+                sdk.as_deref(),
+                spec.as_deref(),
+            )?;
             let d = made.dir.display();
             emit(&format!(
                 "created {d}\n\nnext:\n  cd {d}\n  cargo test                                                # native, with the SDK's fake kernel\n  genl-gateway build-plugin . --config <gateway.toml>       # build {name}.wasm, install it and family.toml\n  genl-gateway reload {family}                              # if the gateway is running without watch\n"

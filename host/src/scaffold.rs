@@ -19,6 +19,14 @@ pub enum ScaffoldError {
     /// No plugin SDK was found to depend on.
     #[error("cannot find plugin-sdk/ above {0}; pass --sdk PATH to the genl-gateway checkout's plugin-sdk")]
     NoSdk(PathBuf),
+    /// `--spec` names no bundled spec and no readable file, or it does not load.
+    #[error("--spec {spec}: {message}")]
+    Spec {
+        /// What was given.
+        spec: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The crate has no usable family.toml.
     #[error("{path}: {message} (new-plugin writes one: family = \"NAME\", plugin = \"NAME.wasm\")")]
     FamilyFile {
@@ -103,15 +111,22 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
 }
 
 /// Create the crate for plugin `name` serving `family`.
+///
+/// With `spec` (a bundled spec's name or a `.yaml` file), the crate embeds
+/// that YNL spec and serves every operation of it through the SDK's
+/// `ynl::Service`, ready for behaviour of its own; `family.toml` allows the
+/// spec's read operations (its `*-get` do requests and its dumps).
 pub fn new_plugin(
     name: &str,
     family: &str,
     dir: Option<&Path>,
     sdk: Option<&Path>,
+    spec: Option<&str>,
 ) -> Result<Scaffolded, ScaffoldError> {
     if !valid_name(name) {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
+    let spec = spec.map(load_spec).transpose()?;
     let cwd = std::env::current_dir().map_err(|source| ScaffoldError::Io {
         path: PathBuf::from("."),
         source,
@@ -169,21 +184,137 @@ serde_json = "1"
             crate_name = crate_name(name),
         ),
     )?;
+    let template = if spec.is_some() { TEMPLATE_SPEC } else { TEMPLATE };
     write(
         "src/lib.rs",
-        TEMPLATE
+        template
             .replace("{{NAME}}", name)
             .replace("{{FAMILY}}", family)
             .replace("{{TYPE}}", &ty),
     )?;
+    let (groups, do_cmds, dump_cmds) = match &spec {
+        Some((text, parsed)) => {
+            write("spec.yaml", text.clone())?;
+            read_grants(parsed)
+        }
+        None => (String::new(), String::new(), String::new()),
+    };
     write(
         "family.toml",
         format!(
-            "# Copy to the gateway's families.d/{name}.toml.\nfamily = \"{family}\"\nplugin = \"{name}.wasm\"\n# Multicast groups to deliver to on_notification.\ngroups = []\n\n[commands]\n# Command numbers the plugin may send. List only what it needs.\ndo = []\ndump = []\n"
+            "# Copy to the gateway's families.d/{name}.toml.\nfamily = \"{family}\"\nplugin = \"{name}.wasm\"\n# Multicast groups to deliver to on_notification.\ngroups = [{groups}]\n\n[commands]\n# Command numbers the plugin may send. List only what it needs.\ndo = [{do_cmds}]\ndump = [{dump_cmds}]\n"
         ),
     )?;
     Ok(Scaffolded { dir, in_workspace })
 }
+
+/// The spec's text and the loaded spec, from a bundled name or a file.
+fn load_spec(spec: &str) -> Result<(String, genl_plugin_sdk::ynl::Spec), ScaffoldError> {
+    let err = |message: String| ScaffoldError::Spec {
+        spec: spec.to_owned(),
+        message,
+    };
+    let text = match genl_plugin_sdk::ynl::bundled::text(spec) {
+        Some(t) => t.to_owned(),
+        None => std::fs::read_to_string(spec).map_err(|e| {
+            err(format!(
+                "neither a bundled spec ({}) nor a readable file: {e}",
+                genl_plugin_sdk::ynl::bundled::names()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+    };
+    let parsed = genl_plugin_sdk::ynl::Spec::load(&text).map_err(|e| err(e.to_string()))?;
+    Ok((text, parsed))
+}
+
+/// The family file's starting grants from a spec: every multicast group,
+/// the `*-get` do requests and every dump, each number commented with its
+/// operation's name. State-changing operations are left for the operator.
+fn read_grants(spec: &genl_plugin_sdk::ynl::Spec) -> (String, String, String) {
+    let groups = spec
+        .mcast_groups
+        .iter()
+        .map(|g| format!("\"{g}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = |dump: bool| {
+        let items: Vec<String> = spec
+            .ops
+            .iter()
+            .filter(|o| {
+                if dump {
+                    o.dump.is_some()
+                } else {
+                    o.do_.is_some() && o.name.ends_with("-get")
+                }
+            })
+            .filter_map(|o| Some(format!("\n    {}, # {}", o.request_value?, o.name)))
+            .collect();
+        if items.is_empty() {
+            String::new()
+        } else {
+            format!("{}\n", items.concat())
+        }
+    };
+    (groups, list(false), list(true))
+}
+
+const TEMPLATE_SPEC: &str = r#"//! The {{NAME}} plugin: serves the `{{FAMILY}}` generic netlink family from
+//! its YNL spec (`spec.yaml`, embedded at build time). Every operation of the
+//! spec is offered (`NAME` for a do, `NAME-dump` for a dump) and every
+//! notification published under its operation's name; add behaviour of
+//! your own (derived fields, friendlier operations) around it.
+
+use genl_plugin_sdk::prelude::*;
+use genl_plugin_sdk::ynl::{Service, Spec};
+
+const SPEC: &str = include_str!("../spec.yaml");
+
+/// The plugin: the spec's service, plus whatever state your own ops need.
+pub struct {{TYPE}} {
+    ynl: Service,
+}
+
+impl Plugin for {{TYPE}} {
+    fn init(_config: Config) -> Result<Self, String> {
+        let spec = Spec::load(SPEC).map_err(|e| e.to_string())?;
+        Ok({{TYPE}} { ynl: Service::new(spec) })
+    }
+
+    fn describe(&self) -> PluginDescription {
+        // Add your own operations with `.op(name, summary, writes)`.
+        self.ynl.describe().version(env!("CARGO_PKG_VERSION"))
+    }
+
+    fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
+        // Match your own operations first; the rest are the spec's.
+        self.ynl.call(op, &input)
+    }
+
+    fn on_notification(&mut self, _group: &str, message: Message) {
+        match self.ynl.notification(&message) {
+            Some((topic, Ok(payload))) => events::publish(&topic, &payload),
+            Some((topic, Err(e))) => log::warn(&format!("{topic}: {}", e.message)),
+            None => {}
+        }
+    }
+}
+
+export_plugin!({{TYPE}});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_loads_and_its_operations_are_offered() {
+        let plugin = {{TYPE}}::init(Config::new()).unwrap();
+        assert!(!plugin.describe().ops.is_empty());
+    }
+}
+"#;
 
 const TEMPLATE: &str = r#"//! The {{NAME}} plugin: serves the `{{FAMILY}}` generic netlink family.
 //!
@@ -379,6 +510,47 @@ fn cargo_build(dir: &Path) -> Result<PathBuf, ScaffoldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_started_from_a_spec_embeds_it_and_allows_its_reads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("nd");
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+        let made = new_plugin("nd", "netdev", Some(&dir), Some(&sdk), Some("netdev")).expect("scaffold");
+        let spec = std::fs::read_to_string(made.dir.join("spec.yaml")).expect("spec.yaml");
+        assert_eq!(Some(spec.as_str()), genl_plugin_sdk::ynl::bundled::text("netdev"));
+        let lib = std::fs::read_to_string(made.dir.join("src/lib.rs")).expect("lib.rs");
+        assert!(lib.contains("Service::new(spec)") && lib.contains("include_str!(\"../spec.yaml\")"));
+        let family: toml::Table =
+            toml::from_str(&std::fs::read_to_string(made.dir.join("family.toml")).expect("family.toml"))
+                .expect("family.toml is TOML");
+        // linux/netdev.h: NETDEV_CMD_DEV_GET = 1, NETDEV_CMD_QSTATS_GET = 12
+        // (dump only), NETDEV_CMD_BIND_RX = 13 (a write: not granted).
+        let list = |k: &str| -> Vec<i64> {
+            family["commands"][k]
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter_map(toml::Value::as_integer)
+                .collect()
+        };
+        assert!(list("do").contains(&1) && !list("do").contains(&12) && !list("do").contains(&13));
+        assert!(list("dump").contains(&1) && list("dump").contains(&12));
+        assert_eq!(
+            family["groups"].as_array().map(Vec::len),
+            Some(2),
+            "mgmt, page-pool"
+        );
+        let e = new_plugin(
+            "nd2",
+            "netdev",
+            Some(&tmp.path().join("nd2")),
+            Some(&sdk),
+            Some("no-such-spec"),
+        )
+        .expect_err("unknown spec");
+        assert!(e.to_string().contains("netdev"), "lists the bundled specs: {e}");
+    }
 
     #[test]
     fn names_and_paths() {
