@@ -163,19 +163,6 @@ fn check_names_the_kernels_spelling_and_commands_the_family_lacks() {
     assert!(text.contains("warn   tcp_metrics"), "{text}");
 }
 
-/// Ops of bundled plugins that ignore their input today (found by the test
-/// below; tcp_metrics `delete` with a stray key flushes every entry). They
-/// are being moved onto the YNL engine, which refuses it; remove each entry
-/// as its plugin is fixed. Nothing may be added here.
-const IGNORE_THEIR_INPUT: &[(&str, &str)] = &[
-    ("mptcp_pm", "endpoint-dump"),
-    ("mptcp_pm", "limits-get"),
-    ("mptcp_pm", "endpoint-flush"),
-    ("nlctrl", "list"),
-    ("tcp_metrics", "dump"),
-    ("tcp_metrics", "delete"),
-];
-
 #[test]
 fn no_bundled_plugin_lets_client_input_add_attributes() {
     // Every family file the project ships, every op its plugin describes:
@@ -237,7 +224,7 @@ fn no_bundled_plugin_lets_client_input_add_attributes() {
                 let (ok, v) = gw.call(family, op, input);
                 checked += 1;
                 let refused = !ok && (v["error"]["code"] == "bad-input" || v["error"]["code"] == expected);
-                if !refused && !IGNORE_THEIR_INPUT.contains(&(family, op)) {
+                if !refused {
                     failures.push(format!("{family} {op} {input}: {v}"));
                 }
             }

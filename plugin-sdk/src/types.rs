@@ -111,6 +111,24 @@ impl CallError {
         Self::new("not-found", message)
     }
 
+    /// `Ok` for an op that takes no input: `null` or `{}`; anything else is
+    /// a `bad-input` naming the first key, so input an op ignores can never
+    /// look accepted.
+    pub fn no_input(op: &str, input: &serde_json::Value) -> Result<(), Self> {
+        match input {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::Object(m) => match m.keys().next() {
+                None => Ok(()),
+                Some(k) => Err(Self::bad_input(format!(
+                    "$.{k}: unknown key; '{op}' takes no input"
+                ))),
+            },
+            _ => Err(Self::bad_input(format!(
+                "$: '{op}' takes no input (null or {{}})"
+            ))),
+        }
+    }
+
     /// The plugin does not offer `op`.
     pub fn unknown_op(op: &str) -> Self {
         Self::new("unknown-op", format!("no operation named '{op}'"))

@@ -95,11 +95,20 @@ impl Spec {
             if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) {
                 continue;
             }
-            let here = format!("{path}.{}", def.name);
-            let mut scope: Vec<&Map<String, Value>> = Vec::with_capacity(outer.len() + 1);
-            scope.push(&out);
-            scope.extend_from_slice(outer);
-            let value = self.decode_value(def, attr.bytes(), &scope, &here)?;
+            // Most attributes are scalars: decode them without the path
+            // and scope that only nests and errors need (one allocation
+            // each per attribute otherwise).
+            let value = match self.decode_scalar(def, attr.bytes()) {
+                Some(Ok(v)) => v,
+                Some(Err(message)) => return Err(err(&format!("{path}.{}", def.name), message)),
+                None => {
+                    let here = format!("{path}.{}", def.name);
+                    let mut scope: Vec<&Map<String, Value>> = Vec::with_capacity(outer.len() + 1);
+                    scope.push(&out);
+                    scope.extend_from_slice(outer);
+                    self.decode_value(def, attr.bytes(), &scope, &here)?
+                }
+            };
             if def.multi {
                 match out
                     .entry(def.name.clone())
@@ -113,6 +122,39 @@ impl Spec {
             }
         }
         Ok(out)
+    }
+
+    /// A scalar attribute's value, or `None` for kinds that need the
+    /// enclosing scope (nests, arrays, sub-messages, structs).
+    fn decode_scalar(&self, def: &AttrDef, raw: &[u8]) -> Option<Result<Value, String>> {
+        let int = |size: usize, signed: bool| {
+            int_bytes(raw, size, signed, def.big_endian, "")
+                .map(|v| {
+                    self.shape_int(
+                        v,
+                        def.enumeration.as_deref(),
+                        def.enum_as_flags,
+                        def.display_hint,
+                        def.big_endian,
+                    )
+                })
+                .map_err(|e| e.message)
+        };
+        Some(match def.kind {
+            AttrKind::Flag => Ok(Value::Bool(true)),
+            AttrKind::String => Ok(Value::String(string(raw))),
+            AttrKind::Uint | AttrKind::Sint => match raw.len() {
+                4 | 8 => int(raw.len(), def.kind == AttrKind::Sint),
+                n => Err(format!("a variable-size integer of {n} bytes (4 or 8 expected)")),
+            },
+            AttrKind::Binary if def.structure.is_none() && def.sub_type.is_none() => {
+                Ok(bytes_shown(raw, def.display_hint))
+            }
+            k => match k.fixed_int() {
+                Some((size, signed)) => int(size, signed),
+                None => return None,
+            },
+        })
     }
 
     fn decode_value(

@@ -138,11 +138,15 @@ impl MptcpPm {
         };
         match op {
             "endpoint-get" => self.service.call(spec_op, &addr_input(input)?).map(endpoint),
-            "endpoint-dump" => self.service.call(spec_op, &Value::Null).map(|v| match v {
-                Value::Array(items) => Value::Array(items.into_iter().map(endpoint).collect()),
-                other => other,
-            }),
-            "limits-get" => self.service.call(spec_op, &Value::Null),
+            "endpoint-dump" => CallError::no_input(op, input)
+                .and_then(|()| self.service.call(spec_op, &Value::Null))
+                .map(|v| match v {
+                    Value::Array(items) => Value::Array(items.into_iter().map(endpoint).collect()),
+                    other => other,
+                }),
+            "limits-get" => {
+                CallError::no_input(op, input).and_then(|()| self.service.call(spec_op, &Value::Null))
+            }
             "endpoint-add" => self
                 .service
                 .call(spec_op, &addr_input(input)?)
@@ -151,9 +155,8 @@ impl MptcpPm {
                 .service
                 .call(spec_op, &addr_input(input)?)
                 .map(|_| json!({"deleted": true})),
-            "endpoint-flush" => self
-                .service
-                .call(spec_op, &Value::Null)
+            "endpoint-flush" => CallError::no_input(op, input)
+                .and_then(|()| self.service.call(spec_op, &Value::Null))
                 .map(|_| json!({"flushed": true})),
             "limits-set" => self.service.call(spec_op, input).map(|_| json!({"set": true})),
             _ => Err(CallError::unknown_op(op)),

@@ -65,7 +65,7 @@ impl Plugin for Nlctrl {
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         match op {
-            "list" => list(),
+            "list" => CallError::no_input(op, &input).and_then(|()| list()),
             "get" => get(&input),
             "policy" => policy(&input),
             _ => self.service.call(op, &input),
