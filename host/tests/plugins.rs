@@ -9,81 +9,6 @@ use std::collections::BTreeMap;
 use common::{Gateway, NLCTRL, Netns, TestConfig, workspace};
 use serde_json::{Value, json};
 
-/// The numbered members of every `enum { ... }` in a C header, in order
-/// (an entry whose `= value` is not a plain number ends its enum's
-/// numbering; in UAPI headers only the `*_MAX` ones are like that).
-fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
-    let mut clean = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("/*") {
-        clean.push_str(&rest[..start]);
-        rest = rest[start..]
-            .find("*/")
-            .map_or("", |end| &rest[start + end + 2..]);
-    }
-    clean.push_str(rest);
-    let mut enums = Vec::new();
-    let mut rest = clean.as_str();
-    while let Some(at) = rest.find("enum") {
-        rest = &rest[at + 4..];
-        let (Some(open), Some(close)) = (rest.find('{'), rest.find('}')) else {
-            break;
-        };
-        if open > close || rest[..open].contains(';') {
-            continue;
-        }
-        let mut members = Vec::new();
-        let mut next = 0i64;
-        for entry in rest[open + 1..close]
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
-            let (name, value) = match entry.split_once('=') {
-                Some((n, v)) => {
-                    let v = v.trim();
-                    let parsed = match v.strip_prefix("0x") {
-                        Some(h) => i64::from_str_radix(h, 16).ok(),
-                        None => v.parse().ok(),
-                    };
-                    let Some(parsed) = parsed else { break };
-                    (n.trim(), parsed)
-                }
-                None => (entry, next),
-            };
-            members.push((name.to_owned(), value));
-            next = value + 1;
-        }
-        enums.push(members);
-        rest = &rest[close..];
-    }
-    enums
-}
-
-/// The kernel's UAPI header `linux/NAME`, read at test time: the kernel
-/// source scripts/setup.sh extracts (6.12, which knows every attribute type
-/// the running kernel reports), else the installed one (linux-libc-dev),
-/// else one of /usr/src's kernel headers. Missing headers fail the test.
-fn uapi_header(name: &str) -> String {
-    let oracle = std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-    let mut candidates = vec![
-        std::path::Path::new(&oracle)
-            .join("include/uapi/linux")
-            .join(name),
-        std::path::PathBuf::from("/usr/include/linux").join(name),
-    ];
-    if let Ok(dir) = std::fs::read_dir("/usr/src") {
-        for e in dir.flatten() {
-            candidates.push(e.path().join("include/uapi/linux").join(name));
-        }
-    }
-    candidates
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_else(|| panic!("no linux/{name} in {candidates:?}: run scripts/setup.sh (linux-libc-dev)"))
-}
-
 /// The bundled family file `config/families.d/NAME`.
 fn bundled_family(name: &str) -> String {
     std::fs::read_to_string(workspace().join("config/families.d").join(name)).expect("bundled family file")
@@ -175,7 +100,7 @@ fn thermal_zones_match_sysfs() {
 
 /// Every member of every enum of the UAPI header `linux/NAME`, by name.
 fn uapi_names(name: &str) -> BTreeMap<String, i64> {
-    c_enums(&uapi_header(name)).into_iter().flatten().collect()
+    genl_plugin_sdk::uapi::members(name).into_iter().collect()
 }
 
 /// The attributes of `buf`, parsed by hand: (type without flag bits, payload).

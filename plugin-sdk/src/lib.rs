@@ -43,6 +43,8 @@ pub mod ops;
 pub mod schema;
 pub mod typed;
 mod types;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod uapi;
 pub mod ynl;
 
 #[cfg(not(target_arch = "wasm32"))]

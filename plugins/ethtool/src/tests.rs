@@ -7,69 +7,15 @@ use super::*;
 use genl_plugin_sdk::FamilyInfo;
 use genl_plugin_sdk::testing::FakeKernel;
 
-/// The numbered members of every `enum { ... }` in a C header, in order
-/// (an entry whose `= value` is not a plain number ends its enum's
-/// numbering; in UAPI headers only the `*_MAX` ones are like that).
-fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
-    let mut clean = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("/*") {
-        clean.push_str(&rest[..start]);
-        rest = rest[start..]
-            .find("*/")
-            .map_or("", |end| &rest[start + end + 2..]);
-    }
-    clean.push_str(rest);
-    let mut enums = Vec::new();
-    let mut rest = clean.as_str();
-    while let Some(at) = rest.find("enum") {
-        rest = &rest[at + 4..];
-        let (Some(open), Some(close)) = (rest.find('{'), rest.find('}')) else {
-            break;
-        };
-        if open > close || rest[..open].contains(';') {
-            continue;
-        }
-        let mut members = Vec::new();
-        let mut next = 0i64;
-        for entry in rest[open + 1..close]
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
-            let (name, value) = match entry.split_once('=') {
-                Some((n, v)) => {
-                    let v = v.trim();
-                    let parsed = match v.strip_prefix("0x") {
-                        Some(h) => i64::from_str_radix(h, 16).ok(),
-                        None => v.parse().ok(),
-                    };
-                    let Some(parsed) = parsed else { break };
-                    (n.trim(), parsed)
-                }
-                None => (entry, next),
-            };
-            members.push((name.to_owned(), value));
-            next = value + 1;
-        }
-        enums.push(members);
-        rest = &rest[close..];
-    }
-    enums
-}
-
 /// linux/ethtool_netlink.h of the kernel source scripts/setup.sh extracts.
 fn header_text() -> String {
-    let dir = std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-    let path = format!("{dir}/include/uapi/linux/ethtool_netlink.h");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"))
+    genl_plugin_sdk::uapi::header("ethtool_netlink.h")
 }
 
 /// The enum of ethtool_netlink.h whose first member is `first`, as
 /// number -> name.
 fn ethtool_enum(first: &str) -> BTreeMap<u8, String> {
-    let members = c_enums(&header_text())
+    let members = genl_plugin_sdk::uapi::enums(&header_text())
         .into_iter()
         .find(|e| e.first().is_some_and(|(n, _)| n == first))
         .unwrap_or_else(|| panic!("no enum starting with {first} in ethtool_netlink.h"));
@@ -81,7 +27,7 @@ fn ethtool_enum(first: &str) -> BTreeMap<u8, String> {
 
 /// The value of member `name` of any enum in the header.
 fn value(name: &str) -> u16 {
-    c_enums(&header_text())
+    genl_plugin_sdk::uapi::enums(&header_text())
         .into_iter()
         .flatten()
         .find(|(n, _)| n == name)

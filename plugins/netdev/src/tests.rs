@@ -7,45 +7,7 @@ use genl_plugin_sdk::testing::FakeKernel;
 
 /// The value of enum member `name` in the kernel's `linux/netdev.h`.
 fn uapi(name: &str) -> u64 {
-    let dir = std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-    let path = format!("{dir}/include/uapi/linux/netdev.h");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
-    let mut clean = String::new();
-    for line in text.lines() {
-        clean.push_str(line.split("/*").next().unwrap_or_default());
-        clean.push('\n');
-    }
-    for body in clean.split("enum").skip(1) {
-        let Some(body) = body.split_once('{').and_then(|(_, b)| b.split_once('}')) else {
-            continue;
-        };
-        let mut next = 0u64;
-        for item in body.0.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (member, value) = match item.split_once('=') {
-                Some((m, v)) => {
-                    let v = v.trim();
-                    let value = if let Some(shift) = v.strip_prefix("1 <<") {
-                        1u64 << shift.trim().parse::<u32>().expect("shift")
-                    } else if let Some(hex) = v.strip_prefix("0x") {
-                        u64::from_str_radix(hex, 16).expect("hex")
-                    } else {
-                        match v.parse() {
-                            Ok(n) => n,
-                            Err(_) => break,
-                        }
-                    };
-                    (m.trim(), value)
-                }
-                None => (item, next),
-            };
-            if member == name {
-                return value;
-            }
-            next = value + 1;
-        }
-    }
-    panic!("{name} not in {path}")
+    u64::try_from(genl_plugin_sdk::uapi::value("netdev.h", name)).expect("a UAPI number")
 }
 
 fn cmd(name: &str) -> u8 {

@@ -317,42 +317,10 @@ mod tests {
     /// Every member of every enum in linux/HEADER of the kernel source
     /// scripts/setup.sh extracts, with its value.
     fn uapi_enums(header: &str) -> Vec<(String, u16)> {
-        let dir = std::env::var("GENL_ORACLE_DIR")
-            .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-        let path = format!("{dir}/include/uapi/linux/{header}");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
-        let mut clean = String::new();
-        let mut rest = text.as_str();
-        while let Some(start) = rest.find("/*") {
-            clean.push_str(&rest[..start]);
-            rest = rest[start..]
-                .find("*/")
-                .map_or("", |end| &rest[start + end + 2..]);
-        }
-        clean.push_str(rest);
-        let mut out = Vec::new();
-        for body in clean.split("enum").skip(1) {
-            let Some((_, body)) = body.split_once('{') else {
-                continue;
-            };
-            let Some((body, _)) = body.split_once('}') else {
-                continue;
-            };
-            let mut next = 0u16;
-            for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                let (member, value) = match item.split_once('=') {
-                    Some((m, v)) => match v.trim().parse() {
-                        Ok(v) => (m.trim(), v),
-                        Err(_) => break,
-                    },
-                    None => (item, next),
-                };
-                out.push((member.to_owned(), value));
-                next = value + 1;
-            }
-        }
-        out
+        genl_plugin_sdk::uapi::members(header)
+            .into_iter()
+            .filter_map(|(n, v)| Some((n, u16::try_from(v).ok()?)))
+            .collect()
     }
 
     #[test]

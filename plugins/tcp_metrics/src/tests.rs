@@ -8,42 +8,7 @@ use genl_plugin_sdk::{FamilyInfo, KernelError};
 /// The value of enum member `name` in linux/tcp_metrics.h of the kernel
 /// source scripts/setup.sh extracts.
 fn uapi(name: &str) -> u16 {
-    let dir = std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-    let path = format!("{dir}/include/uapi/linux/{HEADER}");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}: run scripts/setup.sh"));
-    let mut clean = String::new();
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("/*") {
-        clean.push_str(&rest[..start]);
-        rest = rest[start..]
-            .find("*/")
-            .map_or("", |end| &rest[start + end + 2..]);
-    }
-    clean.push_str(rest);
-    for body in clean.split("enum").skip(1) {
-        let Some((_, body)) = body.split_once('{') else {
-            continue;
-        };
-        let Some((body, _)) = body.split_once('}') else {
-            continue;
-        };
-        let mut next = 0u16;
-        for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (member, value) = match item.split_once('=') {
-                Some((m, v)) => match v.trim().parse() {
-                    Ok(v) => (m.trim(), v),
-                    Err(_) => break,
-                },
-                None => (item, next),
-            };
-            if member == name {
-                return value;
-            }
-            next = value + 1;
-        }
-    }
-    panic!("{name} not in {path}")
+    u16::try_from(genl_plugin_sdk::uapi::value(HEADER, name)).expect("a UAPI number")
 }
 
 const HEADER: &str = "tcp_metrics.h";

@@ -159,78 +159,9 @@ mod tests {
     use genl_plugin_sdk::testing::FakeKernel;
     use std::collections::BTreeMap;
 
-    /// The numbered members of every `enum { ... }` in a C header, in order
-    /// (an entry whose `= value` is not a plain number ends its enum's
-    /// numbering; in UAPI headers only the `*_MAX` ones are like that).
-    fn c_enums(text: &str) -> Vec<Vec<(String, i64)>> {
-        let mut clean = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("/*") {
-            clean.push_str(&rest[..start]);
-            rest = rest[start..]
-                .find("*/")
-                .map_or("", |end| &rest[start + end + 2..]);
-        }
-        clean.push_str(rest);
-        let mut enums = Vec::new();
-        let mut rest = clean.as_str();
-        while let Some(at) = rest.find("enum") {
-            rest = &rest[at + 4..];
-            let (Some(open), Some(close)) = (rest.find('{'), rest.find('}')) else {
-                break;
-            };
-            if open > close || rest[..open].contains(';') {
-                continue;
-            }
-            let mut members = Vec::new();
-            let mut next = 0i64;
-            for entry in rest[open + 1..close]
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-            {
-                let (name, value) = match entry.split_once('=') {
-                    Some((n, v)) => {
-                        let v = v.trim();
-                        let parsed = match v.strip_prefix("0x") {
-                            Some(h) => i64::from_str_radix(h, 16).ok(),
-                            None => v.parse().ok(),
-                        };
-                        let Some(parsed) = parsed else { break };
-                        (n.trim(), parsed)
-                    }
-                    None => (entry, next),
-                };
-                members.push((name.to_owned(), value));
-                next = value + 1;
-            }
-            enums.push(members);
-            rest = &rest[close..];
-        }
-        enums
-    }
-
-    /// The kernel's UAPI header `linux/NAME`, read at test time: the
-    /// installed one (linux-libc-dev), else one of /usr/src's kernel
-    /// headers. Missing headers fail the test: scripts/setup.sh installs them.
-    fn uapi_header(name: &str) -> String {
-        let mut candidates = vec![std::path::PathBuf::from("/usr/include/linux").join(name)];
-        if let Ok(dir) = std::fs::read_dir("/usr/src") {
-            for e in dir.flatten() {
-                candidates.push(e.path().join("include/uapi/linux").join(name));
-            }
-        }
-        candidates
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_else(|| {
-                panic!("no linux/{name} in {candidates:?}: run scripts/setup.sh (linux-libc-dev)")
-            })
-    }
-
     /// Every member of thermal.h's enums, by name.
     fn thermal_h() -> BTreeMap<String, i64> {
-        c_enums(&uapi_header("thermal.h")).into_iter().flatten().collect()
+        genl_plugin_sdk::uapi::members("thermal.h").into_iter().collect()
     }
 
     /// One attribute, built by hand: length, type, payload, padding.
