@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Gateway, NLCTRL, Netns, TestConfig, workspace};
+use common::{Gateway, NLCTRL, Netns, TestConfig, normalise, workspace, ynl_cli};
 use serde_json::{Value, json};
 
 /// The bundled family file `config/families.d/NAME`.
@@ -493,71 +493,6 @@ fn nlctrl_getpolicy_numbers_mask_and_pad_as_the_kernel_does() {
         }
     }
     assert!(masks > 0, "ethtool reported no masked attribute: {raw}");
-}
-
-/// The kernel's YNL CLI (Debian's linux-source-6.12, `tools/net/ynl`) in
-/// `ns` with the bundled spec `spec`; `Ok(json)` or `Err(its error text)`.
-fn ynl_cli(ns: &Netns, spec: &str, mode: &str, op: &str, input: &Value) -> Result<Value, String> {
-    let dir = std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into());
-    let cli = std::path::Path::new(&dir).join("tools/net/ynl/cli.py");
-    assert!(
-        cli.is_file(),
-        "{} is missing: run scripts/setup.sh",
-        cli.display()
-    );
-    let spec = workspace().join("ynl-specs").join(format!("{spec}.yaml"));
-    let input = input.to_string();
-    let mut args = vec![
-        "python3",
-        cli.to_str().expect("path"),
-        "--spec",
-        spec.to_str().expect("path"),
-        "--no-schema",
-        "--output-json",
-        mode,
-        op,
-    ];
-    if input != "null" {
-        args.extend(["--json", input.as_str()]);
-    }
-    let out = ns.exec(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    // A dump the kernel partly refused prints "Netlink warning" lines (the
-    // extended ack) before the JSON, which is the last line.
-    let json = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with(['[', '{']))
-        .unwrap_or_default();
-    serde_json::from_str(json).map_err(|e| format!("YNL CLI printed no JSON ({e}): {stdout}"))
-}
-
-/// Sets of names come out of the CLI in any order: sort lists of strings.
-/// The 6.12 library wraps indexed-array items as `{"<index>": item}`: unwrap.
-fn normalise(v: &Value) -> Value {
-    match v {
-        Value::Array(items) => {
-            let mut items: Vec<Value> = items
-                .iter()
-                .map(|i| match i {
-                    Value::Object(o) if o.len() == 1 && o.keys().all(|k| k.parse::<u32>().is_ok()) => {
-                        normalise(o.values().next().unwrap_or(&Value::Null))
-                    }
-                    other => normalise(other),
-                })
-                .collect();
-            if items.iter().all(Value::is_string) {
-                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-            }
-            Value::Array(items)
-        }
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalise(v))).collect()),
-        other => other.clone(),
-    }
 }
 
 #[test]

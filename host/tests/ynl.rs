@@ -5,76 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Gateway, Netns, TestConfig, workspace};
+use common::{Gateway, Netns, TestConfig, normalise, oracle_dir, spec_path, ynl_cli};
 use serde_json::{Value, json};
-
-fn oracle_dir() -> PathBuf {
-    std::env::var("GENL_ORACLE_DIR")
-        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into())
-        .into()
-}
-
-fn spec_path(name: &str) -> PathBuf {
-    workspace().join("ynl-specs").join(format!("{name}.yaml"))
-}
-
-/// Run the kernel's YNL CLI in `ns`; `Ok(json)` or `Err(its error text)`.
-fn ynl_cli(ns: &Netns, spec: &str, mode: &str, op: &str, input: &Value) -> Result<Value, String> {
-    let cli = oracle_dir().join("tools/net/ynl/cli.py");
-    assert!(
-        cli.is_file(),
-        "{} is missing: scripts/setup.sh extracts the kernel's YNL library",
-        cli.display()
-    );
-    let spec = spec_path(spec);
-    let input = input.to_string();
-    let mut args = vec![
-        "python3",
-        cli.to_str().expect("path"),
-        "--spec",
-        spec.to_str().expect("path"),
-        "--no-schema",
-        "--output-json",
-        mode,
-        op,
-    ];
-    if !input.is_empty() && input != "null" {
-        args.extend(["--json", input.as_str()]);
-    }
-    let out = ns.exec(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    serde_json::from_str(stdout.trim()).map_err(|e| format!("YNL CLI printed no JSON ({e}): {stdout}"))
-}
-
-/// Make the CLI's Python-isms comparable: sets come out in any order (sort
-/// lists of names), and the 6.12 library wraps indexed-array items as
-/// `{"<index>": item}` (unwrap).
-fn normalise(v: &Value) -> Value {
-    match v {
-        Value::Array(items) => {
-            let mut items: Vec<Value> = items
-                .iter()
-                .map(|i| match i {
-                    Value::Object(o) if o.len() == 1 && o.keys().all(|k| k.parse::<u32>().is_ok()) => {
-                        normalise(o.values().next().unwrap_or(&Value::Null))
-                    }
-                    other => normalise(other),
-                })
-                .collect();
-            if items.iter().all(Value::is_string) {
-                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-            }
-            Value::Array(items)
-        }
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalise(v))).collect()),
-        other => other.clone(),
-    }
-}
 
 fn ynl_family(config: &TestConfig, family: &str, spec: &str, do_cmds: &[u8], dump_cmds: &[u8]) {
     config.family(

@@ -466,3 +466,86 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+pub fn oracle_dir() -> PathBuf {
+    std::env::var("GENL_ORACLE_DIR")
+        .unwrap_or_else(|_| "/usr/local/share/genl-gateway/linux-source-6.12".into())
+        .into()
+}
+
+pub fn spec_path(name: &str) -> PathBuf {
+    workspace().join("ynl-specs").join(format!("{name}.yaml"))
+}
+
+/// The kernel's YNL CLI (Debian's linux-source-6.12, `tools/net/ynl`) in
+/// `ns` with the bundled spec `spec`; `Ok(json)` or `Err(its error text)`.
+pub fn ynl_cli(
+    ns: &Netns,
+    spec: &str,
+    mode: &str,
+    op: &str,
+    input: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let cli = oracle_dir().join("tools/net/ynl/cli.py");
+    assert!(
+        cli.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        cli.display()
+    );
+    let spec = spec_path(spec);
+    let input = input.to_string();
+    let mut args = vec![
+        "python3",
+        cli.to_str().expect("path"),
+        "--spec",
+        spec.to_str().expect("path"),
+        "--no-schema",
+        "--output-json",
+        mode,
+        op,
+    ];
+    if input != "null" {
+        args.extend(["--json", input.as_str()]);
+    }
+    let out = ns.exec(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // A dump the kernel partly refused prints "Netlink warning" lines (the
+    // extended ack) before the JSON, which is the last line.
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(['[', '{']))
+        .unwrap_or_default();
+    serde_json::from_str(json).map_err(|e| format!("YNL CLI printed no JSON ({e}): {stdout}"))
+}
+
+/// Sets of names come out of the CLI in any order: sort lists of strings.
+/// The 6.12 library wraps indexed-array items as `{"<index>": item}`: unwrap.
+pub fn normalise(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => {
+            let mut items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|i| match i {
+                    serde_json::Value::Object(o)
+                        if o.len() == 1 && o.keys().all(|k| k.parse::<u32>().is_ok()) =>
+                    {
+                        normalise(o.values().next().unwrap_or(&serde_json::Value::Null))
+                    }
+                    other => normalise(other),
+                })
+                .collect();
+            if items.iter().all(serde_json::Value::is_string) {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+            serde_json::Value::Array(items)
+        }
+        serde_json::Value::Object(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), normalise(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
