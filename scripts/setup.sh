@@ -23,6 +23,8 @@ command -v genl >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
 [ -e /usr/include/linux/ethtool_netlink.h ] || need+=(linux-libc-dev)
+# The fleet tests run real NATS servers (a cluster on loopback).
+command -v nats-server >/dev/null || need+=(nats-server)
 if $bench && ! python3 -c "import ensurepip, venv" 2>/dev/null; then
     need+=(python3-venv)
 fi

@@ -81,6 +81,8 @@ pub struct GatewayConfig {
     pub watch: bool,
     /// Count fuel in every plugin, so families may set `limits.fuel`.
     pub fuel_metering: bool,
+    /// The fleet bus, if `[bus]` is configured.
+    pub bus: Option<crate::fleet::BusConfig>,
 }
 
 /// Client API settings.
@@ -235,6 +237,8 @@ pub struct FamilyConfig {
     pub receive_buffer: usize,
     /// Notifications queued for the plugin before new ones are dropped.
     pub queue: usize,
+    /// The family's part in the fleet bus (which topics go to it).
+    pub bus: crate::fleet::FamilyBus,
 }
 
 impl FamilyConfig {
@@ -255,6 +259,7 @@ struct RawGateway {
     limits: RawLimits,
     #[serde(default)]
     netlink: RawNetlink,
+    bus: Option<crate::fleet::config::RawBus>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +346,8 @@ struct RawFamily {
     validate_requests: Option<bool>,
     receive_buffer_kib: Option<usize>,
     queue: Option<usize>,
+    #[serde(default)]
+    bus: crate::fleet::config::RawFamilyBus,
 }
 
 #[derive(Deserialize, Default)]
@@ -514,7 +521,7 @@ fn check_kib(
 /// Refuse a file holding a secret that anyone but its owner may read or
 /// change, or that someone other than root or the gateway's user owns, as
 /// ssh does with private keys.
-fn check_secret_file(path: &Path, what: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_secret_file(path: &Path, what: &str, key: &'static str) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -522,7 +529,7 @@ fn check_secret_file(path: &Path, what: &str) -> Result<(), ConfigError> {
     })?;
     let invalid = |message| ConfigError::Invalid {
         path: path.to_owned(),
-        key: "api.tokens",
+        key,
         message,
     };
     let mode = meta.mode() & 0o777;
@@ -567,12 +574,12 @@ fn base_dir(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
 /// `value` if it lies in `range`, else an error naming `key` and the range.
-fn in_range(
+pub(crate) fn in_range(
     path: &Path,
     key: &'static str,
     value: u64,
@@ -681,14 +688,14 @@ impl GatewayConfig {
         };
         let mut tokens: Vec<Token> = Vec::new();
         if raw.api.tokens.iter().any(|t| t.token.is_some()) {
-            check_secret_file(path, "inline [[api.tokens]] secrets")?;
+            check_secret_file(path, "inline [[api.tokens]] secrets", "api.tokens")?;
         }
         for t in raw.api.tokens {
             let secret = match (t.token, t.token_file) {
                 (Some(s), None) => s,
                 (None, Some(file)) => {
                     let file = resolve(&base, file);
-                    check_secret_file(&file, &format!("the secret of token '{}'", t.name))?;
+                    check_secret_file(&file, &format!("the secret of token '{}'", t.name), "api.tokens")?;
                     read(&file)?.trim().to_owned()
                 }
                 _ => {
@@ -778,7 +785,12 @@ impl GatewayConfig {
                 message: "fuel limits need `fuel_metering = true` in [limits]".into(),
             });
         }
+        let bus = match raw.bus {
+            Some(b) => Some(b.resolve(path, &base)?),
+            None => None,
+        };
         Ok(Self {
+            bus,
             netns,
             receive_buffer,
             cache_dir: raw.plugins.cache_dir.map(|d| resolve(&base, d)),
@@ -925,6 +937,7 @@ impl GatewayConfig {
             allow_dump,
             limits: raw.limits.apply(path, self.limits)?,
             config,
+            bus: raw.bus.resolve(path)?,
         })
     }
 }

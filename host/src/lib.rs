@@ -11,6 +11,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod families;
+pub mod fleet;
 pub mod gateway;
 pub mod hints;
 pub mod netlink;

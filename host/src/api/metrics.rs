@@ -246,5 +246,44 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
         &[("cache", "policies")],
         sizes.policies,
     );
+    if let Some(fleet) = &gw.bus {
+        bus_metrics(&mut o, fleet);
+    }
     o.0
+}
+
+/// The fleet bus connection (only with `[bus]`).
+fn bus_metrics(o: &mut Out, fleet: &crate::fleet::Bus) {
+    o.family(
+        "genl_gateway_bus_connected",
+        "gauge",
+        "1 while the gateway is connected to its NATS bus.",
+    );
+    o.sample(
+        "genl_gateway_bus_connected",
+        &[],
+        u8::from(fleet.state() == crate::fleet::BusState::Connected),
+    );
+    let stats = fleet.stats();
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 3] = [
+        (
+            "genl_gateway_bus_connects_total",
+            "Connections to the NATS bus established.",
+            &stats.connects,
+        ),
+        (
+            "genl_gateway_bus_disconnects_total",
+            "Connections to the NATS bus lost.",
+            &stats.disconnects,
+        ),
+        (
+            "genl_gateway_bus_server_errors_total",
+            "Errors the NATS server reported.",
+            &stats.server_errors,
+        ),
+    ];
+    for (name, help, v) in counters {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v.load(Relaxed));
+    }
 }

@@ -103,11 +103,15 @@ async fn read_body(body: Body, max: usize, deadline: Duration) -> Result<Bytes, 
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let families = gw.families();
     let served = families.iter().filter(|(_, f)| f.plugin.is_ok()).count();
+    // The bus is reported, never a reason for "not ok": the local API
+    // serves the same with or without it.
+    let bus = gw.bus.as_ref().map(|b| b.status());
     Json(json!({
         "status": "ok",
         "families_served": served,
         "families_configured": families.len(),
         "families_loading": gw.loading().len(),
+        "bus": bus,
     }))
 }
 

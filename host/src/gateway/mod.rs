@@ -112,6 +112,8 @@ pub struct Gateway {
     pub events: broadcast::Sender<Event>,
     /// Event subscribers cut off for falling behind.
     pub subscribers_cut_off: AtomicU64,
+    /// The fleet bus connection, with `[bus]`.
+    pub bus: Option<Arc<crate::fleet::Bus>>,
     families: RwLock<BTreeMap<String, Arc<FamilyEntry>>>,
     broken_files: RwLock<BTreeMap<PathBuf, String>>,
     requester: Arc<Requester>,
@@ -161,7 +163,12 @@ impl Gateway {
         // The intake of the API's per-family fan-out, which drains it at
         // once; subscribers' own queues are bounded by [api] event_backlog.
         let (events, _) = broadcast::channel(EVENT_INTAKE);
+        let bus = match &config.bus {
+            Some(b) => Some(crate::fleet::Bus::start(b.clone()).await?),
+            None => None,
+        };
         let gateway = Arc::new(Self {
+            bus,
             config,
             resolver,
             runtime,

@@ -1,0 +1,13 @@
+//! The gateway on a NATS bus, for fleets (opt-in, `[bus]` in gateway.toml).
+//!
+//! We do not build a distributed system: every gateway joins an existing
+//! NATS deployment as a client. This module holds the connection
+//! ([`connection`]) and its configuration ([`config`]); the bus carries
+//! the plugins' events into JetStream and answers calls from the fleet.
+//! A gateway whose bus is down keeps serving its local API as before.
+
+pub mod config;
+pub mod connection;
+
+pub use config::{BusConfig, Credentials, FamilyBus, Secret, TlsConfig};
+pub use connection::{Bus, BusState};
