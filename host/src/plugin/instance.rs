@@ -16,7 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::genl::gateway::types;
 use super::bindings::{Plugin, PluginPre};
-use super::budget::Budget;
+use super::budget::{Budget, check_caps};
 use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
 use super::input_schema::InputSchema;
 use super::log_limit::{LogLimiter, one_line};
@@ -378,6 +378,14 @@ impl LoadedPlugin {
     ) -> Result<Arc<Self>, PluginError> {
         let compiled = runtime.compile(&family.plugin)?;
         check_contract_version(&runtime.engine, &compiled.component, &family.plugin)?;
+        // A component that instantiates modules it imports has no static
+        // count; the store's budget still caps it at instantiation.
+        if let Some(needs) = compiled.component.resources_required() {
+            check_caps(needs.num_memories, needs.num_tables).map_err(|reason| PluginError::Invalid {
+                path: family.plugin.display().to_string(),
+                reason,
+            })?;
+        }
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
             path: family.plugin.display().to_string(),
             reason: trap(e),
