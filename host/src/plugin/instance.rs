@@ -180,6 +180,8 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
+    /// The plugin's one kernel request in flight, for every instance.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -417,6 +419,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
         };
         let mut live = plugin.instantiate().await?;
@@ -508,6 +511,7 @@ impl LoadedPlugin {
                 log_limiter: self.limiter.clone(),
                 metrics: self.metrics.clone(),
                 deadline: None,
+                in_flight: self.in_flight.clone(),
             },
         );
         store.limiter(|s| &mut s.budget);
