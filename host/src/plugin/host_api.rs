@@ -524,6 +524,54 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn abandoned_kernel_requests_cannot_pile_up() {
+        use std::sync::atomic::AtomicBool;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
+        let how = || OwnTask {
+            plugin: RequestBounds {
+                wait: Duration::from_millis(50),
+                reply_bytes: 1,
+            },
+            socket_wait: Duration::from_secs(60),
+            in_flight: in_flight.clone(),
+        };
+        // A request that outlives the plugin's wait: the plugin gets
+        // `timeout`, the request carries on within the socket's bounds.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let r = in_own_task(how(), |bounds| async move {
+            assert_eq!(bounds.wait, Duration::from_secs(60));
+            let _ = released.await;
+            Ok(Vec::new())
+        })
+        .await;
+        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
+        // While it runs, the plugin's next request never starts.
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let r = in_own_task(how(), |_| async move {
+            flag.store(true, Ordering::Relaxed);
+            Ok(Vec::new())
+        })
+        .await;
+        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
+        assert!(!started.load(Ordering::Relaxed));
+        // Once it ends, the next one runs.
+        let _ = release.send(());
+        let r = in_own_task(
+            OwnTask {
+                plugin: RequestBounds {
+                    wait: Duration::from_secs(60),
+                    reply_bytes: 1,
+                },
+                ..how()
+            },
+            |_| async { Ok(Vec::new()) },
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+
     #[test]
     fn event_topics_and_sizes_are_checked_at_publish() {
         assert_eq!(check_event("link", "{}", 100), Ok(()));
