@@ -54,7 +54,7 @@ fn leak_stdout_handle() {}
 /// Bytes written as hex, two digits a byte (the attributes a test built
 /// from the UAPI numbers).
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -251,6 +251,14 @@ export_plugin!(Chaos);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_hex_two_digits_a_byte() {
+        assert_eq!(hex("0c00ff"), Some(vec![0x0c, 0x00, 0xff]));
+        assert_eq!(hex(""), Some(vec![]));
+        assert_eq!(hex("0"), None);
+        assert_eq!(hex("zz"), None);
+    }
 
     #[test]
     fn init_refuses_and_ping_echoes_the_tag() {
