@@ -397,3 +397,77 @@ fn a_spinning_notification_handler_is_cut_and_a_failed_plugin_gets_no_more() {
     assert_eq!(plugin_of(&gw, "netdev")["consecutive_crashes"], 1);
     bystander.finish("spinning notification handler", Duration::from_secs(3));
 }
+
+#[test]
+fn a_slow_kernel_request_ends_in_timeout_not_a_crash() {
+    // A request the kernel takes long to answer: ethtool STRSET_GET
+    // (command 1, <linux/ethtool_netlink.h>) as a dump over 1000 veth
+    // pairs of 32 queues each. The kernel writes every device's
+    // per-queue statistics names (some 40 MB), part by part as the
+    // gateway reads: hundreds of milliseconds a dump. chaos repeats the
+    // dump until its wait runs out, so the call's time goes into kernel
+    // requests; the last one must end before the deadline as `timeout`,
+    // which the plugin answers with (504), instead of overrunning it and
+    // being discarded as a crash. The deadline is a few dumps long, so
+    // the margin the host leaves the plugin (a fifth of it) covers
+    // taking in the last complete reply.
+    let ns = Netns::new("slow");
+    let batch: String = (0..1000)
+        .map(|i| {
+            format!(
+                "link add sa{i} numtxqueues 32 numrxqueues 32 type veth peer sb{i} numtxqueues 32 numrxqueues 32\n"
+            )
+        })
+        .collect();
+    ns.ip_batch(&batch);
+    let config = TestConfig::new();
+    config.netns(&ns).family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        "family = \"ethtool\"\nplugin = \"chaos.wasm\"\n[commands]\ndo = [1]\ndump = [1]\n[limits]\ncall_timeout_ms = 3000\nmemory_mib = 256\nreply_mib = 128\n",
+    );
+    let gw = Gateway::start(&config);
+    let bystander = Bystander::start(&gw);
+    let started = Instant::now();
+    let (status, v) = call_http(
+        &gw,
+        "ethtool",
+        "request",
+        r#"{"cmd": 1, "dump": true, "n": 1000}"#,
+    );
+    let took = started.elapsed();
+    eprintln!("the slow dumps answered after {took:?}: {v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "{v}"
+    );
+    // The plugin's own answer (the SDK's message for a kernel timeout),
+    // not the host's verdict on a plugin that overran its deadline.
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("the kernel did not answer in time"), "{msg}");
+    // Generous: the deadline is 3 s; 1000 dumps would take minutes.
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+    let p = plugin_of(&gw, "ethtool");
+    assert_eq!(
+        (
+            p["state"].as_str(),
+            p["consecutive_crashes"].as_u64(),
+            p["restarts"].as_u64()
+        ),
+        (Some("ready"), Some(0), Some(0)),
+        "a slow kernel counted as a plugin crash: {p}"
+    );
+    bystander.finish("slow kernel dumps", Duration::from_secs(3));
+    // The next call reaches the kernel at once (no restart, no backoff):
+    // STRSET_GET as a `do` for "lo". Its attributes from
+    // <linux/ethtool_netlink.h>: ETHTOOL_A_STRSET_HEADER (1, nested, so
+    // NLA_F_NESTED 0x8000) holding ETHTOOL_A_HEADER_DEV_NAME (2) "lo\0".
+    let header = "0c000180070002006c6f0000";
+    let (status, v) = call_http(
+        &gw,
+        "ethtool",
+        "request",
+        &format!(r#"{{"cmd": 1, "payload": "{header}"}}"#),
+    );
+    assert_eq!((status, v["replies"].as_u64()), (200, Some(1)), "{v}");
+}

@@ -17,6 +17,25 @@ pub const MAX_INSTANCES: usize = 32;
 /// pointer or two.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
+/// Why a component with `memories` linear memories and `tables` tables
+/// (over all its core instances) cannot be a plugin, if it cannot. Checked
+/// at load, so the refusal names the plugin's count and the cap instead of
+/// a pool or store error at instantiation.
+pub fn check_caps(memories: u32, tables: u32) -> Result<(), String> {
+    let over = |n: u32, max: usize| usize::try_from(n).map_or(true, |n| n > max);
+    if over(memories, MAX_MEMORIES) {
+        return Err(format!(
+            "it has {memories} linear memories over its core instances; a plugin may have at most {MAX_MEMORIES} (a Rust plugin has one), all within one budget (limits.memory_mib)"
+        ));
+    }
+    if over(tables, MAX_TABLES) {
+        return Err(format!(
+            "it has {tables} tables over its core instances; a plugin may have at most {MAX_TABLES}"
+        ));
+    }
+    Ok(())
+}
+
 /// Totals of one store, checked against its limits.
 #[derive(Debug)]
 pub struct Budget {
@@ -97,6 +116,14 @@ impl ResourceLimiter for Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_name_the_count_and_the_limit() {
+        assert!(check_caps(1, 3).is_ok());
+        let e = check_caps(9, 1).unwrap_err();
+        assert!(e.contains("9 linear memories") && e.contains("at most 4"), "{e}");
+        assert!(check_caps(1, 1000).unwrap_err().contains("1000 tables"));
+    }
 
     #[test]
     fn memories_count_together_against_one_limit() {

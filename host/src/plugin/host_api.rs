@@ -1,6 +1,7 @@
 //! What a plugin can reach: the WIT imports, implemented against the
 //! gateway, each checked against the operator's family file.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -73,6 +74,11 @@ pub struct PluginState {
     /// When the running entry point must be done: checked by the epoch
     /// callback while wasm runs and used to size kernel waits.
     pub(crate) deadline: Option<Instant>,
+    /// The plugin's one kernel request in flight (shared by every instance
+    /// of one loaded version): a request the plugin stopped waiting for
+    /// holds it until the kernel is done, so a plugin cannot pile up
+    /// abandoned requests.
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Kernel waits end this long before the entry point's deadline (at least
@@ -97,6 +103,15 @@ impl PluginState {
         RequestBounds {
             wait,
             reply_bytes: self.limits.reply_bytes.min(self.limits.memory_bytes),
+        }
+    }
+
+    /// How a kernel request made now runs: see [`in_own_task`].
+    fn own_task(&self) -> OwnTask {
+        OwnTask {
+            plugin: self.request_bounds(),
+            socket_wait: self.kernel.requester.default_bounds().wait,
+            in_flight: self.in_flight.clone(),
         }
     }
 
@@ -261,6 +276,56 @@ impl KernelAccess {
     }
 }
 
+/// What [`in_own_task`] needs of the plugin's state (which is not `Sync`,
+/// so it cannot be held across the wait).
+struct OwnTask {
+    /// The plugin's bounds: how long it waits, how much reply it takes.
+    plugin: RequestBounds,
+    /// The socket's own timeout, which the request itself runs within.
+    socket_wait: Duration,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Run a kernel request for the plugin on a task of its own, and wait for
+/// it only as long as the plugin may (`timeout` after that, with time left
+/// to answer). The request itself runs within the socket's own timeout and
+/// to its end: a dump the plugin gave up on is still read to NLMSG_DONE
+/// inside its dump turn, so the next dump on the shared socket (another
+/// family's) never meets the kernel's EBUSY for a dump still running, and
+/// no part of the plugin's wait is spent where its deadline cannot reach
+/// (the requester may receive a whole dump on the calling thread).
+async fn in_own_task<F>(
+    how: OwnTask,
+    request: impl FnOnce(RequestBounds) -> F,
+) -> Result<Vec<types::Message>, types::RequestError>
+where
+    F: Future<Output = Result<Vec<types::Message>, types::RequestError>> + Send + 'static,
+{
+    let give_up = tokio::time::Instant::now() + how.plugin.wait;
+    // One request in flight: the next waits for the previous one's end
+    // within the plugin's own wait, so abandoned requests cannot pile up.
+    let permit = tokio::time::timeout_at(give_up, how.in_flight.acquire_owned())
+        .await
+        .map_err(|_| types::RequestError::Timeout)?
+        .map_err(|_| types::RequestError::Io("the plugin's kernel access is closed".into()))?;
+    let work = request(RequestBounds {
+        wait: how.socket_wait,
+        reply_bytes: how.plugin.reply_bytes,
+    });
+    let task = tokio::spawn(async move {
+        let result = work.await;
+        drop(permit);
+        result
+    });
+    match tokio::time::timeout_at(give_up, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(types::RequestError::Io(format!(
+            "the kernel request stopped: {e}"
+        ))),
+        Err(_) => Err(types::RequestError::Timeout),
+    }
+}
+
 pub(crate) fn to_wit_message(m: OwnedMessage) -> Result<types::Message, types::RequestError> {
     let genl = GenlHeader::parse(&m.payload)
         .map_err(|e| types::RequestError::Io(format!("reply without a genl header: {e}")))?;
@@ -337,10 +402,11 @@ impl kernel::Host for PluginState {
         extra_flags: u16,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        let bounds = self.request_bounds();
-        self.kernel
-            .request(false, cmd, extra_flags, payload, bounds)
-            .await
+        let kernel = self.kernel.clone();
+        in_own_task(self.own_task(), |bounds| async move {
+            kernel.request(false, cmd, extra_flags, payload, bounds).await
+        })
+        .await
     }
 
     async fn dump_request(
@@ -348,8 +414,11 @@ impl kernel::Host for PluginState {
         cmd: u8,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        let bounds = self.request_bounds();
-        self.kernel.request(true, cmd, 0, payload, bounds).await
+        let kernel = self.kernel.clone();
+        in_own_task(self.own_task(), |bounds| async move {
+            kernel.request(true, cmd, 0, payload, bounds).await
+        })
+        .await
     }
 
     async fn listen_request(
@@ -357,8 +426,11 @@ impl kernel::Host for PluginState {
         cmd: u8,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        let bounds = self.request_bounds();
-        self.kernel.listen_request(cmd, payload, bounds).await
+        let kernel = self.kernel.clone();
+        in_own_task(self.own_task(), |bounds| async move {
+            kernel.listen_request(cmd, payload, bounds).await
+        })
+        .await
     }
 }
 
@@ -450,6 +522,54 @@ mod tests {
         for bad in [0x300, 0x700, 0xf00, 0x1, 0x8, 0x1000] {
             assert!(KernelAccess::check_do_flags(bad).is_err(), "{bad:#x}");
         }
+    }
+
+    #[tokio::test]
+    async fn abandoned_kernel_requests_cannot_pile_up() {
+        use std::sync::atomic::AtomicBool;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
+        let how = || OwnTask {
+            plugin: RequestBounds {
+                wait: Duration::from_millis(50),
+                reply_bytes: 1,
+            },
+            socket_wait: Duration::from_secs(60),
+            in_flight: in_flight.clone(),
+        };
+        // A request that outlives the plugin's wait: the plugin gets
+        // `timeout`, the request carries on within the socket's bounds.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let r = in_own_task(how(), |bounds| async move {
+            assert_eq!(bounds.wait, Duration::from_secs(60));
+            let _ = released.await;
+            Ok(Vec::new())
+        })
+        .await;
+        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
+        // While it runs, the plugin's next request never starts.
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let r = in_own_task(how(), |_| async move {
+            flag.store(true, Ordering::Relaxed);
+            Ok(Vec::new())
+        })
+        .await;
+        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
+        assert!(!started.load(Ordering::Relaxed));
+        // Once it ends, the next one runs.
+        let _ = release.send(());
+        let r = in_own_task(
+            OwnTask {
+                plugin: RequestBounds {
+                    wait: Duration::from_secs(60),
+                    reply_bytes: 1,
+                },
+                ..how()
+            },
+            |_| async { Ok(Vec::new()) },
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::genl::gateway::types;
 use super::bindings::{Plugin, PluginPre};
-use super::budget::Budget;
+use super::budget::{Budget, check_caps};
 use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
 use super::input_schema::InputSchema;
 use super::log_limit::{LogLimiter, one_line};
@@ -180,6 +180,8 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
+    /// The plugin's one kernel request in flight, for every instance.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -378,6 +380,14 @@ impl LoadedPlugin {
     ) -> Result<Arc<Self>, PluginError> {
         let compiled = runtime.compile(&family.plugin)?;
         check_contract_version(&runtime.engine, &compiled.component, &family.plugin)?;
+        // A component that instantiates modules it imports has no static
+        // count; the store's budget still caps it at instantiation.
+        if let Some(needs) = compiled.component.resources_required() {
+            check_caps(needs.num_memories, needs.num_tables).map_err(|reason| PluginError::Invalid {
+                path: family.plugin.display().to_string(),
+                reason,
+            })?;
+        }
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
             path: family.plugin.display().to_string(),
             reason: trap(e),
@@ -409,6 +419,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
         };
         let mut live = plugin.instantiate().await?;
@@ -500,6 +511,7 @@ impl LoadedPlugin {
                 log_limiter: self.limiter.clone(),
                 metrics: self.metrics.clone(),
                 deadline: None,
+                in_flight: self.in_flight.clone(),
             },
         );
         store.limiter(|s| &mut s.budget);

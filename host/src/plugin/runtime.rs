@@ -146,6 +146,12 @@ fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
             .total_tables(POOL_PLUGIN_INSTANCES * tables)
             .max_memories_per_component(memories)
             .max_tables_per_component(tables)
+            // The pool's per-module defaults (one memory, one table) would
+            // refuse a multi-memory module the on-demand allocator and the
+            // store's budget accept; the caps are per component, the same
+            // under either allocator.
+            .max_memories_per_module(memories)
+            .max_tables_per_module(tables)
             .max_core_instances_per_component(instances)
             .max_memory_size(opts.max_memory_bytes.max(1 << 20));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -51,6 +51,18 @@ fn leak_stdout_handle() {
 #[cfg(not(target_arch = "wasm32"))]
 fn leak_stdout_handle() {}
 
+/// Bytes written as hex, two digits a byte (the attributes a test built
+/// from the UAPI numbers).
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn arg(input: &Value, key: &str, default: u64) -> u64 {
     input.get(key).and_then(Value::as_u64).unwrap_or(default)
 }
@@ -112,7 +124,7 @@ impl Plugin for Chaos {
             .op("spam", "Print {\"lines\": N} lines", false)
             .op(
                 "request",
-                "Send {\"cmd\": N, \"dump\": bool, \"flags\": F, \"n\": times} on the plugin's family",
+                "Send {\"cmd\": N, \"dump\": bool, \"flags\": F, \"payload\": hex, \"n\": times} on the plugin's family",
                 false,
             )
             .op("sleep", "Sleep {\"ms\": N} in a host call", false)
@@ -162,12 +174,14 @@ impl Plugin for Chaos {
                 let flags = u16::try_from(arg(&input, "flags", 0))
                     .map_err(|_| CallError::bad_input("flags are 16 bits"))?;
                 let dump = input.get("dump").and_then(Value::as_bool).unwrap_or(false);
+                let payload = hex(input.get("payload").and_then(Value::as_str).unwrap_or(""))
+                    .ok_or_else(|| CallError::bad_input("payload is hex: two digits a byte"))?;
                 let mut replies = 0;
                 for _ in 0..arg(&input, "n", 1) {
                     replies = if dump {
-                        kernel::dump_request(cmd, &[])?
+                        kernel::dump_request(cmd, &payload)?
                     } else {
-                        kernel::do_request_with_flags(cmd, flags, &[])?
+                        kernel::do_request_with_flags(cmd, flags, &payload)?
                     }
                     .len();
                 }
@@ -237,6 +251,14 @@ export_plugin!(Chaos);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_hex_two_digits_a_byte() {
+        assert_eq!(hex("0c00ff"), Some(vec![0x0c, 0x00, 0xff]));
+        assert_eq!(hex(""), Some(vec![]));
+        assert_eq!(hex("0"), None);
+        assert_eq!(hex("zz"), None);
+    }
 
     #[test]
     fn init_refuses_and_ping_echoes_the_tag() {
