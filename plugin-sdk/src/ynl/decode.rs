@@ -499,3 +499,69 @@ fn string(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Spec;
+
+    /// Numbering the decoder's index tables must survive: a gap, a number
+    /// far above the rest (a set too sparse for a dense table), and flags
+    /// with a bit the spec does not name. Bytes and expected JSON are
+    /// written by hand from the netlink attribute layout.
+    const SPEC: &str = "
+name: t
+protocol: genetlink
+definitions:
+  - {name: fl, type: flags, entries: [a, b, {name: d, value: 3}]}
+attribute-sets:
+  - name: dense
+    attributes:
+      - {name: one, type: u32}
+      - {name: five, type: u64, value: 5, enum: fl}
+      - {name: inner, type: nest, nested-attributes: sparse}  # 6
+  - name: sparse
+    attributes:
+      - {name: low, type: u16}
+      - {name: high, type: u8, value: 16000}
+operations:
+  list:
+    - {name: get, attribute-set: dense, do: {reply: {attributes: [one]}}}
+";
+
+    fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+        let mut out = [len.to_le_bytes(), kind.to_le_bytes()].concat();
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out
+    }
+
+    #[test]
+    fn sparse_and_gapped_numbering_and_unnamed_flag_bits() {
+        let spec = Spec::load(SPEC).unwrap_or_else(|e| panic!("{e}"));
+        let inner = [attr(1, &7u16.to_le_bytes()), attr(16000, &[9]), attr(2, &[0xab])].concat();
+        let msg = [
+            attr(1, &42u32.to_le_bytes()),
+            // Bits 0, 2 (unnamed: its mask) and 3.
+            attr(5, &0b1101u64.to_le_bytes()),
+            attr(6, &inner),
+            // Numbers the set does not have: in the gap, and past its end.
+            attr(4, &[1, 2]),
+            attr(200, &[3]),
+        ]
+        .concat();
+        let got = spec.decode_attrs("dense", &msg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            serde_json::Value::Object(got),
+            json!({
+                "one": 42,
+                "five": ["a", 4, "d"],
+                "inner": {"low": 7, "high": 9, "attr-2": "ab"},
+                "attr-4": "0102",
+                "attr-200": "03",
+            })
+        );
+    }
+}
