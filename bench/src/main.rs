@@ -557,7 +557,9 @@ fn main() -> anyhow::Result<()> {
 /// Decoding a 1001-device netdev dump to JSON, the same kernel bytes
 /// through the YNL engine (from the kernel's spec) and through the
 /// hand-written table codec the engine replaces (the netdev plugin's
-/// former `DEV` table, kept here as the baseline).
+/// former `DEV` table, kept here as the baseline). The two alternate in
+/// short rounds, so load from elsewhere on a shared machine falls on both
+/// alike instead of on whichever happened to run second.
 fn decode_rows(raw: &mut Raw, netdev: u16, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     use genl_plugin_sdk::schema::{Field, Kind, decode};
     const DEV: &[Field] = &[
@@ -567,48 +569,65 @@ fn decode_rows(raw: &mut Raw, netdev: u16, rows: &mut Vec<Row>) -> anyhow::Resul
         Field::new(5, "xdp-rx-metadata-features", Kind::U64),
         Field::new(6, "xsk-features", Kind::U64),
     ];
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 10;
     eprintln!("decode: netdev dev-get dump, engine vs table");
     let w = "decode: 1001-device netdev dump to JSON";
     let payloads = raw.dump_payloads(netdev, 1, 1)?;
     let devices = payloads.len() as f64;
     let spec = genl_plugin_sdk::ynl::bundled::load("netdev")
         .ok_or_else(|| anyhow::anyhow!("no bundled netdev spec"))??;
-    let mut bytes = 0usize;
-    let table = measure(
-        200,
-        10,
-        || devices,
-        || {
-            let out: Vec<serde_json::Value> = payloads.iter().filter_map(|p| decode(p, DEV).ok()).collect();
-            bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
-        },
-    );
-    rows.push(row(
-        w,
-        "hand table (schema::decode)",
-        "msg/s",
-        table,
-        format!("{bytes} B of JSON; flags as numbers"),
-    ));
-    let engine = measure(
-        200,
-        10,
-        || devices,
-        || {
-            let out: Vec<serde_json::Map<String, Value>> = payloads
-                .iter()
-                .filter_map(|p| spec.decode_attrs("dev", p).ok())
-                .collect();
-            bytes = serde_json::to_vec(&out).map_or(0, |b| b.len());
-        },
-    );
-    rows.push(row(
-        w,
-        "YNL engine (Spec::decode_attrs)",
-        "msg/s",
-        engine,
-        format!("{bytes} B of JSON; flags named"),
-    ));
+    let table = || {
+        let out: Vec<serde_json::Value> = payloads.iter().filter_map(|p| decode(p, DEV).ok()).collect();
+        serde_json::to_vec(&out).map_or(0, |b| b.len())
+    };
+    let engine = || {
+        let out: Vec<serde_json::Map<String, Value>> = payloads
+            .iter()
+            .filter_map(|p| spec.decode_attrs("dev", p).ok())
+            .collect();
+        serde_json::to_vec(&out).map_or(0, |b| b.len())
+    };
+    let mut bytes = (0, 0);
+    for _ in 0..PER_ROUND {
+        bytes = (table(), engine());
+    }
+    let mut samples: (Vec<Duration>, Vec<Duration>) = Default::default();
+    let timed = |op: &dyn Fn() -> usize, into: &mut Vec<Duration>| {
+        for _ in 0..PER_ROUND {
+            let t = Instant::now();
+            std::hint::black_box(op());
+            into.push(t.elapsed());
+        }
+    };
+    for _ in 0..ROUNDS {
+        timed(&table, &mut samples.0);
+        timed(&engine, &mut samples.1);
+    }
+    for (path, samples, bytes, note) in [
+        (
+            "hand table (schema::decode)",
+            &mut samples.0,
+            bytes.0,
+            "flags as numbers",
+        ),
+        (
+            "YNL engine (Spec::decode_attrs)",
+            &mut samples.1,
+            bytes.1,
+            "flags named",
+        ),
+    ] {
+        let total = samples.iter().sum();
+        let units = samples.len() as f64 * devices;
+        rows.push(row(
+            w,
+            path,
+            "msg/s",
+            summarise(samples, total, units),
+            format!("{bytes} B of JSON; {note}"),
+        ));
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
-use super::spec::{AttrDef, AttrKind, AttrSet, DisplayHint, MemberDef, Spec};
+use super::spec::{AttrDef, AttrKind, AttrSet, DisplayHint, EnumDef, Links, MemberDef, Spec};
 use genl_wire::Attrs;
 
 /// Why kernel bytes could not be decoded with the spec.
@@ -42,17 +42,43 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn int_bytes(
-    raw: &[u8],
-    size: usize,
-    signed: bool,
-    big_endian: bool,
-    path: &str,
-) -> Result<Value, DecodeError> {
+/// An integer read from the wire, before the spec shapes it.
+#[derive(Debug, Clone, Copy)]
+enum Int {
+    Unsigned(u64),
+    Signed(i64),
+}
+
+impl Int {
+    fn value(self) -> Value {
+        match self {
+            Self::Unsigned(u) => Value::from(u),
+            Self::Signed(i) => Value::from(i),
+        }
+    }
+
+    /// Its bits for enum and flag lookup (a negative value as two's
+    /// complement, as the kernel's YNL library compares it).
+    fn bits(self) -> u64 {
+        match self {
+            Self::Unsigned(u) => u,
+            Self::Signed(i) => i as u64,
+        }
+    }
+
+    /// The value when it is not negative.
+    fn unsigned(self) -> Option<u64> {
+        match self {
+            Self::Unsigned(u) => Some(u),
+            Self::Signed(i) => u64::try_from(i).ok(),
+        }
+    }
+}
+
+fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<Int, String> {
     let b = raw
         .get(..size)
-        .filter(|_| raw.len() >= size)
-        .ok_or_else(|| err(path, format!("{} bytes where {size} are needed", raw.len())))?;
+        .ok_or_else(|| format!("{} bytes where {size} are needed", raw.len()))?;
     let mut buf = [0u8; 8];
     if big_endian {
         buf[8 - size..].copy_from_slice(b);
@@ -63,10 +89,20 @@ fn int_bytes(
     let u = u64::from_le_bytes(buf);
     Ok(if signed {
         let shift = 64 - 8 * size as u32;
-        Value::from(((u << shift) as i64) >> shift)
+        Int::Signed(((u << shift) as i64) >> shift)
     } else {
-        Value::from(u)
+        Int::Unsigned(u)
     })
+}
+
+fn int_bytes(
+    raw: &[u8],
+    size: usize,
+    signed: bool,
+    big_endian: bool,
+    path: &str,
+) -> Result<Int, DecodeError> {
+    read_int(raw, size, signed, big_endian).map_err(|m| err(path, m))
 }
 
 impl Spec {
@@ -88,7 +124,7 @@ impl Spec {
         let mut out = Map::new();
         for attr in Attrs::new(buf) {
             let attr = attr.map_err(|e| err(path, e.to_string()))?;
-            let Some(def) = set.by_value(attr.kind()) else {
+            let Some((def, links)) = set.linked(attr.kind()) else {
                 out.insert(unknown_key(attr.kind()), Value::String(hex(attr.bytes())));
                 continue;
             };
@@ -98,7 +134,7 @@ impl Spec {
             // Most attributes are scalars: decode them without the path
             // and scope that only nests and errors need (one allocation
             // each per attribute otherwise).
-            let value = match self.decode_scalar(def, attr.bytes()) {
+            let value = match self.decode_scalar(def, links, attr.bytes()) {
                 Some(Ok(v)) => v,
                 Some(Err(message)) => return Err(err(&format!("{path}.{}", def.name), message)),
                 None => {
@@ -106,7 +142,7 @@ impl Spec {
                     let mut scope: Vec<&Map<String, Value>> = Vec::with_capacity(outer.len() + 1);
                     scope.push(&out);
                     scope.extend_from_slice(outer);
-                    self.decode_value(def, attr.bytes(), &scope, &here)?
+                    self.decode_value(def, links, attr.bytes(), &scope, &here)?
                 }
             };
             if def.multi {
@@ -126,19 +162,17 @@ impl Spec {
 
     /// A scalar attribute's value, or `None` for kinds that need the
     /// enclosing scope (nests, arrays, sub-messages, structs).
-    fn decode_scalar(&self, def: &AttrDef, raw: &[u8]) -> Option<Result<Value, String>> {
+    fn decode_scalar(&self, def: &AttrDef, links: Links, raw: &[u8]) -> Option<Result<Value, String>> {
         let int = |size: usize, signed: bool| {
-            int_bytes(raw, size, signed, def.big_endian, "")
-                .map(|v| {
-                    self.shape_int(
-                        v,
-                        def.enumeration.as_deref(),
-                        def.enum_as_flags,
-                        def.display_hint,
-                        def.big_endian,
-                    )
-                })
-                .map_err(|e| e.message)
+            read_int(raw, size, signed, def.big_endian).map(|v| {
+                self.shape_int(
+                    v,
+                    links.enumeration.and_then(|i| self.enum_at(i)),
+                    def.enum_as_flags,
+                    def.display_hint,
+                    def.big_endian,
+                )
+            })
         };
         Some(match def.kind {
             AttrKind::Flag => Ok(Value::Bool(true)),
@@ -160,10 +194,12 @@ impl Spec {
     fn decode_value(
         &self,
         def: &AttrDef,
+        links: Links,
         raw: &[u8],
         scope: &[&Map<String, Value>],
         path: &str,
     ) -> Result<Value, DecodeError> {
+        let enumeration = links.enumeration.and_then(|i| self.enum_at(i));
         Ok(match def.kind {
             AttrKind::Flag => Value::Bool(true),
             AttrKind::String => Value::String(string(raw)),
@@ -181,7 +217,7 @@ impl Spec {
                 let v = int_bytes(raw, size, signed, def.big_endian, path)?;
                 self.shape_int(
                     v,
-                    def.enumeration.as_deref(),
+                    enumeration,
                     def.enum_as_flags,
                     def.display_hint,
                     def.big_endian,
@@ -192,7 +228,7 @@ impl Spec {
                 let v = int_bytes(raw, size, signed, def.big_endian, path)?;
                 self.shape_int(
                     v,
-                    def.enumeration.as_deref(),
+                    enumeration,
                     def.enum_as_flags,
                     def.display_hint,
                     def.big_endian,
@@ -204,7 +240,7 @@ impl Spec {
                 } else if let Some(t) = def.sub_type.and_then(AttrKind::fixed_int) {
                     let (size, signed) = t;
                     raw.chunks_exact(size)
-                        .map(|c| int_bytes(c, size, signed, def.big_endian, path))
+                        .map(|c| int_bytes(c, size, signed, def.big_endian, path).map(Int::value))
                         .collect::<Result<Vec<_>, _>>()
                         .map(Value::Array)?
                 } else {
@@ -212,7 +248,7 @@ impl Spec {
                 }
             }
             AttrKind::Nest => {
-                let set = self.nested_set(def, path)?;
+                let set = self.nested_set(links, path)?;
                 Value::Object(self.decode_set(set, raw, scope, path)?)
             }
             AttrKind::IndexedArray => {
@@ -222,7 +258,7 @@ impl Spec {
                     let at = format!("{path}[{}]", item.kind());
                     items.push(match def.sub_type {
                         Some(AttrKind::Nest) => {
-                            let set = self.nested_set(def, path)?;
+                            let set = self.nested_set(links, path)?;
                             Value::Object(self.decode_set(set, item.bytes(), scope, &at)?)
                         }
                         Some(t) if t.fixed_int().is_some() => {
@@ -246,22 +282,21 @@ impl Spec {
                     out.insert(name.clone(), Value::from(first.kind()));
                     level = first.bytes();
                 }
-                let set = self.nested_set(def, path)?;
+                let set = self.nested_set(links, path)?;
                 out.extend(self.decode_set(set, level, scope, path)?);
                 Value::Object(out)
             }
             AttrKind::Bitfield32 => {
                 let v = int_bytes(raw, 4, false, false, path)?;
                 let s = int_bytes(raw.get(4..).unwrap_or_default(), 4, false, false, path)?;
-                let e = def.enumeration.as_deref();
                 let mut out = Map::new();
                 out.insert(
                     "value".into(),
-                    self.shape_int(v, e, def.enum_as_flags, None, false),
+                    self.shape_int(v, enumeration, def.enum_as_flags, None, false),
                 );
                 out.insert(
                     "selector".into(),
-                    self.shape_int(s, e, def.enum_as_flags, None, false),
+                    self.shape_int(s, enumeration, def.enum_as_flags, None, false),
                 );
                 Value::Object(out)
             }
@@ -270,10 +305,10 @@ impl Spec {
         })
     }
 
-    fn nested_set(&self, def: &AttrDef, path: &str) -> Result<&AttrSet, DecodeError> {
-        def.nested
-            .as_deref()
-            .and_then(|n| self.set(n))
+    fn nested_set(&self, links: Links, path: &str) -> Result<&AttrSet, DecodeError> {
+        links
+            .nested
+            .and_then(|i| self.set_at(i))
             .ok_or_else(|| err(path, "the spec names no nested attribute set"))
     }
 
@@ -368,7 +403,7 @@ impl Spec {
                 let v = int_bytes(bytes, size, signed, m.big_endian, path)?;
                 self.shape_int(
                     v,
-                    m.enumeration.as_deref(),
+                    m.enumeration.as_deref().and_then(|e| self.enumeration(e)),
                     m.enum_as_flags,
                     m.display_hint,
                     m.big_endian,
@@ -381,31 +416,34 @@ impl Spec {
     /// or text per its display hint.
     fn shape_int(
         &self,
-        v: Value,
-        enumeration: Option<&str>,
+        v: Int,
+        enumeration: Option<&EnumDef>,
         as_flags: bool,
         hint: Option<DisplayHint>,
         big_endian: bool,
     ) -> Value {
-        if let Some(e) = enumeration.and_then(|e| self.enumeration(e)) {
-            let Some(raw) = v.as_u64().or_else(|| v.as_i64().map(|i| i as u64)) else {
-                return v;
-            };
+        if let Some(e) = enumeration {
+            let raw = v.bits();
             if e.flags || as_flags {
+                // Set bits only, lowest first (the order the names had when
+                // every one of the 64 bits was tried).
                 let mut names = Vec::new();
-                for bit in 0..64 {
-                    if raw & (1 << bit) != 0 {
-                        names.push(match e.name_of(bit) {
-                            Some(n) => Value::String(n.to_owned()),
-                            None => Value::from(1u64 << bit),
-                        });
-                    }
+                let mut rest = raw;
+                while rest != 0 {
+                    let bit = u64::from(rest.trailing_zeros());
+                    rest &= rest - 1;
+                    names.push(match e.name_of(bit) {
+                        Some(n) => Value::String(n.to_owned()),
+                        None => Value::from(1u64 << bit),
+                    });
                 }
                 return Value::Array(names);
             }
-            return e.name_of(raw).map_or(v, |n| Value::String(n.to_owned()));
+            return e
+                .name_of(raw)
+                .map_or_else(|| v.value(), |n| Value::String(n.to_owned()));
         }
-        match (hint, v.as_u64()) {
+        match (hint, v.unsigned()) {
             (Some(DisplayHint::Hex), Some(n)) => Value::String(format!("{n:#x}")),
             (Some(DisplayHint::Ipv4), Some(n)) => {
                 // A big-endian u32 already reads as the address's number.
@@ -413,7 +451,7 @@ impl Spec {
                 let n = if big_endian { n } else { n.swap_bytes() };
                 Value::String(Ipv4Addr::from(n).to_string())
             }
-            _ => v,
+            _ => v.value(),
         }
     }
 }
@@ -460,4 +498,70 @@ fn bytes_shown(raw: &[u8], hint: Option<DisplayHint>) -> Value {
 fn string(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Spec;
+
+    /// Numbering the decoder's index tables must survive: a gap, a number
+    /// far above the rest (a set too sparse for a dense table), and flags
+    /// with a bit the spec does not name. Bytes and expected JSON are
+    /// written by hand from the netlink attribute layout.
+    const SPEC: &str = "
+name: t
+protocol: genetlink
+definitions:
+  - {name: fl, type: flags, entries: [a, b, {name: d, value: 3}]}
+attribute-sets:
+  - name: dense
+    attributes:
+      - {name: one, type: u32}
+      - {name: five, type: u64, value: 5, enum: fl}
+      - {name: inner, type: nest, nested-attributes: sparse}  # 6
+  - name: sparse
+    attributes:
+      - {name: low, type: u16}
+      - {name: high, type: u8, value: 16000}
+operations:
+  list:
+    - {name: get, attribute-set: dense, do: {reply: {attributes: [one]}}}
+";
+
+    fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+        let mut out = [len.to_le_bytes(), kind.to_le_bytes()].concat();
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out
+    }
+
+    #[test]
+    fn sparse_and_gapped_numbering_and_unnamed_flag_bits() {
+        let spec = Spec::load(SPEC).unwrap_or_else(|e| panic!("{e}"));
+        let inner = [attr(1, &7u16.to_le_bytes()), attr(16000, &[9]), attr(2, &[0xab])].concat();
+        let msg = [
+            attr(1, &42u32.to_le_bytes()),
+            // Bits 0, 2 (unnamed: its mask) and 3.
+            attr(5, &0b1101u64.to_le_bytes()),
+            attr(6, &inner),
+            // Numbers the set does not have: in the gap, and past its end.
+            attr(4, &[1, 2]),
+            attr(200, &[3]),
+        ]
+        .concat();
+        let got = spec.decode_attrs("dense", &msg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            serde_json::Value::Object(got),
+            json!({
+                "one": 42,
+                "five": ["a", 4, "d"],
+                "inner": {"low": 7, "high": 9, "attr-2": "ab"},
+                "attr-4": "0102",
+                "attr-200": "03",
+            })
+        );
+    }
 }

@@ -275,7 +275,63 @@ pub struct AttrSet {
     /// Attributes in spec order.
     pub attrs: Vec<AttrDef>,
     by_name: HashMap<String, usize>,
-    by_value: HashMap<u16, usize>,
+    by_value: ValueIndex,
+    /// Per attribute (same order as `attrs`): its references resolved to
+    /// positions in the spec's tables, filled by [`Spec::link`].
+    links: Vec<Links>,
+}
+
+/// Where an attribute's named references point, as positions in the
+/// spec's tables: resolved once at load so the decoder indexes instead of
+/// hashing a name for every attribute of every message.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Links {
+    /// The enum or flags definition (`enum`).
+    pub enumeration: Option<usize>,
+    /// The nested attribute set (`nested-attributes`).
+    pub nested: Option<usize>,
+}
+
+/// Attribute number to position in the set.
+#[derive(Debug, Clone)]
+enum ValueIndex {
+    /// Indexed by the attribute number (`NONE` where there is none): the
+    /// kernel's sets are numbered densely from 0 or 1.
+    Dense(Vec<u32>),
+    /// For a set numbered so sparsely that a table would mostly be holes.
+    Sparse(HashMap<u16, usize>),
+}
+
+impl ValueIndex {
+    const NONE: u32 = u32::MAX;
+    /// A dense table is used while it stays within this many slots per
+    /// attribute (plus a little), so a spec's odd numbering cannot make
+    /// the host allocate 16k slots for a two-attribute set.
+    const SLOTS_PER_ATTR: usize = 4;
+
+    fn new(attrs: &[AttrDef]) -> Self {
+        let max = attrs.iter().map(|a| usize::from(a.value)).max().unwrap_or(0);
+        if max < attrs.len() * Self::SLOTS_PER_ATTR + 16 {
+            let mut table = vec![Self::NONE; max + 1];
+            for (i, a) in attrs.iter().enumerate() {
+                // Later duplicates win, as they did in the map.
+                table[usize::from(a.value)] = u32::try_from(i).unwrap_or(Self::NONE);
+            }
+            Self::Dense(table)
+        } else {
+            Self::Sparse(attrs.iter().enumerate().map(|(i, a)| (a.value, i)).collect())
+        }
+    }
+
+    fn get(&self, value: u16) -> Option<usize> {
+        match self {
+            Self::Dense(t) => t
+                .get(usize::from(value))
+                .filter(|&&i| i != Self::NONE)
+                .map(|&i| i as usize),
+            Self::Sparse(m) => m.get(&value).copied(),
+        }
+    }
 }
 
 impl AttrSet {
@@ -285,9 +341,10 @@ impl AttrSet {
             .enumerate()
             .map(|(i, a)| (a.name.clone(), i))
             .collect();
-        let by_value = attrs.iter().enumerate().map(|(i, a)| (a.value, i)).collect();
+        let by_value = ValueIndex::new(&attrs);
         Self {
             name,
+            links: vec![Links::default(); attrs.len()],
             attrs,
             by_name,
             by_value,
@@ -301,7 +358,69 @@ impl AttrSet {
 
     /// The attribute numbered `value`.
     pub fn by_value(&self, value: u16) -> Option<&AttrDef> {
-        self.by_value.get(&value).map(|&i| &self.attrs[i])
+        self.by_value.get(value).map(|i| &self.attrs[i])
+    }
+
+    /// The attribute numbered `value` with its resolved references.
+    pub(super) fn linked(&self, value: u16) -> Option<(&AttrDef, Links)> {
+        let i = self.by_value.get(value)?;
+        Some((&self.attrs[i], self.links.get(i).copied().unwrap_or_default()))
+    }
+}
+
+/// Definitions by name, kept in a vector so other definitions can refer
+/// to them by position.
+#[derive(Debug, Clone)]
+struct Table<T> {
+    items: Vec<T>,
+    ids: HashMap<String, usize>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    /// Add (or replace) `name`.
+    fn insert(&mut self, name: String, item: T) {
+        match self.ids.get(&name) {
+            Some(&i) => self.items[i] = item,
+            None => {
+                self.ids.insert(name, self.items.len());
+                self.items.push(item);
+            }
+        }
+    }
+
+    fn id(&self, name: &str) -> Option<usize> {
+        self.ids.get(name).copied()
+    }
+
+    fn get(&self, name: &str) -> Option<&T> {
+        self.id(name).map(|i| &self.items[i])
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.ids.contains_key(name)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+}
+
+impl<T> FromIterator<(String, T)> for Table<T> {
+    fn from_iter<I: IntoIterator<Item = (String, T)>>(iter: I) -> Self {
+        let mut t = Self::default();
+        for (name, item) in iter {
+            t.insert(name, item);
+        }
+        t
     }
 }
 
@@ -363,9 +482,9 @@ pub struct Spec {
     pub ops: Vec<Operation>,
     /// Multicast group names.
     pub mcast_groups: Vec<String>,
-    enums: HashMap<String, EnumDef>,
-    structs: HashMap<String, StructDef>,
-    sets: HashMap<String, AttrSet>,
+    enums: Table<EnumDef>,
+    structs: Table<StructDef>,
+    sets: Table<AttrSet>,
     sub_messages: HashMap<String, Vec<SubMessageFormat>>,
 }
 
@@ -471,7 +590,7 @@ impl Spec {
             ld.consts.insert(d.name.clone(), v);
         }
 
-        let mut enums = HashMap::new();
+        let mut enums = Table::default();
         for d in raw
             .definitions
             .iter()
@@ -511,7 +630,7 @@ impl Spec {
             );
         }
 
-        let mut structs: HashMap<String, StructDef> = HashMap::new();
+        let mut structs: Table<StructDef> = Table::default();
         // Structs may nest structs defined later: resolve until stable.
         let mut pending: Vec<&raw::Definition> =
             raw.definitions.iter().filter(|d| d.kind == "struct").collect();
@@ -536,7 +655,7 @@ impl Spec {
             pending = left;
         }
 
-        let mut sets: HashMap<String, AttrSet> = HashMap::new();
+        let mut sets: Table<AttrSet> = Table::default();
         let mut pending: Vec<&raw::AttrSet> = raw.attribute_sets.iter().collect();
         while !pending.is_empty() {
             let before = pending.len();
@@ -545,7 +664,10 @@ impl Spec {
                 match &s.subset_of {
                     Some(parent) if !sets.contains_key(parent) => left.push(s),
                     Some(parent) => {
-                        let parent_set = &sets[parent];
+                        let Some(parent_set) = sets.get(parent) else {
+                            left.push(s);
+                            continue;
+                        };
                         let mut attrs = Vec::new();
                         for a in &s.attributes {
                             let mut def = parent_set.by_name(&a.name).cloned().ok_or_else(|| {
@@ -600,7 +722,7 @@ impl Spec {
             Some(o) => ld.operations(o)?,
             None => Vec::new(),
         };
-        let spec = Spec {
+        let mut spec = Spec {
             name: raw.name,
             protocol,
             ops,
@@ -611,6 +733,7 @@ impl Spec {
             sub_messages,
         };
         spec.check_references(&ld)?;
+        spec.link();
         Ok(spec)
     }
 
@@ -715,6 +838,37 @@ impl Spec {
         Ok(())
     }
 
+    /// Resolve every attribute's references to positions in the spec's
+    /// tables (see [`Links`]); names that do not resolve stay `None`.
+    fn link(&mut self) {
+        let all: Vec<Vec<Links>> = self
+            .sets
+            .values()
+            .map(|set| {
+                set.attrs
+                    .iter()
+                    .map(|a| Links {
+                        enumeration: a.enumeration.as_deref().and_then(|e| self.enums.id(e)),
+                        nested: a.nested.as_deref().and_then(|n| self.sets.id(n)),
+                    })
+                    .collect()
+            })
+            .collect();
+        for (set, links) in self.sets.items.iter_mut().zip(all) {
+            set.links = links;
+        }
+    }
+
+    /// The attribute set at position `i` (from [`Links::nested`]).
+    pub(super) fn set_at(&self, i: usize) -> Option<&AttrSet> {
+        self.sets.items.get(i)
+    }
+
+    /// The enum at position `i` (from [`Links::enumeration`]).
+    pub(super) fn enum_at(&self, i: usize) -> Option<&EnumDef> {
+        self.enums.items.get(i)
+    }
+
     /// An attribute set by name.
     pub fn set(&self, name: &str) -> Option<&AttrSet> {
         self.sets.get(name)
@@ -754,19 +908,21 @@ impl Spec {
     /// and typed codecs reach this encoder, so client input has one path to
     /// attributes whichever codec a plugin uses.
     pub(crate) fn from_sets(name: &str, sets: Vec<(String, Vec<AttrDef>)>) -> Self {
-        Self {
+        let mut spec = Self {
             name: name.to_owned(),
             protocol: Protocol::Genetlink,
             ops: Vec::new(),
             mcast_groups: Vec::new(),
-            enums: HashMap::new(),
-            structs: HashMap::new(),
+            enums: Table::default(),
+            structs: Table::default(),
             sets: sets
                 .into_iter()
                 .map(|(n, attrs)| (n.clone(), AttrSet::new(n, attrs)))
                 .collect(),
             sub_messages: HashMap::new(),
-        }
+        };
+        spec.link();
+        spec
     }
 }
 
@@ -774,8 +930,8 @@ impl Loader {
     fn structure(
         &self,
         d: &raw::Definition,
-        done: &HashMap<String, StructDef>,
-        enums: &HashMap<String, EnumDef>,
+        done: &Table<StructDef>,
+        enums: &Table<EnumDef>,
     ) -> Result<Option<StructDef>, SpecError> {
         let mut members = Vec::new();
         let mut size = 0usize;
