@@ -75,6 +75,8 @@ pub struct GatewayConfig {
     pub netns: Option<PathBuf>,
     /// Default receive buffer of each family's listener socket.
     pub receive_buffer: usize,
+    /// Most request sockets open at once (concurrent requests and dumps).
+    pub request_sockets: usize,
     /// Where compiled components are cached (None: no cache).
     pub cache_dir: Option<PathBuf>,
     /// Poll the plugin and families directories and reload on change.
@@ -321,6 +323,7 @@ struct RawNetlink {
     request_timeout_ms: Option<u64>,
     netns: Option<String>,
     receive_buffer_kib: Option<usize>,
+    request_sockets: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -770,6 +773,17 @@ impl GatewayConfig {
             raw.netlink.receive_buffer_kib,
             4096,
         )?;
+        let request_sockets = raw
+            .netlink
+            .request_sockets
+            .unwrap_or(crate::netlink::DEFAULT_REQUEST_SOCKETS);
+        if !(1..=256).contains(&request_sockets) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "netlink.request_sockets",
+                message: format!("{request_sockets} is out of range; use 1 to 256"),
+            });
+        }
         let limits = raw.limits.apply(path, Limits::default())?;
         if limits.fuel.is_some() && raw.limits.fuel_metering != Some(true) {
             return Err(ConfigError::Invalid {
@@ -781,6 +795,7 @@ impl GatewayConfig {
         Ok(Self {
             netns,
             receive_buffer,
+            request_sockets,
             cache_dir: raw.plugins.cache_dir.map(|d| resolve(&base, d)),
             watch: raw.plugins.watch.unwrap_or(true),
             fuel_metering: raw.limits.fuel_metering.unwrap_or(false),
