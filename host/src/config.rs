@@ -1123,6 +1123,33 @@ mod tests {
     }
 
     #[test]
+    fn request_sockets_have_a_default_and_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = write(dir.path(), "gateway.toml", GATEWAY);
+        assert_eq!(GatewayConfig::load(&gw).unwrap().request_sockets, 8);
+        let gw = write(
+            dir.path(),
+            "g1.toml",
+            &format!("{GATEWAY}\n[netlink]\nrequest_sockets = 3\n"),
+        );
+        assert_eq!(GatewayConfig::load(&gw).unwrap().request_sockets, 3);
+        for bad in [0, 257] {
+            let gw = write(
+                dir.path(),
+                "g2.toml",
+                &format!("{GATEWAY}\n[netlink]\nrequest_sockets = {bad}\n"),
+            );
+            let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "netlink.request_sockets: {bad} is out of range; use 1 to 256"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn size_limits_have_defaults_and_families_override_them() {
         let dir = tempfile::tempdir().unwrap();
         let gw = write(

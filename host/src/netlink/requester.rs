@@ -223,6 +223,12 @@ impl Requester {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A request with the next sequence number.
+    fn request(&self, family: u16, flags: u16, genl: GenlHeader, payload: &[u8]) -> (u32, Vec<u8>) {
+        let seq = self.seq();
+        (seq, genl_request(family, flags, seq, genl, payload))
+    }
+
     /// A `do` request; returns the reply messages before the ACK.
     pub async fn do_request(
         &self,
@@ -253,22 +259,13 @@ impl Requester {
         match &self.sockets {
             Sockets::Pool(pool) => {
                 let mut lease = pool.take(deadline, bounds.wait).await?;
-                collect(
-                    &mut lease,
-                    self.seq(),
-                    family,
-                    genl,
-                    flags,
-                    payload,
-                    deadline,
-                    bounds,
-                )
-                .await
-                .map(|(m, _)| m)
+                let (seq, request) = self.request(family, flags, genl, payload);
+                collect(&mut lease, seq, &request, deadline, bounds)
+                    .await
+                    .map(|(m, _)| m)
             }
             Sockets::Listener(l) => {
-                let seq = self.seq();
-                let request = genl_request(family, flags, seq, genl, payload);
+                let (seq, request) = self.request(family, flags, genl, payload);
                 l.exchange(seq, &request, deadline, bounds).await.map(|(m, _)| m)
             }
         }
@@ -301,24 +298,14 @@ impl Requester {
             let (msgs, interrupted) = match &self.sockets {
                 Sockets::Pool(pool) => {
                     let mut lease = pool.take(deadline, bounds.wait).await?;
-                    collect(
-                        &mut lease,
-                        self.seq(),
-                        family,
-                        genl,
-                        flags,
-                        payload,
-                        deadline,
-                        bounds,
-                    )
-                    .await?
+                    let (seq, request) = self.request(family, flags, genl, payload);
+                    collect(&mut lease, seq, &request, deadline, bounds).await?
                 }
                 Sockets::Listener(l) => {
                     let _turn = tokio::time::timeout_at(deadline, l.dump_turn.lock())
                         .await
                         .map_err(|_| RequestError::Timeout(bounds.wait))?;
-                    let seq = self.seq();
-                    let request = genl_request(family, flags, seq, genl, payload);
+                    let (seq, request) = self.request(family, flags, genl, payload);
                     l.exchange(seq, &request, deadline, bounds).await?
                 }
             };
@@ -352,14 +339,8 @@ impl Requester {
         };
         let deadline = Instant::now() + bounds.wait;
         let mut lease = pool.take(deadline, bounds.wait).await?;
-        let seq = self.seq();
-        lease.send(&genl_request(
-            family,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            genl,
-            payload,
-        ))?;
+        let (seq, request) = self.request(family, NLM_F_REQUEST | NLM_F_DUMP, genl, payload);
+        lease.send(&request)?;
         Ok(DumpParts {
             lease,
             seq,
@@ -372,20 +353,16 @@ impl Requester {
     }
 }
 
-/// Send one request on `lease` and collect its reply messages; true when
-/// the kernel flagged the dump as interrupted.
-#[allow(clippy::too_many_arguments)]
+/// Send `request` (sequence number `seq`) on `lease` and collect its reply
+/// messages; true when the kernel flagged the dump as interrupted.
 async fn collect(
     lease: &mut Lease,
     seq: u32,
-    family: u16,
-    genl: GenlHeader,
-    flags: u16,
-    payload: &[u8],
+    request: &[u8],
     deadline: Instant,
     bounds: RequestBounds,
 ) -> Result<(Vec<OwnedMessage>, bool), RequestError> {
-    lease.send(&genl_request(family, flags, seq, genl, payload))?;
+    lease.send(request)?;
     let mut parts = Vec::new();
     let mut bytes = 0usize;
     let mut interrupted = false;
