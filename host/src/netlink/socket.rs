@@ -221,3 +221,41 @@ impl AsRawFd for NlSocket {
         self.inner.as_raw_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use genl_wire::GenlHeader;
+    use genl_wire::consts::{NLM_F_ACK, NLM_F_REQUEST};
+    use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
+    use genl_wire::message::genl_request;
+
+    use super::*;
+
+    /// The wait a request makes when its reply is not there yet: an empty
+    /// socket is not readable, one with the kernel's answer queued is, and
+    /// the socket can join epoll again for a later wait.
+    #[tokio::test]
+    async fn a_wait_for_readability_sees_a_queued_reply_and_can_be_repeated() {
+        let sock = NlSocket::open().unwrap();
+        assert!(
+            !sock.readable(Duration::from_millis(50)).await.unwrap(),
+            "nothing was sent"
+        );
+        let genl = GenlHeader {
+            cmd: CTRL_CMD_GETFAMILY,
+            version: 2,
+        };
+        let attrs = getfamily_by_name("nlctrl").unwrap();
+        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 1, genl, &attrs))
+            .unwrap();
+        assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
+        let mut buf = vec![0; 64 << 10];
+        let n = sock.recv(&mut buf).unwrap();
+        assert!(n > 0);
+        // The ACK is still queued: a second registration reports it too.
+        assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
+        sock.recv(&mut buf).unwrap();
+        let empty = sock.recv(&mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+    }
+}
