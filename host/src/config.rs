@@ -75,6 +75,8 @@ pub struct GatewayConfig {
     pub netns: Option<PathBuf>,
     /// Default receive buffer of each family's listener socket.
     pub receive_buffer: usize,
+    /// Most request sockets open at once (concurrent requests and dumps).
+    pub request_sockets: usize,
     /// Where compiled components are cached (None: no cache).
     pub cache_dir: Option<PathBuf>,
     /// Poll the plugin and families directories and reload on change.
@@ -326,6 +328,7 @@ struct RawNetlink {
     request_timeout_ms: Option<u64>,
     netns: Option<String>,
     receive_buffer_kib: Option<usize>,
+    request_sockets: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -777,6 +780,17 @@ impl GatewayConfig {
             raw.netlink.receive_buffer_kib,
             4096,
         )?;
+        let request_sockets = raw
+            .netlink
+            .request_sockets
+            .unwrap_or(crate::netlink::DEFAULT_REQUEST_SOCKETS);
+        if !(1..=256).contains(&request_sockets) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "netlink.request_sockets",
+                message: format!("{request_sockets} is out of range; use 1 to 256"),
+            });
+        }
         let limits = raw.limits.apply(path, Limits::default())?;
         if limits.fuel.is_some() && raw.limits.fuel_metering != Some(true) {
             return Err(ConfigError::Invalid {
@@ -793,6 +807,7 @@ impl GatewayConfig {
             bus,
             netns,
             receive_buffer,
+            request_sockets,
             cache_dir: raw.plugins.cache_dir.map(|d| resolve(&base, d)),
             watch: raw.plugins.watch.unwrap_or(true),
             fuel_metering: raw.limits.fuel_metering.unwrap_or(false),
@@ -1118,6 +1133,33 @@ mod tests {
             e.contains("limits.event_kib: 0 is out of range; use 1 to 16384"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn request_sockets_have_a_default_and_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = write(dir.path(), "gateway.toml", GATEWAY);
+        assert_eq!(GatewayConfig::load(&gw).unwrap().request_sockets, 8);
+        let gw = write(
+            dir.path(),
+            "g1.toml",
+            &format!("{GATEWAY}\n[netlink]\nrequest_sockets = 3\n"),
+        );
+        assert_eq!(GatewayConfig::load(&gw).unwrap().request_sockets, 3);
+        for bad in [0, 257] {
+            let gw = write(
+                dir.path(),
+                "g2.toml",
+                &format!("{GATEWAY}\n[netlink]\nrequest_sockets = {bad}\n"),
+            );
+            let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "netlink.request_sockets: {bad} is out of range; use 1 to 256"
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

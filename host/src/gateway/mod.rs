@@ -27,8 +27,9 @@ use crate::netlink::{Requester, SocketOptions};
 use crate::plugin::{CallFailure, Event, LoadedPlugin, PluginMetrics, Runtime, RuntimeOptions};
 use loading::LoadingSet;
 
-/// Receive buffer of the shared request socket: replies to one request at
-/// a time per dump, so a few MiB is ample.
+/// Receive buffer limit of each request socket: it holds the replies to
+/// one request at a time, so a few MiB is ample (memory is spent only as
+/// replies queue up).
 const REQUEST_RCVBUF: usize = 4 << 20;
 
 /// Events published but not yet fanned out to subscribers: room for a
@@ -151,6 +152,7 @@ impl Gateway {
             timeout: config.request_timeout,
             receive_buffer: REQUEST_RCVBUF,
             sink: None,
+            request_sockets: config.request_sockets,
         };
         let requester = Requester::open(base.clone()).context("cannot open a generic netlink socket")?;
         let resolver = Arc::new(FamilyResolver::new(requester.clone()));

@@ -1,36 +1,30 @@
-//! One request socket shared by every plugin: requests go out tagged with a
-//! sequence number, a reader task routes each reply to the request it
-//! answers, and a request completes at its ACK, error or NLMSG_DONE.
+//! Requests to the kernel: a `do` completes at its ACK or error, a dump at
+//! its NLMSG_DONE, each bounded in time and reply bytes.
 //!
-//! The kernel runs at most one dump per socket at a time (a second one gets
-//! EBUSY), so dumps take turns on a lock while `do` requests interleave
-//! freely with them.
+//! The gateway's [`Requester`] is a bounded pool of request sockets (see
+//! `pool.rs`): each request owns one socket from send to completion and
+//! reads its own replies, so no other task is woken for them, and dumps of
+//! different families run at once on different sockets.
 //!
-//! The same type serves a family's listener socket: there, messages that
-//! answer no request (multicast and unicast notifications) go to a
-//! [`NotificationSink`] instead of being dropped.
+//! The same type serves a family's listener socket (see
+//! `listener_socket.rs`): there a reader task takes notifications, and
+//! routes replies to the few requests made on that socket by sequence
+//! number.
 
-use std::collections::HashMap;
 use std::fs::File;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use genl_wire::consts::{
-    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, SOL_NETLINK,
-};
+use genl_wire::consts::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use genl_wire::message::genl_request;
-use genl_wire::{GenlHeader, KernelError, Messages, NlHeader, WireError};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use genl_wire::{GenlHeader, KernelError, NlHeader};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::listener_socket::ListenerSocket;
+use super::pool::{DEFAULT_REQUEST_SOCKETS, Lease, SocketPool};
 use super::socket::NlSocket;
-
-/// Receive buffer for one datagram. Dump parts are at most 32 KiB on
-/// current kernels; the margin costs nothing.
-const RECV_BUF: usize = 256 << 10;
 
 /// How many times a dump interrupted by a concurrent change is retried.
 const DUMP_INTR_RETRIES: usize = 3;
@@ -80,7 +74,7 @@ pub struct NotificationSink {
 }
 
 impl NotificationSink {
-    fn deliver(&self, n: Notification) {
+    pub(super) fn deliver(&self, n: Notification) {
         if self.lost.load(Ordering::Relaxed) {
             if self.queue.try_send(Notification::Lost).is_err() {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -106,14 +100,17 @@ pub struct SocketOptions {
     pub receive_buffer: usize,
     /// For a listener socket: where notifications go.
     pub sink: Option<NotificationSink>,
+    /// For request sockets: how many may be open at once (0: the default,
+    /// 8). A request waits for a free one within its own deadline.
+    pub request_sockets: usize,
 }
 
 /// What one request made on a plugin's behalf may cost: how long it may
-/// wait (for the dump turn and for the kernel together) and how many bytes
+/// wait (for a request socket and for the kernel together) and how many bytes
 /// of replies the host collects for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestBounds {
-    /// Longest wait, dump turn included.
+    /// Longest wait, the wait for a request socket included.
     pub wait: Duration,
     /// Most reply bytes (netlink payloads) collected.
     pub reply_bytes: usize,
@@ -144,66 +141,41 @@ pub enum RequestError {
     ReplyTooLarge(usize),
 }
 
-struct Pending {
-    parts: Vec<OwnedMessage>,
-    /// Payload bytes collected so far, and the most allowed.
-    bytes: usize,
-    max_bytes: usize,
-    interrupted: bool,
-    done: oneshot::Sender<Result<(Vec<OwnedMessage>, bool), RequestError>>,
+/// Which sockets a [`Requester`] has.
+enum Sockets {
+    /// The gateway's request sockets.
+    Pool(Arc<SocketPool>),
+    /// A family's listener socket.
+    Listener(ListenerSocket),
 }
 
-type PendingMap = Mutex<HashMap<u32, Pending>>;
-
-/// What the reader task and the requesting tasks share.
-struct Shared {
-    sock: Arc<AsyncFd<NlSocket>>,
-    pending: PendingMap,
-    sink: Option<NotificationSink>,
-    /// The receive buffer, and the right to receive: one receiver at a time,
-    /// routing what it read before the next reads, so a request's reply is
-    /// always routed before the ACK or DONE that follows it.
-    recv: Mutex<Vec<u8>>,
-}
-
-/// A netlink socket with its reader task: requests with replies routed by
-/// sequence number, and, for a listener, notifications to a sink.
+/// Netlink requests with their replies: over a pool of request sockets,
+/// or, for a listener, over its one socket whose other messages are
+/// notifications.
 pub struct Requester {
-    shared: Arc<Shared>,
+    sockets: Sockets,
     next_seq: AtomicU32,
-    dump_turn: tokio::sync::Mutex<()>,
     timeout: Duration,
-    reader: AbortHandle,
-}
-
-impl Drop for Requester {
-    fn drop(&mut self) {
-        // The reader holds the socket; stopping it closes the socket.
-        self.reader.abort();
-    }
 }
 
 impl Requester {
-    /// Open the socket and start its reader task on the current runtime.
+    /// Open the sockets: a listener socket (with its reader task on the
+    /// current runtime) when `opts.sink` is set, else the request pool.
     pub fn open(opts: SocketOptions) -> std::io::Result<Arc<Self>> {
-        let sock = NlSocket::open_in(opts.netns.as_deref())?;
-        sock.set_option(SOL_NETLINK, NETLINK_EXT_ACK, 1)?;
-        // Errors need not echo the whole request back; ext-ack gives the
-        // offset of the offending attribute instead.
-        sock.set_option(SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
-        sock.enable_pktinfo()?;
-        sock.set_receive_buffer(opts.receive_buffer)?;
-        // SAFETY: NlSocket owns its fd (an OwnedFd) and never replaces it, so
-        // the fd stays open and the same for the AsyncFd's whole life.
-        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            sock: Arc::new(sock),
-            pending: PendingMap::default(),
-            sink: opts.sink,
-            recv: Mutex::new(vec![0; RECV_BUF]),
-        });
-        let reader = tokio::spawn(read_loop(shared.clone())).abort_handle();
+        let sockets = match opts.sink {
+            Some(sink) => {
+                let sock = NlSocket::open_in(opts.netns.as_deref())?;
+                sock.set_receive_buffer(opts.receive_buffer)?;
+                Sockets::Listener(ListenerSocket::start(sock, sink)?)
+            }
+            None => {
+                let size = match opts.request_sockets {
+                    0 => DEFAULT_REQUEST_SOCKETS,
+                    n => n,
+                };
+                Sockets::Pool(Arc::new(SocketPool::open(opts.netns, opts.receive_buffer, size)?))
+            }
+        };
         // Start sequence numbers away from 0 so stray replies to a previous
         // process using the same port are unlikely to match.
         let seed = std::time::SystemTime::now()
@@ -211,22 +183,31 @@ impl Requester {
             .map(|d| d.subsec_nanos())
             .unwrap_or(1);
         Ok(Arc::new(Self {
-            shared,
+            sockets,
             next_seq: AtomicU32::new(seed | 1),
-            dump_turn: tokio::sync::Mutex::new(()),
             timeout: opts.timeout,
-            reader,
         }))
     }
 
-    /// The socket's port id (where the kernel sends unicast notifications).
+    /// The socket's port id (where the kernel sends unicast
+    /// notifications); for a request pool, its first socket's.
     pub fn portid(&self) -> u32 {
-        self.shared.sock.get_ref().portid()
+        match &self.sockets {
+            Sockets::Pool(pool) => pool.portid(),
+            Sockets::Listener(l) => l.socket().portid(),
+        }
     }
 
-    /// Join multicast group `id`.
+    /// Join multicast group `id` (listener sockets only: request sockets
+    /// take no notifications).
     pub fn join_group(&self, id: u32) -> std::io::Result<()> {
-        self.shared.sock.get_ref().join_group(id)
+        match &self.sockets {
+            Sockets::Pool(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "request sockets join no multicast groups; open a listener socket",
+            )),
+            Sockets::Listener(l) => l.socket().join_group(id),
+        }
     }
 
     /// The bounds requests get when the caller names none: the socket's
@@ -236,6 +217,16 @@ impl Requester {
             wait: self.timeout,
             reply_bytes: usize::MAX,
         }
+    }
+
+    fn seq(&self) -> u32 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A request with the next sequence number.
+    fn request(&self, family: u16, flags: u16, genl: GenlHeader, payload: &[u8]) -> (u32, Vec<u8>) {
+        let seq = self.seq();
+        (seq, genl_request(family, flags, seq, genl, payload))
     }
 
     /// A `do` request; returns the reply messages before the ACK.
@@ -264,10 +255,20 @@ impl Requester {
             return Err(RequestError::DumpFlagsOnDo(extra_flags));
         }
         let flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
-        let deadline = tokio::time::Instant::now() + bounds.wait;
-        self.exchange(family, genl, flags, payload, deadline, bounds)
-            .await
-            .map(|(m, _)| m)
+        let deadline = Instant::now() + bounds.wait;
+        match &self.sockets {
+            Sockets::Pool(pool) => {
+                let mut lease = pool.take(deadline, bounds.wait).await?;
+                let (seq, request) = self.request(family, flags, genl, payload);
+                collect(&mut lease, seq, &request, deadline, bounds)
+                    .await
+                    .map(|(m, _)| m)
+            }
+            Sockets::Listener(l) => {
+                let (seq, request) = self.request(family, flags, genl, payload);
+                l.exchange(seq, &request, deadline, bounds).await.map(|(m, _)| m)
+            }
+        }
     }
 
     /// A dump; returns every message up to NLMSG_DONE. A dump the kernel
@@ -282,8 +283,8 @@ impl Requester {
             .await
     }
 
-    /// A dump within `bounds`: the wait for the dump turn counts against
-    /// the same deadline as the kernel's answer.
+    /// A dump within `bounds`: the wait for a socket counts against the
+    /// same deadline as the kernel's answer.
     pub async fn dump_bounded(
         &self,
         family: u16,
@@ -291,21 +292,23 @@ impl Requester {
         payload: &[u8],
         bounds: RequestBounds,
     ) -> Result<Vec<OwnedMessage>, RequestError> {
-        let deadline = tokio::time::Instant::now() + bounds.wait;
-        let _turn = tokio::time::timeout_at(deadline, self.dump_turn.lock())
-            .await
-            .map_err(|_| RequestError::Timeout(bounds.wait))?;
+        let deadline = Instant::now() + bounds.wait;
+        let flags = NLM_F_REQUEST | NLM_F_DUMP;
         for _ in 0..DUMP_INTR_RETRIES {
-            let (msgs, interrupted) = self
-                .exchange(
-                    family,
-                    genl,
-                    NLM_F_REQUEST | NLM_F_DUMP,
-                    payload,
-                    deadline,
-                    bounds,
-                )
-                .await?;
+            let (msgs, interrupted) = match &self.sockets {
+                Sockets::Pool(pool) => {
+                    let mut lease = pool.take(deadline, bounds.wait).await?;
+                    let (seq, request) = self.request(family, flags, genl, payload);
+                    collect(&mut lease, seq, &request, deadline, bounds).await?
+                }
+                Sockets::Listener(l) => {
+                    let _turn = tokio::time::timeout_at(deadline, l.dump_turn.lock())
+                        .await
+                        .map_err(|_| RequestError::Timeout(bounds.wait))?;
+                    let (seq, request) = self.request(family, flags, genl, payload);
+                    l.exchange(seq, &request, deadline, bounds).await?
+                }
+            };
             if !interrupted {
                 return Ok(msgs);
             }
@@ -318,196 +321,178 @@ impl Requester {
         Err(RequestError::DumpInterrupted(DUMP_INTR_RETRIES))
     }
 
-    async fn exchange(
+    /// A dump read part by part: each [`DumpParts::next_part`] is one
+    /// datagram's worth of messages, raw, as the kernel sent them. The dump
+    /// holds a request socket until it ends or is dropped. Request
+    /// sockets only.
+    pub async fn dump_parts(
         &self,
         family: u16,
         genl: GenlHeader,
-        flags: u16,
         payload: &[u8],
-        deadline: tokio::time::Instant,
         bounds: RequestBounds,
-    ) -> Result<(Vec<OwnedMessage>, bool), RequestError> {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let request = genl_request(family, flags, seq, genl, payload);
-        let (tx, rx) = oneshot::channel();
-        let pending = &self.shared.pending;
-        lock(pending).insert(
+    ) -> Result<DumpParts, RequestError> {
+        let Sockets::Pool(pool) = &self.sockets else {
+            return Err(RequestError::Io(
+                "a dump part by part needs a request socket, not a listener".into(),
+            ));
+        };
+        let deadline = Instant::now() + bounds.wait;
+        let mut lease = pool.take(deadline, bounds.wait).await?;
+        let (seq, request) = self.request(family, NLM_F_REQUEST | NLM_F_DUMP, genl, payload);
+        lease.send(&request)?;
+        Ok(DumpParts {
+            lease,
             seq,
-            Pending {
-                parts: Vec::new(),
-                bytes: 0,
-                max_bytes: bounds.reply_bytes,
-                interrupted: false,
-                done: tx,
-            },
-        );
-        if let Err(e) = self.shared.sock.get_ref().send(&request) {
-            lock(pending).remove(&seq);
-            return Err(RequestError::Io(format!("send: {e}")));
-        }
-        self.receive_now(seq);
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RequestError::Io("the netlink reader stopped".into())),
-            Err(_) => {
-                lock(pending).remove(&seq);
-                Err(RequestError::Timeout(bounds.wait))
-            }
-        }
-    }
-
-    /// The fast path. Generic netlink answers a `do` inside sendmsg, and
-    /// produces each further dump part while the previous one is read, so
-    /// the reply is usually in the socket already: receive it on this
-    /// thread until request `seq` completes or the socket is empty, instead
-    /// of waiting for the reader task to be woken and to wake us. Whatever
-    /// else arrives is routed exactly as the reader would route it.
-    fn receive_now(&self, seq: u32) {
-        // Someone else is receiving (the reader, or another request on the
-        // fast path); they will route this reply.
-        let Ok(mut buf) = self.shared.recv.try_lock() else {
-            return;
-        };
-        while lock(&self.shared.pending).contains_key(&seq) {
-            if self.shared.recv_and_route(&mut buf).is_err() {
-                break;
-            }
-        }
+            deadline,
+            bounds,
+            bytes: 0,
+            interrupted: false,
+            done: false,
+        })
     }
 }
 
-impl Shared {
-    /// Receive one datagram and route it. `Err` only for WouldBlock (the
-    /// socket is empty); other errors are handled here.
-    fn recv_and_route(&self, buf: &mut [u8]) -> std::io::Result<()> {
-        match self.sock.get_ref().recv(buf) {
-            Ok((n, group)) => route(&buf[..n], group, &self.pending, self.sink.as_ref()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(e),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // The kernel dropped messages for this socket. Replies may be
-                // among them, so waiting requests can never complete: fail
-                // them. A listener's receiver is told to resynchronise.
-                match &self.sink {
-                    Some(sink) => {
-                        let n = sink.stats.overruns.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(
-                            overruns = n,
-                            "notification socket overran (ENOBUFS); notifications were lost"
-                        );
-                        sink.lost.store(true, Ordering::Relaxed);
-                    }
-                    None => tracing::warn!("netlink request socket overran (ENOBUFS)"),
-                }
-                fail_all(
-                    &self.pending,
-                    "the socket overran and replies were lost; try again",
-                );
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // A spurious socket error, nothing lost: after dequeuing a
-                // datagram, netlink_recvmsg continues a dump it saw running
-                // (checked without the lock); when that dump (just started
-                // by the next request, right after the previous DONE) has
-                // already finished, netlink_dump returns -EINVAL, and the
-                // next recvmsg reports it. The queued messages are intact.
-                tracing::debug!("netlink socket: spurious EINVAL from a finished dump; ignored");
-            }
-            Err(e) => {
-                tracing::warn!("netlink socket: {e}");
-                fail_all(&self.pending, &format!("receive: {e}"));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn lock(m: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
-    // The map holds no invariant a panicking holder could break halfway.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn read_loop(shared: Arc<Shared>) {
+/// Send `request` (sequence number `seq`) on `lease` and collect its reply
+/// messages; true when the kernel flagged the dump as interrupted.
+async fn collect(
+    lease: &mut Lease,
+    seq: u32,
+    request: &[u8],
+    deadline: Instant,
+    bounds: RequestBounds,
+) -> Result<(Vec<OwnedMessage>, bool), RequestError> {
+    lease.send(request)?;
+    let mut parts = Vec::new();
+    let mut bytes = 0usize;
+    let mut interrupted = false;
     loop {
-        let mut guard = match shared.sock.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!("netlink socket failed: {e}; requests will fail");
-                fail_all(&shared.pending, &format!("socket: {e}"));
-                return;
-            }
-        };
-        // WouldBlock (the fast path may have emptied the socket) clears the
-        // readiness and waits for the next datagram. The lock is held by a
-        // fast-path receiver at most for the rest of one dump (no awaits).
-        let _ = guard.try_io(|_| {
-            let mut buf = shared.recv.lock().unwrap_or_else(PoisonError::into_inner);
-            shared.recv_and_route(&mut buf)
-        });
-    }
-}
-
-fn route(datagram: &[u8], group: u32, pending: &PendingMap, sink: Option<&NotificationSink>) {
-    let mut map = lock(pending);
-    for msg in Messages::new(datagram) {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("dropping malformed netlink datagram: {e}");
-                return;
-            }
-        };
-        let seq = msg.header.seq;
-        // Notifications answer no request: multicast always, and unicast
-        // ones carry seq 0 or a seq nobody waits for.
-        let waiting = if group == 0 { map.get_mut(&seq) } else { None };
-        let Some(p) = waiting else {
-            match sink {
-                Some(sink) => {
-                    sink.stats.received.fetch_add(1, Ordering::Relaxed);
-                    sink.deliver(Notification::Message(OwnedMessage {
-                        header: msg.header,
-                        group,
-                        payload: msg.payload.to_vec(),
-                    }));
+        let scan = lease
+            .next(seq, deadline, bounds.wait, |msg, _| {
+                bytes = bytes.saturating_add(msg.payload.len());
+                if bytes > bounds.reply_bytes {
+                    // The socket is closed, not drained: that also ends the
+                    // rest of a dump.
+                    return Err(RequestError::ReplyTooLarge(bounds.reply_bytes));
                 }
-                None => tracing::trace!(seq, "message for no waiting request (timed out?)"),
-            }
-            continue;
-        };
-        if msg.header.flags & NLM_F_DUMP_INTR != 0 {
-            p.interrupted = true;
-        }
-        let outcome = match msg.completion() {
-            Ok(None) if p.bytes.saturating_add(msg.payload.len()) > p.max_bytes => {
-                // Stop collecting; the rest of a dump is still read (and
-                // dropped, the seq being gone) so the socket stays usable.
-                Err(RequestError::ReplyTooLarge(p.max_bytes))
-            }
-            Ok(None) => {
-                p.bytes += msg.payload.len();
-                p.parts.push(OwnedMessage {
+                parts.push(OwnedMessage {
                     header: msg.header,
-                    group,
+                    group: 0,
                     payload: msg.payload.to_vec(),
                 });
-                continue;
-            }
-            Ok(Some(Ok(()))) => Ok(()),
-            Ok(Some(Err(e))) => Err(RequestError::Kernel(e)),
-            Err(e) => Err(wire_error(e)),
-        };
-        if let Some(p) = map.remove(&seq) {
-            let _ = p.done.send(outcome.map(|()| (p.parts, p.interrupted)));
+                Ok(())
+            })
+            .await?;
+        interrupted |= scan.interrupted;
+        if let Some(end) = scan.end {
+            lease.complete();
+            return end.map(|()| (parts, interrupted));
         }
     }
 }
 
-fn wire_error(e: WireError) -> RequestError {
-    RequestError::Io(format!("malformed reply: {e}"))
+/// A dump in progress on a request socket of its own (see
+/// [`Requester::dump_parts`]).
+pub struct DumpParts {
+    lease: Lease,
+    seq: u32,
+    deadline: Instant,
+    bounds: RequestBounds,
+    bytes: usize,
+    interrupted: bool,
+    done: bool,
 }
 
-fn fail_all(pending: &PendingMap, why: &str) {
-    for (_, p) in lock(pending).drain() {
-        let _ = p.done.send(Err(RequestError::Io(why.to_owned())));
+impl DumpParts {
+    /// The next part: whole netlink messages (headers included, each
+    /// padded to 4 bytes) from one datagram, NLMSG_DONE left out; `None`
+    /// once the dump has ended. The bounds given to
+    /// [`Requester::dump_parts`] hold for the whole dump.
+    pub async fn next_part(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+        while !self.done {
+            let mut part = Vec::new();
+            let (limit, mut bytes) = (self.bounds.reply_bytes, self.bytes);
+            let scan = self
+                .lease
+                .next(self.seq, self.deadline, self.bounds.wait, |msg, raw| {
+                    bytes = bytes.saturating_add(msg.payload.len());
+                    if bytes > limit {
+                        return Err(RequestError::ReplyTooLarge(limit));
+                    }
+                    part.extend_from_slice(raw);
+                    part.resize(part.len().next_multiple_of(4), 0);
+                    Ok(())
+                })
+                .await?;
+            self.bytes = bytes;
+            self.interrupted |= scan.interrupted;
+            if let Some(end) = scan.end {
+                self.done = true;
+                self.lease.complete();
+                end?;
+            }
+            if !part.is_empty() {
+                return Ok(Some(part));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the kernel flagged a part read so far as interrupted by a
+    /// concurrent change (NLM_F_DUMP_INTR): the dump may be inconsistent
+    /// and is worth starting again.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use genl_wire::FamilyInfo;
+    use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
+
+    use super::*;
+
+    const GETFAMILY: GenlHeader = GenlHeader {
+        cmd: CTRL_CMD_GETFAMILY,
+        version: 2,
+    };
+
+    /// A reply the previous user of a socket left unread (as a request that
+    /// timed out after its send would) is dropped by its sequence number;
+    /// the next request on the socket gets its own answer.
+    #[tokio::test]
+    async fn a_late_reply_on_a_reused_socket_is_discarded_by_sequence_number() {
+        let r = Requester::open(SocketOptions {
+            timeout: Duration::from_secs(10),
+            receive_buffer: 1 << 20,
+            request_sockets: 1,
+            ..SocketOptions::default()
+        })
+        .unwrap();
+        let Sockets::Pool(pool) = &r.sockets else {
+            panic!("a requester without a sink has a pool")
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lease = pool.take(deadline, Duration::from_secs(10)).await.unwrap();
+        let stale = getfamily_by_name("netdev").unwrap();
+        lease
+            .send(&genl_request(
+                0x10,
+                NLM_F_REQUEST | NLM_F_ACK,
+                r.seq(),
+                GETFAMILY,
+                &stale,
+            ))
+            .unwrap();
+        // Back to the pool with the reply and ACK still queued on it.
+        lease.complete();
+        drop(lease);
+
+        let attrs = getfamily_by_name("nlctrl").unwrap();
+        let replies = r.do_request(0x10, GETFAMILY, 0, &attrs).await.unwrap();
+        assert_eq!(replies.len(), 1, "one reply, not the stale one beside it");
+        let info = FamilyInfo::decode(&replies[0].payload[GenlHeader::SIZE..]).unwrap();
+        assert_eq!(info.name, "nlctrl");
     }
 }

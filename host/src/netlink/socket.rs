@@ -1,17 +1,44 @@
-//! A non-blocking `AF_NETLINK` / `NETLINK_GENERIC` socket: the few system
-//! calls the gateway needs, each checked, nothing more.
+//! A generic netlink socket: neli's low-level [`neli::socket::NlSocket`]
+//! (socket, bind, non-blocking mode, multicast membership, extended ack,
+//! raw bytes in and out), plus the few things neli lacks, each set on its
+//! file descriptor here and nowhere else:
+//!
+//! - opening the socket inside another network namespace (`setns` on a
+//!   short-lived thread);
+//! - `NETLINK_CAP_ACK` (errors need not echo the whole request back);
+//! - `SO_RCVBUFFORCE` (root may exceed `rmem_max`; neli sets `SO_RCVBUF`);
+//! - `NETLINK_PKTINFO` and a `recvmsg` that reads it: neli's `recv` reports
+//!   the sender's group only as a 32-bit mask, which cannot name the
+//!   generic netlink groups numbered above 32;
+//! - waiting for readability from async code without keeping the socket in
+//!   epoll between waits (see [`NlSocket::readable`]).
+//!
+//! This module holds the crate's only `unsafe` for sockets.
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use genl_wire::consts::{NETLINK_ADD_MEMBERSHIP, NETLINK_GENERIC, NETLINK_PKTINFO, SOL_NETLINK};
+use genl_wire::consts::{NETLINK_CAP_ACK, NETLINK_PKTINFO, SOL_NETLINK};
+use neli::consts::socket::{Msg, NlFamily};
+use neli::utils::Groups;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
-/// An open, bound generic netlink socket.
-#[derive(Debug)]
+/// An open, bound, non-blocking generic netlink socket.
 pub struct NlSocket {
-    fd: OwnedFd,
+    inner: neli::socket::NlSocket,
     portid: u32,
+}
+
+impl std::fmt::Debug for NlSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NlSocket")
+            .field("fd", &self.inner.as_raw_fd())
+            .field("portid", &self.portid)
+            .finish()
+    }
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -47,31 +74,16 @@ impl NlSocket {
         })
     }
 
-    /// Open and bind a socket; the kernel assigns the port id.
+    /// Open and bind a non-blocking socket with extended and capped acks;
+    /// the kernel assigns the port id.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the returned fd is owned from here on.
-        let fd = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                NETLINK_GENERIC,
-            )
-        })?;
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: addr is a valid sockaddr_nl of `len` bytes.
-        check(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
-        let mut len = len;
-        // SAFETY: addr and len describe a writable sockaddr_nl buffer.
-        check(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len) })?;
-        Ok(Self {
-            fd,
-            portid: addr.nl_pid,
-        })
+        let inner = neli::socket::NlSocket::connect(NlFamily::Generic, None, Groups::empty())?;
+        inner.nonblock()?;
+        inner.enable_ext_ack(true)?;
+        let portid = inner.pid()?;
+        let sock = Self { inner, portid };
+        sock.set_int_option(SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
+        Ok(sock)
     }
 
     /// The port id the kernel assigned.
@@ -79,12 +91,12 @@ impl NlSocket {
         self.portid
     }
 
-    /// Set an integer socket option.
-    pub fn set_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: value is a valid c_int for the duration of the call.
+    fn set_int_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: value is a valid c_int for the duration of the call, and
+        // the length passed is its size.
         check(unsafe {
             libc::setsockopt(
-                self.fd.as_raw_fd(),
+                self.inner.as_raw_fd(),
                 level,
                 name,
                 (&raw const value).cast(),
@@ -95,46 +107,41 @@ impl NlSocket {
     }
 
     /// Ask for a receive buffer of `bytes`: SO_RCVBUFFORCE (root may exceed
-    /// rmem_max), falling back to SO_RCVBUF.
+    /// rmem_max), falling back to neli's SO_RCVBUF.
     pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
-        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        self.set_option(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
-            .or_else(|_| self.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, bytes))
+        let forced = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        self.set_int_option(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, forced)
+            .or_else(|_| self.inner.set_recv_buffer_size(bytes))
     }
 
     /// Join multicast group `group`.
     pub fn join_group(&self, group: u32) -> io::Result<()> {
-        let group = libc::c_int::try_from(group).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        self.set_option(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+        self.inner.add_mcast_membership(Groups::new_groups(&[group]))
+    }
+
+    /// Ask the kernel to say which multicast group each datagram came from
+    /// (read by [`NlSocket::recv_with_group`]).
+    pub fn enable_pktinfo(&self) -> io::Result<()> {
+        self.set_int_option(SOL_NETLINK, NETLINK_PKTINFO, 1)
     }
 
     /// Send one datagram to the kernel.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: sockaddr_nl is plain data; zero is the kernel's address.
-        let mut addr: libc::sockaddr_nl = unsafe { zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: buf is valid for reads of buf.len() bytes; addr is a valid sockaddr_nl.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        self.inner.send(buf, Msg::empty())
+    }
+
+    /// Receive one datagram into `buf` (WouldBlock when the socket is
+    /// empty). A datagram larger than `buf` is an error, never silently
+    /// truncated.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, _) = self.inner.recv(&mut *buf, Msg::TRUNC)?;
+        fits(n, buf.len())
     }
 
     /// Receive one datagram into `buf`, with the multicast group it was
     /// sent to (0 for unicast; needs [`NlSocket::enable_pktinfo`]). A
     /// datagram larger than `buf` is an error, never silently truncated.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+    pub fn recv_with_group(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -142,14 +149,14 @@ impl NlSocket {
         // Room for one cmsg carrying a u32 (struct nl_pktinfo), aligned.
         let mut control = [0u64; 4];
         // SAFETY: msghdr is plain data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = size_of_val(&control);
         // SAFETY: msg points at iov (valid for buf.len() bytes) and control,
         // both alive for the call.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC) };
+        let n = unsafe { libc::recvmsg(self.inner.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -165,27 +172,90 @@ impl NlSocket {
                 cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
             }
         }
-        let n = n as usize;
-        if n > buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "netlink datagram of {n} bytes exceeds the {}-byte receive buffer",
-                    buf.len()
-                ),
-            ));
-        }
-        Ok((n, group))
+        Ok((fits(n as usize, buf.len())?, group))
     }
 
-    /// Ask the kernel to say which multicast group each datagram came from.
-    pub fn enable_pktinfo(&self) -> io::Result<()> {
-        self.set_option(SOL_NETLINK, NETLINK_PKTINFO, 1)
+    /// Register the socket in the runtime's epoll set for good: for a
+    /// listener, whose reader task waits for notifications.
+    pub fn into_async(self) -> io::Result<AsyncFd<Self>> {
+        // SAFETY: the AsyncFd owns the socket, which owns its descriptor and
+        // never replaces it, so the descriptor stays open and the same for
+        // the AsyncFd's whole life.
+        unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))
     }
+
+    /// Wait until the socket has something to read, at most `limit`; false
+    /// when the time ran out.
+    ///
+    /// The socket joins the runtime's epoll set only for this wait: a
+    /// socket kept in epoll between requests wakes an idle worker thread
+    /// for every datagram, replies its owner has already read included.
+    pub async fn readable(&self, limit: Duration) -> io::Result<bool> {
+        // SAFETY: the AsyncFd lives only inside this function, while `self`
+        // (which owns the descriptor) is borrowed, so the descriptor stays
+        // open and the same for the whole registration; dropping the
+        // AsyncFd removes it from epoll before `self` can be closed.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(self.inner.as_raw_fd(), Interest::READABLE) }
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        match tokio::time::timeout(limit, registered.readable()).await {
+            Ok(ready) => ready.map(|_| true),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+fn fits(n: usize, room: usize) -> io::Result<usize> {
+    if n > room {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("netlink datagram of {n} bytes exceeds the {room}-byte receive buffer"),
+        ));
+    }
+    Ok(n)
 }
 
 impl AsRawFd for NlSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.inner.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use genl_wire::GenlHeader;
+    use genl_wire::consts::{NLM_F_ACK, NLM_F_REQUEST};
+    use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
+    use genl_wire::message::genl_request;
+
+    use super::*;
+
+    /// The wait a request makes when its reply is not there yet: an empty
+    /// socket is not readable, one with the kernel's answer queued is, and
+    /// the socket can join epoll again for a later wait.
+    #[tokio::test]
+    async fn a_wait_for_readability_sees_a_queued_reply_and_can_be_repeated() {
+        let sock = NlSocket::open().unwrap();
+        assert!(
+            !sock.readable(Duration::from_millis(50)).await.unwrap(),
+            "nothing was sent"
+        );
+        let genl = GenlHeader {
+            cmd: CTRL_CMD_GETFAMILY,
+            version: 2,
+        };
+        let attrs = getfamily_by_name("nlctrl").unwrap();
+        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 1, genl, &attrs))
+            .unwrap();
+        assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
+        let mut buf = vec![0; 64 << 10];
+        let n = sock.recv(&mut buf).unwrap();
+        assert!(n > 0);
+        // The ACK is still queued: a second registration reports it too.
+        assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
+        sock.recv(&mut buf).unwrap();
+        let empty = sock.recv(&mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
     }
 }

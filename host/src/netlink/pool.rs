@@ -1,0 +1,254 @@
+//! A bounded pool of request sockets. A request takes one socket for its
+//! whole exchange (a `do` until its ACK, a dump until its NLMSG_DONE) and
+//! reads its own replies on it: no reader task, no routing table, and no
+//! other task woken for a reply. One dump per socket is the kernel's rule,
+//! so dumps of different families run side by side on different sockets.
+//!
+//! A socket goes back to the pool only when its exchange completed; one
+//! left mid-exchange (timeout, cancelled caller, reply too large) is
+//! closed, which also ends a dump the kernel was still producing on it.
+//! Replies carrying another sequence number (a late answer to an earlier
+//! request) are discarded, never handed to the socket's next user.
+
+use std::fs::File;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use genl_wire::Messages;
+use genl_wire::consts::NLM_F_DUMP_INTR;
+use genl_wire::message::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::requester::RequestError;
+use super::socket::NlSocket;
+
+/// Receive buffer for one datagram. Dump parts are at most 32 KiB on
+/// current kernels, but a family may size a `do` reply as it likes.
+const RECV_BUF: usize = 256 << 10;
+
+/// Request sockets when the configuration names no number.
+pub const DEFAULT_REQUEST_SOCKETS: usize = 8;
+
+/// One socket with its receive buffer.
+struct Pooled {
+    sock: NlSocket,
+    buf: Vec<u8>,
+}
+
+/// The request sockets of one [`super::Requester`].
+pub(super) struct SocketPool {
+    netns: Option<Arc<File>>,
+    receive_buffer: usize,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Pooled>>,
+    first_portid: u32,
+}
+
+impl SocketPool {
+    /// A pool of at most `size` sockets; one is opened now, so a bad
+    /// namespace or a missing permission shows at start-up.
+    pub(super) fn open(
+        netns: Option<Arc<File>>,
+        receive_buffer: usize,
+        size: usize,
+    ) -> std::io::Result<Self> {
+        let first = open_socket(netns.as_deref(), receive_buffer)?;
+        Ok(Self {
+            netns,
+            receive_buffer,
+            permits: Arc::new(Semaphore::new(size.max(1))),
+            first_portid: first.sock.portid(),
+            idle: Mutex::new(vec![first]),
+        })
+    }
+
+    /// The port id of the first socket opened (request sockets receive no
+    /// notifications; this names the pool in logs).
+    pub(super) fn portid(&self) -> u32 {
+        self.first_portid
+    }
+
+    /// Take a socket, waiting for one until `deadline`.
+    pub(super) async fn take(
+        self: &Arc<Self>,
+        deadline: Instant,
+        wait: Duration,
+    ) -> Result<Lease, RequestError> {
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| RequestError::Timeout(wait))?
+            .map_err(|_| RequestError::Io("the request socket pool is closed".into()))?;
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let socket = match idle {
+            Some(s) => s,
+            None => open_socket(self.netns.as_deref(), self.receive_buffer)
+                .map_err(|e| RequestError::Io(format!("opening a request socket: {e}")))?,
+        };
+        Ok(Lease {
+            pool: self.clone(),
+            socket: Some(socket),
+            reusable: true,
+            _permit: permit,
+        })
+    }
+}
+
+fn open_socket(netns: Option<&File>, receive_buffer: usize) -> std::io::Result<Pooled> {
+    let sock = NlSocket::open_in(netns)?;
+    sock.set_receive_buffer(receive_buffer)?;
+    Ok(Pooled {
+        sock,
+        buf: vec![0; RECV_BUF],
+    })
+}
+
+/// What one datagram said about the request being answered.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// A message carried NLM_F_DUMP_INTR.
+    pub interrupted: bool,
+    /// The request ended here (ACK, error or NLMSG_DONE).
+    pub end: Option<Result<(), RequestError>>,
+}
+
+/// One socket, held by one request from send to completion.
+pub(super) struct Lease {
+    pool: Arc<SocketPool>,
+    socket: Option<Pooled>,
+    /// False from a send until the exchange completes.
+    reusable: bool,
+    // Released after `drop` has put the socket back.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take()
+            && self.reusable
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(socket);
+        }
+    }
+}
+
+impl Lease {
+    fn pooled(&mut self) -> Result<&mut Pooled, RequestError> {
+        self.socket
+            .as_mut()
+            .ok_or_else(|| RequestError::Io("the request socket was closed".into()))
+    }
+
+    /// Send one request; the socket stays out of the pool until its answer
+    /// has been read to the end.
+    pub(super) fn send(&mut self, request: &[u8]) -> Result<(), RequestError> {
+        self.reusable = false;
+        self.pooled()?
+            .sock
+            .send(request)
+            .map(drop)
+            .map_err(|e| RequestError::Io(format!("send: {e}")))
+    }
+
+    /// Mark the exchange complete: the socket may serve the next request.
+    pub(super) fn complete(&mut self) {
+        self.reusable = true;
+    }
+
+    /// Read the next datagram answering `seq` and hand each of its data
+    /// messages to `on_data` (with the message's bytes, header included);
+    /// messages with another sequence number are dropped. Waits for the
+    /// kernel until `deadline` when the socket is empty.
+    pub(super) async fn next(
+        &mut self,
+        seq: u32,
+        deadline: Instant,
+        wait: Duration,
+        mut on_data: impl FnMut(Message<'_>, &[u8]) -> Result<(), RequestError>,
+    ) -> Result<Scan, RequestError> {
+        loop {
+            // Let other tasks of this worker run during a long dump; free
+            // while the task has budget left.
+            tokio::task::consume_budget().await;
+            if Instant::now() >= deadline {
+                return Err(RequestError::Timeout(wait));
+            }
+            let pooled = self.pooled()?;
+            match pooled.sock.recv(&mut pooled.buf) {
+                Ok(n) => {
+                    let datagram = &pooled.buf[..n];
+                    return scan(datagram, seq, &mut on_data);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Generic netlink answers a `do` inside sendmsg and
+                    // makes each dump part while the previous one is read,
+                    // so this wait is the exception: only then does the
+                    // socket enter epoll.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ready = pooled
+                        .sock
+                        .readable(left)
+                        .await
+                        .map_err(|e| RequestError::Io(format!("waiting for the kernel: {e}")))?;
+                    if !ready {
+                        return Err(RequestError::Timeout(wait));
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Spurious, nothing lost: after dequeuing a datagram,
+                    // netlink_recvmsg continues a dump it saw running
+                    // (checked without the lock); when that dump has already
+                    // finished, netlink_dump returns -EINVAL and the next
+                    // recvmsg reports it. The queued messages are intact.
+                    tracing::debug!("netlink socket: spurious EINVAL from a finished dump; ignored");
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(RequestError::Io(
+                        "the request socket overran and replies were lost; try again".into(),
+                    ));
+                }
+                Err(e) => return Err(RequestError::Io(format!("receive: {e}"))),
+            }
+        }
+    }
+}
+
+fn scan(
+    datagram: &[u8],
+    seq: u32,
+    on_data: &mut impl FnMut(Message<'_>, &[u8]) -> Result<(), RequestError>,
+) -> Result<Scan, RequestError> {
+    let mut out = Scan::default();
+    let base = datagram.as_ptr() as usize;
+    for msg in Messages::new(datagram) {
+        let msg = msg.map_err(|e| RequestError::Io(format!("malformed reply: {e}")))?;
+        if msg.header.seq != seq {
+            tracing::trace!(
+                seq = msg.header.seq,
+                waiting = seq,
+                "discarding a reply to an earlier request on this socket"
+            );
+            continue;
+        }
+        if msg.header.flags & NLM_F_DUMP_INTR != 0 {
+            out.interrupted = true;
+        }
+        match msg.completion() {
+            Ok(None) => {
+                let start = msg.payload.as_ptr() as usize - base - genl_wire::NlHeader::SIZE;
+                let end = start + msg.header.len as usize;
+                on_data(msg, &datagram[start..end])?;
+            }
+            Ok(Some(result)) => {
+                out.end = Some(result.map_err(RequestError::Kernel));
+                return Ok(out);
+            }
+            Err(e) => return Err(RequestError::Io(format!("malformed reply: {e}"))),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,274 @@
+//! The request socket pool against the real kernel, each test in a private
+//! network namespace it creates: dumps of two families in flight at once
+//! on sockets of their own, and the pool's bound. What is running is read
+//! from the kernel's /proc/net/netlink inside the namespace (one row per
+//! socket, its `Dump` column set while a dump is in progress on it), so no
+//! test depends on timing.
+
+mod common;
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::Netns;
+use genl_gateway::netlink::{RequestBounds, RequestError, Requester, SocketOptions};
+use genl_plugin_sdk::uapi;
+use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
+use genl_wire::{FamilyInfo, GenlHeader, Messages};
+
+const NLCTRL: u16 = 0x10;
+const GETFAMILY: GenlHeader = GenlHeader {
+    cmd: CTRL_CMD_GETFAMILY,
+    version: 2,
+};
+
+/// The namespace's generic netlink sockets (protocol 16) from the
+/// kernel's own table, less the kernel's own (port id 0): whether a dump
+/// is running on each.
+fn generic_sockets(ns: &str) -> Vec<bool> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/netlink"])
+        .output()
+        .expect("ip netns exec");
+    assert!(
+        out.status.success(),
+        "reading /proc/net/netlink in the namespace failed"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header line").split_whitespace().collect();
+    let eth = header.iter().position(|c| *c == "Eth").expect("an Eth column");
+    let pid = header.iter().position(|c| *c == "Pid").expect("a Pid column");
+    let dump = header.iter().position(|c| *c == "Dump").expect("a Dump column");
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.get(eth) == Some(&"16") && cols.get(pid) != Some(&"0"))
+        .map(|cols| cols.get(dump) != Some(&"0"))
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn open_in(ns: &Netns, sockets: usize) -> Arc<Requester> {
+    let file = File::open(format!("/run/netns/{}", ns.name)).expect("the namespace file");
+    Requester::open(SocketOptions {
+        netns: Some(Arc::new(file)),
+        timeout: Duration::from_secs(30),
+        receive_buffer: 1 << 20,
+        request_sockets: sockets,
+        ..SocketOptions::default()
+    })
+    .expect("open the request pool in the namespace")
+}
+
+async fn family(r: &Requester, name: &str) -> FamilyInfo {
+    let attrs = getfamily_by_name(name).unwrap();
+    let replies = r.do_request(NLCTRL, GETFAMILY, 0, &attrs).await.unwrap();
+    FamilyInfo::decode(&replies[0].payload[GenlHeader::SIZE..]).unwrap()
+}
+
+/// The messages of one dump part, as (genl payload after the genl header).
+fn messages(part: &[u8]) -> Vec<Vec<u8>> {
+    Messages::new(part)
+        .map(|m| m.expect("a well-formed part").payload[GenlHeader::SIZE..].to_vec())
+        .collect()
+}
+
+/// The u32 attribute `kind` of a flat attribute list.
+fn u32_attr(mut attrs: &[u8], kind: u16) -> Option<u32> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let t = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if t == kind && len == 8 {
+            return Some(u32::from_ne_bytes([attrs[4], attrs[5], attrs[6], attrs[7]]));
+        }
+        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+    }
+    None
+}
+
+// 3000 devices make netdev's dump about six parts, so after its first part
+// is read the kernel has more to make: the dump is still running.
+
+#[test]
+fn dumps_of_two_families_are_in_flight_at_once_on_their_own_sockets() {
+    let ns = Netns::new("pool2dump");
+    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    ns.ip_batch(&batch);
+    let devices = ns.ifindexes();
+    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
+    let netdev_ifindex = uapi::value("netdev.h", "NETDEV_A_DEV_IFINDEX") as u16;
+    let features_get = uapi::value("ethtool_netlink.h", "ETHTOOL_MSG_FEATURES_GET") as u8;
+    runtime().block_on(async {
+        let r = open_in(&ns, 4);
+        let netdev = family(&r, "netdev").await;
+        let ethtool = family(&r, "ethtool").await;
+        let bounds = r.default_bounds();
+        let genl = |cmd, f: &FamilyInfo| GenlHeader {
+            cmd,
+            version: f.version as u8,
+        };
+
+        let mut a = r
+            .dump_parts(netdev.id, genl(netdev_get, &netdev), &[], bounds)
+            .await
+            .unwrap();
+        let mut a_msgs = messages(&a.next_part().await.unwrap().expect("a first netdev part"));
+        // With netdev's dump paused after one part, ethtool's starts and
+        // progresses: it does not wait for the other family's dump.
+        let mut b = r
+            .dump_parts(ethtool.id, genl(features_get, &ethtool), &[], bounds)
+            .await
+            .unwrap();
+        let mut b_msgs = messages(&b.next_part().await.unwrap().expect("a first ethtool part"));
+        let running = generic_sockets(&ns.name);
+        assert_eq!(
+            running.iter().filter(|d| **d).count(),
+            2,
+            "the kernel should show both dumps running, one per socket: {running:?}"
+        );
+
+        // Read both to the end, taking turns part by part.
+        let (mut a_done, mut b_done) = (false, false);
+        while !(a_done && b_done) {
+            if !a_done {
+                match a.next_part().await.unwrap() {
+                    Some(p) => a_msgs.extend(messages(&p)),
+                    None => a_done = true,
+                }
+            }
+            if !b_done {
+                match b.next_part().await.unwrap() {
+                    Some(p) => b_msgs.extend(messages(&p)),
+                    None => b_done = true,
+                }
+            }
+        }
+        assert!(
+            !a.interrupted() && !b.interrupted(),
+            "nothing changed the devices"
+        );
+        let mut got: Vec<u64> = a_msgs
+            .iter()
+            .map(|m| u64::from(u32_attr(m, netdev_ifindex).expect("every netdev reply has an ifindex")))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, devices, "the netdev dump and iproute2 disagree");
+        assert_eq!(b_msgs.len(), devices.len(), "ethtool answers once per device");
+        assert!(
+            generic_sockets(&ns.name).iter().all(|d| !d),
+            "both dumps ended in the kernel"
+        );
+    });
+}
+
+#[test]
+fn the_pool_never_opens_more_sockets_than_its_bound() {
+    let ns = Netns::new("poolbound");
+    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    ns.ip_batch(&batch);
+    let devices = ns.ifindexes().len();
+    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
+    runtime().block_on(async {
+        let r = open_in(&ns, 2);
+        let netdev = family(&r, "netdev").await;
+        let dev_get = GenlHeader {
+            cmd: netdev_get,
+            version: netdev.version as u8,
+        };
+        let bounds = r.default_bounds();
+
+        // Both sockets held by paused dumps: the kernel shows two sockets,
+        // both dumping, and a third request gets none within its wait.
+        let mut first = r.dump_parts(netdev.id, dev_get, &[], bounds).await.unwrap();
+        let first_part = first.next_part().await.unwrap().expect("a first part");
+        let mut second = r.dump_parts(netdev.id, dev_get, &[], bounds).await.unwrap();
+        let mut second_count = messages(&second.next_part().await.unwrap().expect("a first part")).len();
+        assert!(
+            messages(&first_part).len() < devices,
+            "the dump spans several parts"
+        );
+        assert_eq!(
+            generic_sockets(&ns.name),
+            vec![true, true],
+            "two sockets, both dumping"
+        );
+        let short = RequestBounds {
+            wait: Duration::from_millis(300),
+            reply_bytes: usize::MAX,
+        };
+        let attrs = getfamily_by_name("netdev").unwrap();
+        let waited = r.do_request_bounded(NLCTRL, GETFAMILY, 0, &attrs, short).await;
+        assert!(
+            matches!(waited, Err(RequestError::Timeout(_))),
+            "a request beyond the bound waits, within its own deadline: {waited:?}"
+        );
+
+        // A dump abandoned mid-way gives its slot back; its socket is
+        // closed (ending the kernel's dump), never reused half-read.
+        drop(first);
+        let info = family(&r, "nlctrl").await;
+        assert_eq!(info.name, "nlctrl");
+        let sockets = generic_sockets(&ns.name);
+        assert_eq!(sockets.len(), 2, "still two sockets: {sockets:?}");
+        assert_eq!(
+            sockets.iter().filter(|d| **d).count(),
+            1,
+            "only the held dump runs"
+        );
+        while let Some(p) = second.next_part().await.unwrap() {
+            second_count += messages(&p).len();
+        }
+        assert_eq!(second_count, devices, "the held dump completes whole");
+
+        // Many requests at once never take the namespace past two sockets.
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(AtomicUsize::new(0));
+        let sampler = {
+            let (stop, most, name) = (stop.clone(), most.clone(), ns.name.clone());
+            std::thread::spawn(move || {
+                let ns = Netns { name };
+                while !stop.load(Ordering::Relaxed) {
+                    most.fetch_max(generic_sockets(&ns.name).len(), Ordering::Relaxed);
+                }
+                std::mem::forget(ns);
+            })
+        };
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    if i % 4 == 0 {
+                        let n = r.dump(netdev.id, dev_get, &[]).await.unwrap().len();
+                        assert_eq!(n, devices, "a dump lost or gained messages");
+                    } else {
+                        let info = family(&r, "netdev").await;
+                        assert_eq!(info.name, "netdev", "a reply reached the wrong request");
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        let most = most.load(Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&most),
+            "{most} sockets open at once; the bound is 2"
+        );
+    });
+}
