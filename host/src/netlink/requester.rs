@@ -26,6 +26,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::dump_stream::DumpStream;
 use super::socket::NlSocket;
 
 /// Receive buffer for one datagram. Dump parts are at most 32 KiB on
@@ -174,6 +175,8 @@ pub struct Requester {
     dump_turn: tokio::sync::Mutex<()>,
     timeout: Duration,
     reader: AbortHandle,
+    /// The namespace the socket was opened in, for dump sockets.
+    netns: Option<Arc<File>>,
 }
 
 impl Drop for Requester {
@@ -186,6 +189,7 @@ impl Drop for Requester {
 impl Requester {
     /// Open the socket and start its reader task on the current runtime.
     pub fn open(opts: SocketOptions) -> std::io::Result<Arc<Self>> {
+        let netns = opts.netns.clone();
         let sock = NlSocket::open_in(opts.netns.as_deref())?;
         sock.set_option(SOL_NETLINK, NETLINK_EXT_ACK, 1)?;
         // Errors need not echo the whole request back; ext-ack gives the
@@ -216,6 +220,7 @@ impl Requester {
             dump_turn: tokio::sync::Mutex::new(()),
             timeout: opts.timeout,
             reader,
+            netns,
         }))
     }
 
@@ -316,6 +321,13 @@ impl Requester {
             );
         }
         Err(RequestError::DumpInterrupted(DUMP_INTR_RETRIES))
+    }
+
+    /// A dump read part by part on a socket of its own in this socket's
+    /// namespace (see [`DumpStream`]): no dump turn, and the kernel holds
+    /// the rest of the dump until the caller reads it.
+    pub fn dump_stream(&self, family: u16, genl: GenlHeader, payload: &[u8]) -> Result<DumpStream, RequestError> {
+        DumpStream::start(self.netns.as_deref(), family, genl, payload)
     }
 
     async fn exchange(

@@ -8,21 +8,26 @@ use std::time::{Duration, Instant};
 use genl_wire::consts::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use genl_wire::{FamilyInfo, GenlHeader};
 use tokio::sync::broadcast;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::genl::gateway::{events, kernel, log, types};
+use super::bindings::genl::gateway::{events, kernel, log, output, types};
 use super::budget::Budget;
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
+use super::output::CallOutputState;
 use crate::config::Limits;
 use crate::families::{FamilyResolver, ResolveError};
 use crate::gateway::Listener;
-use crate::netlink::{OwnedMessage, RequestBounds, RequestError, Requester};
+use crate::netlink::{DumpStream, OwnedMessage, PartError, RequestBounds, RequestError, Requester};
 
 /// Flags a plugin may add to a `do` request: the "new request" modifiers,
 /// never REPLACE and EXCL together (that is NLM_F_DUMP, see below).
 const ALLOWED_EXTRA_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE | NLM_F_APPEND;
+
+/// Most dumps one instance may have open at once: each holds a socket and
+/// a part buffer.
+pub const MAX_OPEN_DUMPS: usize = 4;
 
 /// Longest event topic; topics are short names like "link".
 pub const MAX_TOPIC: usize = 64;
@@ -73,6 +78,10 @@ pub struct PluginState {
     /// When the running entry point must be done: checked by the epoch
     /// callback while wasm runs and used to size kernel waits.
     pub(crate) deadline: Option<Instant>,
+    /// The running call's output; `None` outside `call`.
+    pub(crate) output: Option<CallOutputState>,
+    /// Dumps the plugin holds open (at most [`MAX_OPEN_DUMPS`]).
+    pub(crate) open_dumps: usize,
 }
 
 /// Kernel waits end this long before the entry point's deadline (at least
@@ -222,6 +231,22 @@ impl KernelAccess {
         }
     }
 
+    /// Start a dump for the plugin: checked, then on a socket of its own.
+    async fn dump_start(&self, cmd: u8, payload: Vec<u8>) -> Result<DumpStream, types::RequestError> {
+        self.check("dump", cmd, &self.allow_dump)?;
+        let family = self.family_info().await?;
+        if self.validate {
+            self.check_policy(&family, cmd, true, &payload).await?;
+        }
+        let genl = GenlHeader {
+            cmd,
+            version: u8::try_from(family.version).unwrap_or(u8::MAX),
+        };
+        self.requester
+            .dump_stream(family.id, genl, &payload)
+            .map_err(to_wit_error)
+    }
+
     /// Send a request for the plugin: checked, then on the shared socket.
     async fn request(
         &self,
@@ -343,13 +368,20 @@ impl kernel::Host for PluginState {
             .await
     }
 
-    async fn dump_request(
-        &mut self,
-        cmd: u8,
-        payload: Vec<u8>,
-    ) -> Result<Vec<types::Message>, types::RequestError> {
-        let bounds = self.request_bounds();
-        self.kernel.request(true, cmd, 0, payload, bounds).await
+    async fn dump_start(&mut self, cmd: u8, payload: Vec<u8>) -> Result<Resource<DumpStream>, types::RequestError> {
+        if self.open_dumps >= MAX_OPEN_DUMPS {
+            return Err(types::RequestError::Denied(format!(
+                "a plugin may hold at most {MAX_OPEN_DUMPS} dumps open at once; read them to the end or drop them"
+            )));
+        }
+        let dump = self.kernel.dump_start(cmd, payload).await?;
+        let handle = self.table.push(dump).map_err(|e| {
+            types::RequestError::Io(format!(
+                "the plugin holds too many host resources ({e}; limits.host_resources)"
+            ))
+        })?;
+        self.open_dumps += 1;
+        Ok(handle)
     }
 
     async fn listen_request(
@@ -359,6 +391,40 @@ impl kernel::Host for PluginState {
     ) -> Result<Vec<types::Message>, types::RequestError> {
         let bounds = self.request_bounds();
         self.kernel.listen_request(cmd, payload, bounds).await
+    }
+}
+
+impl kernel::HostDump for PluginState {
+    async fn next_part(&mut self, dump: Resource<DumpStream>) -> Result<Option<Vec<u8>>, types::RequestError> {
+        let bounds = self.request_bounds();
+        let dump = self
+            .table
+            .get_mut(&dump)
+            .map_err(|e| types::RequestError::Io(format!("no such dump: {e}")))?;
+        dump.next_part(bounds).await.map_err(|e| match e {
+            PartError::Interrupted => types::RequestError::Interrupted,
+            PartError::Request(e) => to_wit_error(e),
+        })
+    }
+
+    async fn drop(&mut self, dump: Resource<DumpStream>) -> wasmtime::Result<()> {
+        // Dropping the stream closes its socket: the kernel ends the dump.
+        self.table.delete(dump)?;
+        self.open_dumps = self.open_dumps.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl output::Host for PluginState {
+    async fn items(&mut self, items: Vec<String>) -> Result<(), String> {
+        // The same wait a kernel request gets: it ends before the call's
+        // deadline, so a slow client is an error the plugin returns, never
+        // a crash.
+        let wait = self.request_bounds().wait;
+        match self.output.as_mut() {
+            Some(out) => out.send(items, wait).await,
+            None => Err("output.items works only while `call` runs".into()),
+        }
     }
 }
 
