@@ -765,20 +765,14 @@ impl LoadedPlugin {
                 let returned = match answer {
                     Ok(types::CallOutput::Document(doc)) => Some(doc),
                     Ok(types::CallOutput::Items) => None,
-                    Err(e) => return Err(self.plugin_error(e)),
+                    // An output that failed explains the plugin's error
+                    // better than the plugin can.
+                    Err(e) => return Err(output.finish_with_error().map_or_else(|| self.plugin_error(e), |f| self.output_fault(f))),
                 };
                 match output.finish(returned) {
                     Ok(CallOutput::Document(doc)) => self.check_output(doc).map(CallOutput::Document),
                     Ok(streamed) => Ok(streamed),
-                    Err(OutputFault::BadOutput(why)) => Err(self.bad_output(why)),
-                    Err(OutputFault::ClientGone) => Err(CallFailure::Plugin {
-                        code: "client-gone".into(),
-                        message: "the client went away before the output ended".into(),
-                        kernel: None,
-                    }),
-                    Err(OutputFault::ClientTooSlow(wait)) => Err(self.timed_out(format!(
-                        "the client did not read the output for {wait:?}, as long as the call's deadline allowed"
-                    ))),
+                    Err(fault) => Err(self.output_fault(fault)),
                 }
             }
             Err(Stop::Deadline) => {
@@ -797,6 +791,21 @@ impl LoadedPlugin {
                 *slot = None;
                 Err(CallFailure::Crashed(msg))
             }
+        }
+    }
+
+    /// The failure a call whose output ended early answers with.
+    fn output_fault(&self, fault: OutputFault) -> CallFailure {
+        match fault {
+            OutputFault::BadOutput(why) => self.bad_output(why),
+            OutputFault::ClientGone => CallFailure::Plugin {
+                code: "client-gone".into(),
+                message: "the client went away before the output ended".into(),
+                kernel: None,
+            },
+            OutputFault::ClientTooSlow(wait) => self.timed_out(format!(
+                "the client did not read the output for {wait:?}, as long as the call's deadline allowed"
+            )),
         }
     }
 

@@ -148,6 +148,12 @@ impl CallOutputState {
         }
     }
 
+    /// The call returned an error: the fault that ended the output, if one
+    /// did (the plugin's error is then only its consequence).
+    pub fn finish_with_error(self) -> Option<OutputFault> {
+        self.fault
+    }
+
     /// The call returned: its output, given what it returned (`None` for
     /// "the items"), or the fault that ended it.
     pub fn finish(self, returned: Option<String>) -> Result<CallOutput, OutputFault> {

@@ -150,7 +150,9 @@ impl Service {
         Ok(Value::Object(out))
     }
 
-    /// Call client operation `name` with `input` through the kernel.
+    /// Call client operation `name` with `input` through the kernel. A
+    /// dump's objects are streamed as the output's items
+    /// ([`crate::output::Items`]); natively the result is their array.
     pub fn call(&self, name: &str, input: &Value) -> Result<Value, CallError> {
         let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
         let cmd = op.op.request_value.ok_or_else(|| CallError::unknown_op(name))?;
@@ -163,14 +165,9 @@ impl Service {
                     None => Ok(Value::Null),
                 }
             }
-            Mode::Dump => {
-                let replies = crate::kernel::dump_request(cmd, &payload)?;
-                replies
-                    .iter()
-                    .map(|m| self.decode(op.op, &m.payload))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Value::Array)
-            }
+            // Decoded and streamed part by part: a dump of any size costs a
+            // part of memory here and in the host.
+            Mode::Dump => crate::ops::dump_items(cmd, &payload, |m| self.decode(op.op, m.payload)),
         }
     }
 
