@@ -77,7 +77,8 @@ impl DumpStream {
         sock.send(&request).map_err(|e| io("send", e))?;
         // SAFETY: NlSocket owns its fd (an OwnedFd) and never replaces it, so
         // the fd stays open and the same for the AsyncFd's whole life.
-        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }.map_err(|e| io("register", e))?;
+        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
+            .map_err(|e| RequestError::Io(format!("dump socket register: {e}")))?;
         Ok(Self {
             sock,
             seq,

@@ -1,0 +1,223 @@
+//! Dumps stream end to end (contract 0.3.0): the kernel's parts reach the
+//! plugin one datagram at a time and the HTTP body is written as they are
+//! decoded, as a JSON array or NDJSON. Expected values come from the kernel
+//! through iproute2 and the kernel's YNL CLI; memory from /proc.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Netns, TestConfig, normalise, ynl_cli};
+use serde_json::Value;
+
+/// netdev's DEV_GET (do and dump), from <linux/netdev.h>.
+const NETDEV_CMD_DEV_GET: u8 = 1;
+
+fn netdev_family(config: &TestConfig, call_timeout_ms: u64) {
+    config.family(
+        "netdev.toml",
+        &format!(
+            "family = \"netdev\"\nplugin = \"{}\"\n[commands]\ndo = [{NETDEV_CMD_DEV_GET}]\ndump = [{NETDEV_CMD_DEV_GET}]\n[limits]\ncall_timeout_ms = {call_timeout_ms}\n",
+            common::plugin("netdev").display()
+        ),
+    );
+}
+
+/// `n` ifb devices in `ns`, made by iproute2 in one batch.
+fn add_ifbs(ns: &Netns, n: usize) {
+    let lines: String = (0..n).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    ns.ip_batch(&lines);
+}
+
+/// A dump request over the API socket, sent; the stream is left to read.
+fn start_dump(gw: &Gateway, accept: &str) -> UnixStream {
+    let mut s = UnixStream::connect(&gw.socket).expect("connect");
+    let req = format!(
+        "POST /v1/families/netdev/ops/dev-get-dump HTTP/1.1\r\nhost: gw\r\nconnection: close\r\naccept: {accept}\r\ncontent-length: 4\r\n\r\nnull"
+    );
+    s.write_all(req.as_bytes()).expect("write request");
+    s
+}
+
+/// Read a whole response: (status, lower-cased head, de-chunked body).
+fn read_response(mut s: UnixStream) -> (u16, String, Vec<u8>) {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = Vec::new();
+    let mut data = &raw[head_end..];
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    (status, head, body)
+}
+
+fn ndjson(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Forget the process's peak RSS, so VmHWM measures from now
+/// (Documentation/filesystems/proc.rst, clear_refs "5").
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+}
+
+fn ifindexes(items: &[Value]) -> Vec<u64> {
+    let mut v: Vec<u64> = items.iter().filter_map(|d| d["ifindex"].as_u64()).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn a_dump_of_2000_devices_streams_as_a_json_array_and_as_ndjson_equal_to_the_kernels() {
+    let ns = Netns::new("stream-2k");
+    add_ifbs(&ns, 2000);
+    let config = TestConfig::new();
+    config.netns(&ns);
+    netdev_family(&config, 60_000);
+    let gw = Gateway::start(&config);
+    let theirs = ynl_cli(&ns, "netdev", "--dump", "dev-get", &Value::Null).expect("YNL CLI dump");
+    let listed = ns.ifindexes();
+    assert_eq!(listed.len(), 2001, "lo and 2000 ifb devices");
+
+    let (status, head, body) = read_response(start_dump(&gw, "application/json"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let ours: Value = serde_json::from_slice(&body).expect("one JSON array");
+    assert_eq!(normalise(&ours), normalise(&theirs));
+    assert_eq!(ifindexes(ours.as_array().expect("array")), listed);
+
+    let (status, head, body) = read_response(start_dump(&gw, "application/x-ndjson"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("content-type: application/x-ndjson"), "{head}");
+    let lines = ndjson(&body);
+    assert_eq!(normalise(&Value::Array(lines.clone())), normalise(&theirs));
+    assert_eq!(ifindexes(&lines), listed);
+
+    // A `do` still answers one document; as NDJSON, one line.
+    let (ok, lo) = gw.call("netdev", "dev-get", r#"{"ifindex": 1}"#);
+    assert!(ok, "{lo}");
+    assert_eq!(lo["ifindex"], 1);
+}
+
+#[test]
+fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at_the_deadline() {
+    let ns = Netns::new("stream-10k");
+    add_ifbs(&ns, 10_000);
+    let listed = ns.ifindexes();
+    assert_eq!(listed.len(), 10_001, "lo and 10000 ifb devices");
+
+    // A client that reads as fast as it can.
+    {
+        let config = TestConfig::new();
+        config.netns(&ns);
+        netdev_family(&config, 120_000);
+        let gw = Gateway::start(&config);
+        let pid = gw.child.id();
+        let idle = proc_kib(pid, "VmRSS");
+        reset_peak(pid);
+        let (status, _, body) = read_response(start_dump(&gw, "application/json"));
+        let peak = proc_kib(pid, "VmHWM");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body[..body.len().min(2000)]));
+        let ours: Value = serde_json::from_slice(&body).expect("one JSON array");
+        assert_eq!(ifindexes(ours.as_array().expect("array")), listed);
+        // The issue's target: under twice the idle RSS plus 16 MiB, while
+        // the output alone is several times the 1 MiB output limit.
+        let bound = 2 * idle + 16 * 1024;
+        eprintln!(
+            "idle VmRSS {idle} KiB, VmHWM during the dump {peak} KiB, bound {bound} KiB, output {} KiB",
+            body.len() / 1024
+        );
+        assert!(body.len() > 1 << 20, "the output exceeds one collected output's limit");
+        assert!(peak < bound, "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)");
+    }
+
+    // A client that reads the head and then nothing: the gateway holds a
+    // few parts, not the dump, and the call ends at its deadline.
+    let config = TestConfig::new();
+    config.netns(&ns);
+    netdev_family(&config, 3_000);
+    let gw = Gateway::start(&config);
+    let pid = gw.child.id();
+    let idle = proc_kib(pid, "VmRSS");
+    reset_peak(pid);
+    let mut s = start_dump(&gw, "application/x-ndjson");
+    let mut head = [0u8; 64];
+    s.read_exact(&mut head).expect("the response starts");
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    // The call ends when its deadline is near: the timeout is counted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, metrics) = common::http(&gw.socket.display().to_string(), "GET", "/metrics", &[], b"");
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("genl_gateway_plugin_call_errors_total") && l.contains("timeout"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled call never ended:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let peak = proc_kib(pid, "VmHWM");
+    let bound = 2 * idle + 16 * 1024;
+    eprintln!("stalled client: idle VmRSS {idle} KiB, VmHWM {peak} KiB, bound {bound} KiB");
+    assert!(peak < bound, "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)");
+
+    // Reading now, the client gets what was queued and then the error.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("read the rest");
+    let mut raw = head.to_vec();
+    raw.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&raw);
+    let body_start = text.find("\r\n\r\n").expect("end of head") + 4;
+    let mut body = Vec::new();
+    let mut data = &raw[body_start..];
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    let lines = ndjson(&body);
+    let last = lines.last().expect("some lines");
+    assert_eq!(last["error"]["code"], "timeout", "{last}");
+    assert!(
+        lines.len() < listed.len(),
+        "only what was queued came before the error: {} lines",
+        lines.len()
+    );
+}
