@@ -64,7 +64,8 @@ fn read_response(mut s: UnixStream) -> (u16, String, Vec<u8>) {
     let mut data = &raw[head_end..];
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
         if size == 0 {
             break;
         }
@@ -153,7 +154,12 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
         reset_peak(pid);
         let (status, _, body) = read_response(start_dump(&gw, "application/json"));
         let peak = proc_kib(pid, "VmHWM");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body[..body.len().min(2000)]));
+        assert_eq!(
+            status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(2000)])
+        );
         let ours: Value = serde_json::from_slice(&body).expect("one JSON array");
         assert_eq!(ifindexes(ours.as_array().expect("array")), listed);
         // The target: under twice the idle RSS plus 16 MiB; and the
@@ -168,7 +174,10 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
             "the output ({} bytes) exceeds the plugin's output limit",
             body.len()
         );
-        assert!(peak < bound, "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)");
+        assert!(
+            peak < bound,
+            "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)"
+        );
         assert!(
             peak.saturating_sub(idle) < 16 * 1024,
             "the dump grew the gateway by {} KiB",
@@ -200,13 +209,19 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the stalled call never ended:\n{metrics}");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled call never ended:\n{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let peak = proc_kib(pid, "VmHWM");
     let bound = 2 * idle + 16 * 1024;
     eprintln!("stalled client: idle VmRSS {idle} KiB, VmHWM {peak} KiB, bound {bound} KiB");
-    assert!(peak < bound, "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)");
+    assert!(
+        peak < bound,
+        "peak RSS {peak} KiB over {bound} KiB (idle {idle} KiB)"
+    );
 
     // Reading now, the client gets what was queued and then the error.
     let mut rest = Vec::new();
@@ -218,7 +233,8 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
     let mut body = Vec::new();
     let mut data = &raw[body_start..];
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
         if size == 0 {
             break;
         }

@@ -144,7 +144,9 @@ pub fn encode_part(messages: &[Message]) -> DumpPart {
             cmd: m.cmd,
             version: m.version,
         };
-        bytes.extend(genl_wire::message::genl_request(0, m.flags, m.seq, genl, &m.payload));
+        bytes.extend(genl_wire::message::genl_request(
+            0, m.flags, m.seq, genl, &m.payload,
+        ));
         bytes.resize(genl_wire::align4(bytes.len()), 0);
     }
     DumpPart { bytes }

@@ -55,7 +55,9 @@ pub fn do_json_with_flags(
 /// result from `call`.
 pub fn dump_json(cmd: u8, input: &Value, request: &[Field], reply: &[Field]) -> Result<Value, CallError> {
     let attrs = request_attrs(input, request)?;
-    dump_items(cmd, &attrs, |m| decode(m.payload, reply).map_err(CallError::decode))
+    dump_items(cmd, &attrs, |m| {
+        decode(m.payload, reply).map_err(CallError::decode)
+    })
 }
 
 /// A dump of `cmd` with `payload`, each message turned into an item by

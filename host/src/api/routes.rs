@@ -192,12 +192,19 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(NDJSON)))
+        .any(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(NDJSON))
+        })
 }
 
 /// A document as one NDJSON line: raw line breaks in JSON are whitespace.
 fn one_json_line(doc: &str) -> String {
-    let mut line: String = doc.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
+    let mut line: String = doc
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
     line.push('\n');
     line
 }
@@ -318,10 +325,9 @@ fn streamed_body(
                     tracing::warn!(family, op, code = %e.code, "a streamed output failed after it started: {}", e.message);
                     match format {
                         OutputFormat::Ndjson => Ok(Bytes::from(one_json_line(&e.to_json().to_string()))),
-                        OutputFormat::JsonArray => Err(std::io::Error::other(format!(
-                            "{}: {}",
-                            e.code, e.message
-                        ))),
+                        OutputFormat::JsonArray => {
+                            Err(std::io::Error::other(format!("{}: {}", e.code, e.message)))
+                        }
                     }
                 }
             };

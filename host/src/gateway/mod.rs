@@ -357,9 +357,12 @@ impl Gateway {
                 .await
                 .map_err(|e| CallError::FamilyAbsent(e.to_string()))?;
         }
-        plugin.call_with_output(op, input, sink).await.map_err(|failure| CallError::Call {
-            family: family.to_owned(),
-            failure,
-        })
+        plugin
+            .call_with_output(op, input, sink)
+            .await
+            .map_err(|failure| CallError::Call {
+                family: family.to_owned(),
+                failure,
+            })
     }
 }

@@ -11,7 +11,9 @@
 use std::fs::File;
 use std::time::Duration;
 
-use genl_wire::consts::{NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, SOL_NETLINK};
+use genl_wire::consts::{
+    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, SOL_NETLINK,
+};
 use genl_wire::message::genl_request;
 use genl_wire::{GenlHeader, Messages, align4};
 use tokio::io::Interest;

@@ -326,7 +326,12 @@ impl Requester {
     /// A dump read part by part on a socket of its own in this socket's
     /// namespace (see [`DumpStream`]): no dump turn, and the kernel holds
     /// the rest of the dump until the caller reads it.
-    pub fn dump_stream(&self, family: u16, genl: GenlHeader, payload: &[u8]) -> Result<DumpStream, RequestError> {
+    pub fn dump_stream(
+        &self,
+        family: u16,
+        genl: GenlHeader,
+        payload: &[u8],
+    ) -> Result<DumpStream, RequestError> {
         DumpStream::start(self.netns.as_deref(), family, genl, payload)
     }
 

@@ -368,7 +368,11 @@ impl kernel::Host for PluginState {
             .await
     }
 
-    async fn dump_start(&mut self, cmd: u8, payload: Vec<u8>) -> Result<Resource<DumpStream>, types::RequestError> {
+    async fn dump_start(
+        &mut self,
+        cmd: u8,
+        payload: Vec<u8>,
+    ) -> Result<Resource<DumpStream>, types::RequestError> {
         if self.open_dumps >= MAX_OPEN_DUMPS {
             return Err(types::RequestError::Denied(format!(
                 "a plugin may hold at most {MAX_OPEN_DUMPS} dumps open at once; read them to the end or drop them"
@@ -395,7 +399,10 @@ impl kernel::Host for PluginState {
 }
 
 impl kernel::HostDump for PluginState {
-    async fn next_part(&mut self, dump: Resource<DumpStream>) -> Result<Option<Vec<u8>>, types::RequestError> {
+    async fn next_part(
+        &mut self,
+        dump: Resource<DumpStream>,
+    ) -> Result<Option<Vec<u8>>, types::RequestError> {
         let bounds = self.request_bounds();
         let dump = self
             .table

@@ -690,13 +690,20 @@ impl LoadedPlugin {
     pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
         match self.call_with_output(op, input, OutputSink::Collect).await? {
             CallOutput::Document(doc) => Ok(doc),
-            CallOutput::Streamed { .. } => Err(self.bad_output("streamed output where one document was asked for".into())),
+            CallOutput::Streamed { .. } => {
+                Err(self.bad_output("streamed output where one document was asked for".into()))
+            }
         }
     }
 
     /// Call `op` with the JSON `input`, the items the plugin streams going
     /// to `sink` as they come.
-    pub async fn call_with_output(&self, op: &str, input: &str, sink: OutputSink) -> Result<CallOutput, CallFailure> {
+    pub async fn call_with_output(
+        &self,
+        op: &str,
+        input: &str,
+        sink: OutputSink,
+    ) -> Result<CallOutput, CallFailure> {
         let started = Instant::now();
         self.metrics.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.call_inner(op, input, sink).await;
@@ -761,13 +768,18 @@ impl LoadedPlugin {
         match result {
             Ok(answer) => {
                 self.succeeded();
-                let output = output.ok_or_else(|| self.bad_output("the call's output went missing".into()))?;
+                let output =
+                    output.ok_or_else(|| self.bad_output("the call's output went missing".into()))?;
                 let returned = match answer {
                     Ok(types::CallOutput::Document(doc)) => Some(doc),
                     Ok(types::CallOutput::Items) => None,
                     // An output that failed explains the plugin's error
                     // better than the plugin can.
-                    Err(e) => return Err(output.finish_with_error().map_or_else(|| self.plugin_error(e), |f| self.output_fault(f))),
+                    Err(e) => {
+                        return Err(output
+                            .finish_with_error()
+                            .map_or_else(|| self.plugin_error(e), |f| self.output_fault(f)));
+                    }
                 };
                 match output.finish(returned) {
                     Ok(CallOutput::Document(doc)) => self.check_output(doc).map(CallOutput::Document),

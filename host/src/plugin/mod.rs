@@ -15,8 +15,8 @@ mod stdio;
 pub use host_api::{Event, KernelAccess};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
 pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus};
-pub use output::{CallOutput, OutputFormat, OutputSink};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
+pub use output::{CallOutput, OutputFormat, OutputSink};
 pub use phase::PluginPhase;
 pub use runtime::{PluginError, Runtime, RuntimeOptions, WIT_PACKAGE};
 

@@ -123,7 +123,10 @@ impl CallOutputState {
                 OutputFormat::Ndjson => {
                     // A raw line break in JSON is whitespace (inside strings
                     // it is always escaped), so a space keeps the meaning.
-                    chunk.extend(item.bytes().map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+                    chunk.extend(
+                        item.bytes()
+                            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+                    );
                     chunk.push(b'\n');
                 }
             }
@@ -185,7 +188,9 @@ fn fault_message(fault: &OutputFault) -> String {
     match fault {
         OutputFault::ClientGone => "the client went away; the output is over".into(),
         OutputFault::ClientTooSlow(wait) => {
-            format!("the client did not read for {wait:?}, as long as the call's deadline allowed; the output is over")
+            format!(
+                "the client did not read for {wait:?}, as long as the call's deadline allowed; the output is over"
+            )
         }
         OutputFault::BadOutput(why) => format!("the output is refused: {why}"),
     }
@@ -205,7 +210,7 @@ mod tests {
     async fn collected_items_make_one_json_array() {
         let mut out = CallOutputState::new(OutputSink::Collect, 1000);
         out.send(items(&["1", "{\"a\":2}"]), WAIT).await.unwrap();
-        out.send(items(&["[3]"])).await.unwrap();
+        out.send(items(&["[3]"]), WAIT).await.unwrap();
         assert_eq!(
             out.finish(None),
             Ok(CallOutput::Document("[1,{\"a\":2},[3]]".into()))
@@ -224,7 +229,9 @@ mod tests {
             },
             1000,
         );
-        out.send(items(&["{\n \"a\": \"x\\ny\"\n}", "2"]), WAIT).await.unwrap();
+        out.send(items(&["{\n \"a\": \"x\\ny\"\n}", "2"]), WAIT)
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await.unwrap(), b"{  \"a\": \"x\\ny\" }\n2\n");
         assert_eq!(out.finish(None), Ok(CallOutput::Streamed { items: 2 }));
     }

@@ -68,7 +68,7 @@ impl Plugin for Nlctrl {
             "list" => CallError::no_input(op, &input).and_then(|()| list()),
             "get" => get(&input),
             "policy" => policy(&input),
-            _ => self.service.call(op, &input),
+            _ => self.service.serve(op, &input),
         }
     }
 
