@@ -37,9 +37,15 @@ fn add_ifbs(ns: &Netns, n: usize) {
 
 /// A dump request over the API socket, sent; the stream is left to read.
 fn start_dump(gw: &Gateway, accept: &str) -> UnixStream {
+    start_call(gw, "/v1/families/netdev/ops/dev-get-dump", accept, "null")
+}
+
+/// A call over the API socket, sent; the stream is left to read.
+fn start_call(gw: &Gateway, path: &str, accept: &str, input: &str) -> UnixStream {
     let mut s = UnixStream::connect(&gw.socket).expect("connect");
     let req = format!(
-        "POST /v1/families/netdev/ops/dev-get-dump HTTP/1.1\r\nhost: gw\r\nconnection: close\r\naccept: {accept}\r\ncontent-length: 4\r\n\r\nnull"
+        "POST {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\naccept: {accept}\r\ncontent-length: {}\r\n\r\n{input}",
+        input.len()
     );
     s.write_all(req.as_bytes()).expect("write request");
     s
@@ -48,7 +54,8 @@ fn start_dump(gw: &Gateway, accept: &str) -> UnixStream {
 /// Read a whole response: (status, lower-cased head, de-chunked body).
 fn read_response(mut s: UnixStream) -> (u16, String, Vec<u8>) {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
+    // An aborted body ends in a reset; what came before it counts.
+    let _ = s.read_to_end(&mut raw);
     let head_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -60,20 +67,32 @@ fn read_response(mut s: UnixStream) -> (u16, String, Vec<u8>) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, head, raw[head_end..].to_vec());
+    }
+    let (body, _) = dechunk(&raw[head_end..]);
+    (status, head, body)
+}
+
+/// A chunked body's data, and whether it ended with the last (empty) chunk.
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
     let mut body = Vec::new();
-    let mut data = &raw[head_end..];
-    assert!(head.contains("transfer-encoding: chunked"), "{head}");
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size =
             usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
         if size == 0 {
-            break;
+            return (body, true);
         }
-        body.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
+        let Some(chunk) = data.get(eol + 2..eol + 2 + size) else {
+            break;
+        };
+        body.extend_from_slice(chunk);
+        data = data.get(eol + 2 + size + 2..).unwrap_or_default();
     }
-    (status, head, body)
+    (body, false)
 }
+
+const NDJSON: &str = "application/x-ndjson";
 
 fn ndjson(body: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(body)
@@ -230,17 +249,8 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
     raw.extend_from_slice(&rest);
     let text = String::from_utf8_lossy(&raw);
     let body_start = text.find("\r\n\r\n").expect("end of head") + 4;
-    let mut body = Vec::new();
-    let mut data = &raw[body_start..];
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        body.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
-    }
+    let (body, ended) = dechunk(&raw[body_start..]);
+    assert!(ended, "an NDJSON body ends properly, with its error line");
     let lines = ndjson(&body);
     let last = lines.last().expect("some lines");
     assert_eq!(last["error"]["code"], "timeout", "{last}");
@@ -249,4 +259,67 @@ fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at
         "only what was queued came before the error: {} lines",
         lines.len()
     );
+}
+
+#[test]
+fn an_error_after_the_output_started_ends_ndjson_with_an_error_line_and_aborts_a_json_array() {
+    let ns = Netns::new("stream-fail");
+    let config = TestConfig::new();
+    config.netns(&ns);
+    // chaos streams whatever family it serves; it sends no requests here.
+    config.family(
+        "chaos.toml",
+        &format!(
+            "family = \"nlctrl\"\nplugin = \"{}\"\n",
+            common::plugin("chaos").display()
+        ),
+    );
+    let gw = Gateway::start(&config);
+    let path = "/v1/families/nlctrl/ops/stream";
+    let failing = r#"{"batches": 3, "per": 2, "fail": true}"#;
+
+    // NDJSON: the items, then the error as the last line.
+    let (status, head, body) = read_response(start_call(&gw, path, NDJSON, failing));
+    assert_eq!(status, 200, "{head}");
+    let lines = ndjson(&body);
+    assert_eq!(lines.len(), 7, "six items and the error: {lines:?}");
+    assert_eq!(lines[0], serde_json::json!({"batch": 0, "i": 0}));
+    assert_eq!(lines[6]["error"]["code"], "chaos", "{}", lines[6]);
+
+    // A JSON array: the body is cut without its `]` and without the last
+    // chunk, so it can never pass for a whole list.
+    let mut s = start_call(&gw, path, "application/json", failing);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert!(String::from_utf8_lossy(&raw[..head_end]).starts_with("HTTP/1.1 200"));
+    let (body, ended) = dechunk(&raw[head_end..]);
+    assert!(!ended, "the chunked body must not end properly");
+    assert!(body.starts_with(b"["), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        serde_json::from_slice::<Value>(&body).is_err(),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Without a failure: the whole array; none streamed is `[]` (or an
+    // empty NDJSON body); an error before any item keeps its status.
+    let (status, _, body) = read_response(start_call(
+        &gw,
+        path,
+        "application/json",
+        r#"{"batches": 2, "per": 1}"#,
+    ));
+    assert_eq!(status, 200);
+    let all: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        all,
+        serde_json::json!([{"batch": 0, "i": 0}, {"batch": 1, "i": 0}])
+    );
+    let (status, _, body) = read_response(start_call(&gw, path, "application/json", r#"{"batches": 0}"#));
+    assert_eq!((status, body.as_slice()), (200, b"[]".as_slice()));
+    let (status, _, body) = read_response(start_call(&gw, path, NDJSON, r#"{"batches": 0}"#));
+    assert_eq!((status, body.as_slice()), (200, b"".as_slice()));
+    let (status, _, body) = read_response(start_call(&gw, path, NDJSON, r#"{"batches": 0, "fail": true}"#));
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
 }
