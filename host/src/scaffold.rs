@@ -290,7 +290,7 @@ impl Plugin for {{TYPE}} {
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         // Match your own operations first; the rest are the spec's.
-        self.ynl.call(op, &input)
+        self.ynl.serve(op, &input)
     }
 
     fn on_notification(&mut self, _group: &str, message: Message) {

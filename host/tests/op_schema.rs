@@ -414,9 +414,10 @@ fn the_openapi_document_is_valid_and_scoped() {
     );
 }
 
-#[test]
-fn a_component_built_against_0_1_0_is_refused_with_one_clear_line() {
-    let fixture = workspace().join("host/tests/fixtures/plugin-wit-0.1.0.wasm");
+/// The gateway refuses a component built against `old` (a fixture built
+/// by an older SDK) with one line naming both versions and the fix.
+fn refused_with_one_clear_line(fixture: &str, old: &str) {
+    let fixture = workspace().join("host/tests/fixtures").join(fixture);
     let config = TestConfig::new();
     config.family(
         "acpi_event.toml",
@@ -437,10 +438,21 @@ fn a_component_built_against_0_1_0_is_refused_with_one_clear_line() {
     assert_eq!(lines.len(), 1, "{text}");
     let line = lines[0];
     for part in [
-        "built against genl:gateway@0.1.0",
-        "this gateway implements genl:gateway@0.2.0",
+        &format!("built against genl:gateway@{old}"),
+        "this gateway implements genl:gateway@0.3.0",
         "rebuild it with the current genl-plugin-sdk",
     ] {
         assert!(line.contains(part), "{line}");
     }
+}
+
+#[test]
+fn a_component_built_against_0_1_0_is_refused_with_one_clear_line() {
+    refused_with_one_clear_line("plugin-wit-0.1.0.wasm", "0.1.0");
+}
+
+#[test]
+fn a_component_built_against_0_2_0_is_refused_with_one_clear_line() {
+    // 0.2.0 collected a dump into one list; 0.3.0 streams it.
+    refused_with_one_clear_line("plugin-wit-0.2.0.wasm", "0.2.0");
 }

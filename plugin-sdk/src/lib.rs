@@ -40,6 +40,7 @@ pub mod input;
 pub mod kernel;
 pub mod log;
 pub mod ops;
+pub mod output;
 pub mod schema;
 pub mod typed;
 mod types;

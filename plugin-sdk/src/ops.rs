@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use crate::kernel;
+use crate::kernel::{self, PartMessage};
+use crate::output::Items;
 use crate::schema::{Field, decode, encode};
 use crate::types::{CallError, Message};
 
@@ -49,9 +50,33 @@ pub fn do_json_with_flags(
     })
 }
 
-/// A dump filtered by `input`; returns every entry decoded.
+/// A dump filtered by `input`; every entry decoded with `reply` and
+/// streamed to the client part by part (see [`dump_items`]). Return the
+/// result from `call`.
 pub fn dump_json(cmd: u8, input: &Value, request: &[Field], reply: &[Field]) -> Result<Value, CallError> {
     let attrs = request_attrs(input, request)?;
-    let replies = kernel::dump_request(cmd, &attrs)?;
-    Ok(Value::Array(decode_all(&replies, reply)?))
+    dump_items(cmd, &attrs, |m| {
+        decode(m.payload, reply).map_err(CallError::decode)
+    })
+}
+
+/// A dump of `cmd` with `payload`, each message turned into an item by
+/// `item` and streamed to the client one dump part at a time: neither the
+/// dump nor the output is ever whole in memory. Return the result from
+/// `call` (natively, in tests, it is the array of items).
+pub fn dump_items(
+    cmd: u8,
+    payload: &[u8],
+    mut item: impl FnMut(PartMessage<'_>) -> Result<Value, CallError>,
+) -> Result<Value, CallError> {
+    let mut dump = kernel::dump_start(cmd, payload)?;
+    let mut items = Items::new();
+    while let Some(part) = dump.next_part()? {
+        let batch = part
+            .messages()
+            .map(|m| item(m?))
+            .collect::<Result<Vec<_>, CallError>>()?;
+        items.send(batch)?;
+    }
+    Ok(items.finish())
 }

@@ -288,8 +288,23 @@ pub(crate) mod kernel {
         request(RequestKind::Do, cmd, flags, payload)
     }
 
-    pub fn dump_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
-        request(RequestKind::Dump, cmd, 0, payload)
+    /// A fake dump: the handler's whole answer as one part.
+    pub struct Dump {
+        part: Option<Vec<u8>>,
+    }
+
+    impl Dump {
+        pub fn next_part(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+            Ok(self.part.take())
+        }
+    }
+
+    pub fn dump_start(cmd: u8, payload: &[u8]) -> Result<Dump, RequestError> {
+        let messages = request(RequestKind::Dump, cmd, 0, payload)?;
+        let part = crate::kernel::encode_part(&messages).bytes().to_vec();
+        Ok(Dump {
+            part: (!part.is_empty()).then_some(part),
+        })
     }
 
     pub fn listen_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {

@@ -63,6 +63,9 @@ pub enum RequestError {
     Timeout,
     /// Socket or protocol failure on the host side.
     Io(String),
+    /// The kernel flagged a dump as interrupted by a concurrent change
+    /// (NLM_F_DUMP_INTR); start it again for a consistent view.
+    Interrupted,
 }
 
 impl std::fmt::Display for RequestError {
@@ -74,6 +77,9 @@ impl std::fmt::Display for RequestError {
             RequestError::FamilyAbsent(m) => write!(f, "family absent: {m}"),
             RequestError::Timeout => f.write_str("the kernel did not answer in time"),
             RequestError::Io(m) => write!(f, "netlink I/O error: {m}"),
+            RequestError::Interrupted => {
+                f.write_str("the dump was interrupted by a concurrent change in the kernel; try again")
+            }
         }
     }
 }
@@ -153,6 +159,7 @@ impl From<RequestError> for CallError {
             RequestError::FamilyAbsent(m) => CallError::new("family-absent", m),
             RequestError::Timeout => CallError::new("timeout", "the kernel did not answer in time"),
             RequestError::Io(m) => CallError::new("io", m),
+            e @ RequestError::Interrupted => CallError::new("dump-interrupted", e.to_string()),
         }
     }
 }

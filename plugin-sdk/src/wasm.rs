@@ -76,7 +76,8 @@ impl<P: Plugin> bindings::Guest for Export<P> {
         with_plugin::<P, _>(|p| p.on_events_lost());
     }
 
-    fn call(op: String, input: String) -> Result<String, wit::CallError> {
+    fn call(op: String, input: String) -> Result<wit::CallOutput, wit::CallError> {
+        output::reset();
         let result = (|| {
             let input: serde_json::Value = if input.trim().is_empty() {
                 serde_json::Value::Null
@@ -86,7 +87,11 @@ impl<P: Plugin> bindings::Guest for Export<P> {
             };
             let out = with_plugin::<P, _>(|p| p.call(&op, input))
                 .ok_or_else(|| CallError::new("not-initialised", "the plugin's init did not succeed"))??;
+            if output::reset() {
+                return Ok(wit::CallOutput::Items);
+            }
             serde_json::to_string(&out)
+                .map(wit::CallOutput::Document)
                 .map_err(|e| CallError::new("internal", format!("output is not JSON: {e}")))
         })();
         result.map_err(|e| wit::CallError {
@@ -128,6 +133,7 @@ fn from_wit_request_error(e: wit::RequestError) -> RequestError {
         wit::RequestError::FamilyAbsent(m) => RequestError::FamilyAbsent(m),
         wit::RequestError::Timeout => RequestError::Timeout,
         wit::RequestError::Io(m) => RequestError::Io(m),
+        wit::RequestError::Interrupted => RequestError::Interrupted,
     }
 }
 
@@ -168,9 +174,18 @@ pub(crate) mod kernel {
             .map_err(from_wit_request_error)
     }
 
-    pub fn dump_request(cmd: u8, payload: &[u8]) -> Result<Vec<Message>, RequestError> {
-        imp::dump_request(cmd, payload)
-            .map(|ms| ms.into_iter().map(from_wit_message).collect())
+    /// A dump in progress: the host's handle.
+    pub struct Dump(imp::Dump);
+
+    impl Dump {
+        pub fn next_part(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+            self.0.next_part().map_err(from_wit_request_error)
+        }
+    }
+
+    pub fn dump_start(cmd: u8, payload: &[u8]) -> Result<Dump, RequestError> {
+        imp::dump_start(cmd, payload)
+            .map(Dump)
             .map_err(from_wit_request_error)
     }
 
@@ -178,6 +193,29 @@ pub(crate) mod kernel {
         imp::listen_request(cmd, payload)
             .map(|ms| ms.into_iter().map(from_wit_message).collect())
             .map_err(from_wit_request_error)
+    }
+}
+
+pub(crate) mod output {
+    use std::cell::Cell;
+
+    thread_local! {
+        // Whether the running call's output is "the items".
+        static STREAMED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The running call's output is the items it sends.
+    pub fn begin() {
+        STREAMED.with(|s| s.set(true));
+    }
+
+    /// Forget the last call's output mode; whether it was streamed.
+    pub fn reset() -> bool {
+        STREAMED.with(|s| s.replace(false))
+    }
+
+    pub fn items(items: &[String]) -> Result<(), String> {
+        super::bindings::genl::gateway::output::items(items)
     }
 }
 

@@ -231,8 +231,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error's JSON body, `{"error": {...}}`: the response body, and the
+    /// last line of an NDJSON output that failed after it started.
+    pub fn to_json(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(k) = &self.kernel {
             error["kernel"] = json!({
@@ -242,7 +244,13 @@ impl IntoResponse for ApiError {
                 "offset": k.offset,
             });
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.to_json())).into_response()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +15,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::error::{ApiError, ErrorCode};
 use super::event_bus::{ConnClose, EventBus, QueueLimits, Received};
 use super::extract::{ApiPath, ApiQuery, Visible, check_family_name};
 use super::strict_json;
 use crate::gateway::Gateway;
-use crate::plugin::Event;
+use crate::plugin::{CallOutput, Event, OutputFormat, OutputSink};
 
 /// The API's routes over `gateway`. Starts the event fan-out, so it must
 /// be called inside the Tokio runtime.
@@ -180,9 +181,42 @@ async fn families(State(gw): State<Arc<Gateway>>, visible: Visible) -> Result<Js
     Ok(Json(Value::Array(out)))
 }
 
+/// Body chunks (a batch of items each, usually one dump part) queued
+/// between a plugin streaming its output and the client; when they are
+/// full the plugin waits.
+const OUTPUT_QUEUE: usize = 4;
+
+/// The NDJSON media type a client asks for with `Accept`.
+const NDJSON: &str = "application/x-ndjson";
+
+/// Whether the client asked for one item a line.
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(NDJSON))
+        })
+}
+
+/// A document as one NDJSON line: raw line breaks in JSON are whitespace.
+fn one_json_line(doc: &str) -> String {
+    let mut line: String = doc
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    line.push('\n');
+    line
+}
+
 async fn call(
     State(gw): State<Arc<Gateway>>,
     ApiPath((family, op)): ApiPath<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_family_name(&family)?;
@@ -198,9 +232,112 @@ async fn call(
         )
     })?;
     check_input(&gw, &family, &op, input)?;
-    let output = gw.call(&family, &op, input).await?;
-    check_plugin_output(&family, &op, &output)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+    let format = if wants_ndjson(&headers) {
+        OutputFormat::Ndjson
+    } else {
+        OutputFormat::JsonArray
+    };
+    let content_type = match format {
+        OutputFormat::Ndjson => NDJSON,
+        OutputFormat::JsonArray => "application/json",
+    };
+    // The call runs in a task of its own: a client that goes away mid-call
+    // closes the stream, which the plugin sees, instead of dropping the
+    // call halfway through a wasm entry point.
+    let (tx, mut rx) = mpsc::channel(OUTPUT_QUEUE);
+    let task = {
+        let (gw, family, op, input) = (gw.clone(), family.clone(), op.clone(), input.to_owned());
+        tokio::spawn(async move {
+            gw.call_with_output(&family, &op, &input, OutputSink::Stream { tx, format })
+                .await
+        })
+    };
+    let Some(first) = rx.recv().await else {
+        // The call ended without streaming: its status and body are whole.
+        let output = match call_result(&family, task.await)? {
+            CallOutput::Document(doc) => {
+                check_plugin_output(&family, &op, &doc)?;
+                match format {
+                    OutputFormat::JsonArray => doc,
+                    OutputFormat::Ndjson => one_json_line(&doc),
+                }
+            }
+            CallOutput::Streamed { .. } => match format {
+                OutputFormat::JsonArray => "[]".to_owned(),
+                OutputFormat::Ndjson => String::new(),
+            },
+        };
+        return Ok(([(header::CONTENT_TYPE, content_type)], output).into_response());
+    };
+    let body = streamed_body(family, op, first, rx, task, format);
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response())
+}
+
+/// A call task's result as the API answers it.
+fn call_result(
+    family: &str,
+    joined: Result<Result<CallOutput, crate::gateway::CallError>, tokio::task::JoinError>,
+) -> Result<CallOutput, ApiError> {
+    match joined {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::PluginCrashed,
+            format!("the call into the plugin of family '{family}' failed in the gateway: {e}"),
+        )),
+    }
+}
+
+/// A 200 whose body is the items as the plugin streams them, then the end:
+/// `]` for a JSON array; after a failure, an `{"error": ...}` line for
+/// NDJSON, and for a JSON array an aborted body (no closing `]`), so the
+/// client sees invalid JSON rather than a short list it could trust.
+fn streamed_body(
+    family: String,
+    op: String,
+    first: Vec<u8>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    task: tokio::task::JoinHandle<Result<CallOutput, crate::gateway::CallError>>,
+    format: OutputFormat,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    struct Streaming {
+        first: Option<Vec<u8>>,
+        rx: mpsc::Receiver<Vec<u8>>,
+        task: tokio::task::JoinHandle<Result<CallOutput, crate::gateway::CallError>>,
+    }
+    let state = Streaming {
+        first: Some(first),
+        rx,
+        task,
+    };
+    stream::unfold(Some(state), move |state| {
+        let (family, op) = (family.clone(), op.clone());
+        async move {
+            let mut state = state?;
+            if let Some(chunk) = state.first.take() {
+                return Some((Ok(Bytes::from(chunk)), Some(state)));
+            }
+            if let Some(chunk) = state.rx.recv().await {
+                return Some((Ok(Bytes::from(chunk)), Some(state)));
+            }
+            // The stream closed: the call is over.
+            let end = match call_result(&family, (&mut state.task).await) {
+                Ok(_) => match format {
+                    OutputFormat::JsonArray => Ok(Bytes::from_static(b"]")),
+                    OutputFormat::Ndjson => return None,
+                },
+                Err(e) => {
+                    tracing::warn!(family, op, code = %e.code, "a streamed output failed after it started: {}", e.message);
+                    match format {
+                        OutputFormat::Ndjson => Ok(Bytes::from(one_json_line(&e.to_json().to_string()))),
+                        OutputFormat::JsonArray => {
+                            Err(std::io::Error::other(format!("{}: {}", e.code, e.message)))
+                        }
+                    }
+                }
+            };
+            Some((end, None))
+        }
+    })
 }
 
 /// The operation's input schema, if its plugin gave one, refuses input that

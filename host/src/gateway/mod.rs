@@ -307,8 +307,34 @@ impl Gateway {
         tracing::warn!(family, missed, "an event subscriber fell behind and was cut off");
     }
 
-    /// Call `op` of `family`'s plugin with the JSON `input`.
+    /// Call `op` of `family`'s plugin with the JSON `input`; the output as
+    /// one document.
     pub async fn call(&self, family: &str, op: &str, input: &str) -> Result<String, CallError> {
+        match self
+            .call_with_output(family, op, input, crate::plugin::OutputSink::Collect)
+            .await?
+        {
+            crate::plugin::CallOutput::Document(doc) => Ok(doc),
+            crate::plugin::CallOutput::Streamed { .. } => Err(CallError::Call {
+                family: family.to_owned(),
+                failure: crate::plugin::CallFailure::Plugin {
+                    code: "bad-plugin-output".into(),
+                    message: "streamed output where one document was asked for".into(),
+                    kernel: None,
+                },
+            }),
+        }
+    }
+
+    /// Call `op` of `family`'s plugin with the JSON `input`, streamed items
+    /// going to `sink` as the plugin sends them.
+    pub async fn call_with_output(
+        &self,
+        family: &str,
+        op: &str,
+        input: &str,
+        sink: crate::plugin::OutputSink,
+    ) -> Result<crate::plugin::CallOutput, CallError> {
         let Some(entry) = self.family(family) else {
             return Err(if self.loading.contains(family) {
                 CallError::PluginLoading(family.to_owned())
@@ -340,9 +366,12 @@ impl Gateway {
                 .await
                 .map_err(|e| CallError::FamilyAbsent(e.to_string()))?;
         }
-        plugin.call(op, input).await.map_err(|failure| CallError::Call {
-            family: family.to_owned(),
-            failure,
-        })
+        plugin
+            .call_with_output(op, input, sink)
+            .await
+            .map_err(|failure| CallError::Call {
+                family: family.to_owned(),
+                failure,
+            })
     }
 }

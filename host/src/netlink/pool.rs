@@ -226,7 +226,10 @@ fn scan(
     let base = datagram.as_ptr() as usize;
     for msg in Messages::new(datagram) {
         let msg = msg.map_err(|e| RequestError::Io(format!("malformed reply: {e}")))?;
-        if msg.header.seq != seq {
+        // Seq 0: some families (thermal) leave the sequence number of their
+        // dump messages unset. A request socket joins no group and a socket
+        // left mid-exchange is closed, so nothing else can arrive here.
+        if msg.header.seq != seq && msg.header.seq != 0 {
             tracing::trace!(
                 seq = msg.header.seq,
                 waiting = seq,

@@ -438,6 +438,17 @@ impl DumpParts {
         Ok(None)
     }
 
+    /// The next part, waited for at most `bounds.wait` from now and refused
+    /// over `bounds.reply_bytes`: for a dump read as a stream, which its
+    /// reader bounds as a whole (the call's deadline, the client's pace),
+    /// each part is bounded on its own.
+    pub async fn next_part_within(&mut self, bounds: RequestBounds) -> Result<Option<Vec<u8>>, RequestError> {
+        self.deadline = Instant::now() + bounds.wait;
+        self.bounds = bounds;
+        self.bytes = 0;
+        self.next_part().await
+    }
+
     /// Whether the kernel flagged a part read so far as interrupted by a
     /// concurrent change (NLM_F_DUMP_INTR): the dump may be inconsistent
     /// and is worth starting again.

@@ -1,7 +1,6 @@
 //! What a plugin can reach: the WIT imports, implemented against the
 //! gateway, each checked against the operator's family file.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,21 +8,26 @@ use std::time::{Duration, Instant};
 use genl_wire::consts::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use genl_wire::{FamilyInfo, GenlHeader};
 use tokio::sync::broadcast;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::genl::gateway::{events, kernel, log, types};
+use super::bindings::genl::gateway::{events, kernel, log, output, types};
 use super::budget::Budget;
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
+use super::output::CallOutputState;
 use crate::config::Limits;
 use crate::families::{FamilyResolver, ResolveError};
 use crate::gateway::Listener;
-use crate::netlink::{OwnedMessage, RequestBounds, RequestError, Requester};
+use crate::netlink::{DumpParts, OwnedMessage, RequestBounds, RequestError, Requester};
 
 /// Flags a plugin may add to a `do` request: the "new request" modifiers,
 /// never REPLACE and EXCL together (that is NLM_F_DUMP, see below).
 const ALLOWED_EXTRA_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE | NLM_F_APPEND;
+
+/// Most dumps one instance may have open at once: each holds a socket and
+/// a part buffer.
+pub const MAX_OPEN_DUMPS: usize = 4;
 
 /// Longest event topic; topics are short names like "link".
 pub const MAX_TOPIC: usize = 64;
@@ -74,11 +78,10 @@ pub struct PluginState {
     /// When the running entry point must be done: checked by the epoch
     /// callback while wasm runs and used to size kernel waits.
     pub(crate) deadline: Option<Instant>,
-    /// The plugin's one kernel request in flight (shared by every instance
-    /// of one loaded version): a request the plugin stopped waiting for
-    /// holds it until the kernel is done, so a plugin cannot pile up
-    /// abandoned requests.
-    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// The running call's output; `None` outside `call`.
+    pub(crate) output: Option<CallOutputState>,
+    /// Dumps the plugin holds open (at most [`MAX_OPEN_DUMPS`]).
+    pub(crate) open_dumps: usize,
 }
 
 /// Kernel waits end this long before the entry point's deadline (at least
@@ -103,15 +106,6 @@ impl PluginState {
         RequestBounds {
             wait,
             reply_bytes: self.limits.reply_bytes.min(self.limits.memory_bytes),
-        }
-    }
-
-    /// How a kernel request made now runs: see [`in_own_task`].
-    fn own_task(&self) -> OwnTask {
-        OwnTask {
-            plugin: self.request_bounds(),
-            socket_wait: self.kernel.requester.default_bounds().wait,
-            in_flight: self.in_flight.clone(),
         }
     }
 
@@ -237,6 +231,28 @@ impl KernelAccess {
         }
     }
 
+    /// Start a dump for the plugin: checked, then on a socket of its own.
+    async fn dump_start(
+        &self,
+        cmd: u8,
+        payload: Vec<u8>,
+        bounds: RequestBounds,
+    ) -> Result<DumpParts, types::RequestError> {
+        self.check("dump", cmd, &self.allow_dump)?;
+        let family = self.family_info().await?;
+        if self.validate {
+            self.check_policy(&family, cmd, true, &payload).await?;
+        }
+        let genl = GenlHeader {
+            cmd,
+            version: u8::try_from(family.version).unwrap_or(u8::MAX),
+        };
+        self.requester
+            .dump_parts(family.id, genl, &payload, bounds)
+            .await
+            .map_err(to_wit_error)
+    }
+
     /// Send a request for the plugin: checked, then on the shared socket.
     async fn request(
         &self,
@@ -273,56 +289,6 @@ impl KernelAccess {
             Ok(msgs) => msgs.into_iter().map(to_wit_message).collect(),
             Err(e) => Err(to_wit_error(e)),
         }
-    }
-}
-
-/// What [`in_own_task`] needs of the plugin's state (which is not `Sync`,
-/// so it cannot be held across the wait).
-struct OwnTask {
-    /// The plugin's bounds: how long it waits, how much reply it takes.
-    plugin: RequestBounds,
-    /// The socket's own timeout, which the request itself runs within.
-    socket_wait: Duration,
-    in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-/// Run a kernel request for the plugin on a task of its own, and wait for
-/// it only as long as the plugin may (`timeout` after that, with time left
-/// to answer). The request itself runs within the socket's own timeout and
-/// to its end: a dump the plugin gave up on is still read to NLMSG_DONE
-/// inside its dump turn, so the next dump on the shared socket (another
-/// family's) never meets the kernel's EBUSY for a dump still running, and
-/// no part of the plugin's wait is spent where its deadline cannot reach
-/// (the requester may receive a whole dump on the calling thread).
-async fn in_own_task<F>(
-    how: OwnTask,
-    request: impl FnOnce(RequestBounds) -> F,
-) -> Result<Vec<types::Message>, types::RequestError>
-where
-    F: Future<Output = Result<Vec<types::Message>, types::RequestError>> + Send + 'static,
-{
-    let give_up = tokio::time::Instant::now() + how.plugin.wait;
-    // One request in flight: the next waits for the previous one's end
-    // within the plugin's own wait, so abandoned requests cannot pile up.
-    let permit = tokio::time::timeout_at(give_up, how.in_flight.acquire_owned())
-        .await
-        .map_err(|_| types::RequestError::Timeout)?
-        .map_err(|_| types::RequestError::Io("the plugin's kernel access is closed".into()))?;
-    let work = request(RequestBounds {
-        wait: how.socket_wait,
-        reply_bytes: how.plugin.reply_bytes,
-    });
-    let task = tokio::spawn(async move {
-        let result = work.await;
-        drop(permit);
-        result
-    });
-    match tokio::time::timeout_at(give_up, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(types::RequestError::Io(format!(
-            "the kernel request stopped: {e}"
-        ))),
-        Err(_) => Err(types::RequestError::Timeout),
     }
 }
 
@@ -402,23 +368,31 @@ impl kernel::Host for PluginState {
         extra_flags: u16,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        let kernel = self.kernel.clone();
-        in_own_task(self.own_task(), |bounds| async move {
-            kernel.request(false, cmd, extra_flags, payload, bounds).await
-        })
-        .await
+        let bounds = self.request_bounds();
+        self.kernel
+            .request(false, cmd, extra_flags, payload, bounds)
+            .await
     }
 
-    async fn dump_request(
+    async fn dump_start(
         &mut self,
         cmd: u8,
         payload: Vec<u8>,
-    ) -> Result<Vec<types::Message>, types::RequestError> {
-        let kernel = self.kernel.clone();
-        in_own_task(self.own_task(), |bounds| async move {
-            kernel.request(true, cmd, 0, payload, bounds).await
-        })
-        .await
+    ) -> Result<Resource<DumpParts>, types::RequestError> {
+        if self.open_dumps >= MAX_OPEN_DUMPS {
+            return Err(types::RequestError::Denied(format!(
+                "a plugin may hold at most {MAX_OPEN_DUMPS} dumps open at once; read them to the end or drop them"
+            )));
+        }
+        let bounds = self.request_bounds();
+        let dump = self.kernel.dump_start(cmd, payload, bounds).await?;
+        let handle = self.table.push(dump).map_err(|e| {
+            types::RequestError::Io(format!(
+                "the plugin holds too many host resources ({e}; limits.host_resources)"
+            ))
+        })?;
+        self.open_dumps += 1;
+        Ok(handle)
     }
 
     async fn listen_request(
@@ -426,11 +400,49 @@ impl kernel::Host for PluginState {
         cmd: u8,
         payload: Vec<u8>,
     ) -> Result<Vec<types::Message>, types::RequestError> {
-        let kernel = self.kernel.clone();
-        in_own_task(self.own_task(), |bounds| async move {
-            kernel.listen_request(cmd, payload, bounds).await
-        })
-        .await
+        let bounds = self.request_bounds();
+        self.kernel.listen_request(cmd, payload, bounds).await
+    }
+}
+
+impl kernel::HostDump for PluginState {
+    async fn next_part(
+        &mut self,
+        dump: Resource<DumpParts>,
+    ) -> Result<Option<Vec<u8>>, types::RequestError> {
+        let bounds = self.request_bounds();
+        let dump = self
+            .table
+            .get_mut(&dump)
+            .map_err(|e| types::RequestError::Io(format!("no such dump: {e}")))?;
+        let part = dump.next_part_within(bounds).await.map_err(to_wit_error)?;
+        // The part the kernel flagged is replaced by the error: what it
+        // holds may be inconsistent.
+        if dump.interrupted() {
+            return Err(types::RequestError::Interrupted);
+        }
+        Ok(part)
+    }
+
+    async fn drop(&mut self, dump: Resource<DumpParts>) -> wasmtime::Result<()> {
+        // Dropping a dump not read to its end closes its socket: the kernel
+        // ends the dump.
+        self.table.delete(dump)?;
+        self.open_dumps = self.open_dumps.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl output::Host for PluginState {
+    async fn items(&mut self, items: Vec<String>) -> Result<(), String> {
+        // The same wait a kernel request gets: it ends before the call's
+        // deadline, so a slow client is an error the plugin returns, never
+        // a crash.
+        let wait = self.request_bounds().wait;
+        match self.output.as_mut() {
+            Some(out) => out.send(items, wait).await,
+            None => Err("output.items works only while `call` runs".into()),
+        }
     }
 }
 
@@ -522,54 +534,6 @@ mod tests {
         for bad in [0x300, 0x700, 0xf00, 0x1, 0x8, 0x1000] {
             assert!(KernelAccess::check_do_flags(bad).is_err(), "{bad:#x}");
         }
-    }
-
-    #[tokio::test]
-    async fn abandoned_kernel_requests_cannot_pile_up() {
-        use std::sync::atomic::AtomicBool;
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
-        let how = || OwnTask {
-            plugin: RequestBounds {
-                wait: Duration::from_millis(50),
-                reply_bytes: 1,
-            },
-            socket_wait: Duration::from_secs(60),
-            in_flight: in_flight.clone(),
-        };
-        // A request that outlives the plugin's wait: the plugin gets
-        // `timeout`, the request carries on within the socket's bounds.
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let r = in_own_task(how(), |bounds| async move {
-            assert_eq!(bounds.wait, Duration::from_secs(60));
-            let _ = released.await;
-            Ok(Vec::new())
-        })
-        .await;
-        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
-        // While it runs, the plugin's next request never starts.
-        let started = Arc::new(AtomicBool::new(false));
-        let flag = started.clone();
-        let r = in_own_task(how(), |_| async move {
-            flag.store(true, Ordering::Relaxed);
-            Ok(Vec::new())
-        })
-        .await;
-        assert!(matches!(r, Err(types::RequestError::Timeout)), "{r:?}");
-        assert!(!started.load(Ordering::Relaxed));
-        // Once it ends, the next one runs.
-        let _ = release.send(());
-        let r = in_own_task(
-            OwnTask {
-                plugin: RequestBounds {
-                    wait: Duration::from_secs(60),
-                    reply_bytes: 1,
-                },
-                ..how()
-            },
-            |_| async { Ok(Vec::new()) },
-        )
-        .await;
-        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_messag
 use super::input_schema::InputSchema;
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
+use super::output::{CallOutput, CallOutputState, OutputFault, OutputSink};
 use super::phase::PluginPhase;
 use super::runtime::{PluginError, Runtime, WIT_PACKAGE};
 use super::stdio::LogStream;
@@ -180,8 +181,6 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
-    /// The plugin's one kernel request in flight, for every instance.
-    in_flight: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -419,7 +418,6 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(1)),
             metrics,
         };
         let mut live = plugin.instantiate().await?;
@@ -511,7 +509,8 @@ impl LoadedPlugin {
                 log_limiter: self.limiter.clone(),
                 metrics: self.metrics.clone(),
                 deadline: None,
-                in_flight: self.in_flight.clone(),
+                output: None,
+                open_dumps: 0,
             },
         );
         store.limiter(|s| &mut s.budget);
@@ -693,11 +692,29 @@ impl LoadedPlugin {
         live.store.data_mut().deadline = None;
     }
 
-    /// Call `op` with the JSON `input`.
+    /// Call `op` with the JSON `input`; its output as one document (items
+    /// a plugin streams are collected into an array, within the output
+    /// limit).
     pub async fn call(&self, op: &str, input: &str) -> Result<String, CallFailure> {
+        match self.call_with_output(op, input, OutputSink::Collect).await? {
+            CallOutput::Document(doc) => Ok(doc),
+            CallOutput::Streamed { .. } => {
+                Err(self.bad_output("streamed output where one document was asked for".into()))
+            }
+        }
+    }
+
+    /// Call `op` with the JSON `input`, the items the plugin streams going
+    /// to `sink` as they come.
+    pub async fn call_with_output(
+        &self,
+        op: &str,
+        input: &str,
+        sink: OutputSink,
+    ) -> Result<CallOutput, CallFailure> {
         let started = Instant::now();
         self.metrics.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(op, input).await;
+        let result = self.call_inner(op, input, sink).await;
         self.metrics.observe(started.elapsed());
         if let Err(e) = &result {
             self.metrics.error(match e {
@@ -732,7 +749,7 @@ impl LoadedPlugin {
         }
     }
 
-    async fn call_inner(&self, op: &str, input: &str) -> Result<String, CallFailure> {
+    async fn call_inner(&self, op: &str, input: &str, sink: OutputSink) -> Result<CallOutput, CallFailure> {
         let family = &*self.access.family;
         let limit = self.limits.call_timeout;
         // Calls into one instance are serialised; waiting for the turn is
@@ -747,16 +764,35 @@ impl LoadedPlugin {
             })?;
         let live = self.ensure_live(&mut slot).await?;
         let deadline = self.arm(&mut live.store);
+        live.store.data_mut().output = Some(CallOutputState::new(sink, self.limits.output_bytes));
         let result = bounded(deadline, live.plugin.call_call(&mut live.store, op, input)).await;
-        if let Some(live) = slot.as_mut() {
-            live.store.data_mut().deadline = None;
-        }
+        // Taking the output closes its stream, which tells the client's
+        // side the call is over.
+        let output = slot.as_mut().and_then(|live| {
+            let state = live.store.data_mut();
+            state.deadline = None;
+            state.output.take()
+        });
         match result {
             Ok(answer) => {
                 self.succeeded();
-                match answer {
-                    Ok(out) => self.check_output(out),
-                    Err(e) => Err(self.plugin_error(e)),
+                let output =
+                    output.ok_or_else(|| self.bad_output("the call's output went missing".into()))?;
+                let returned = match answer {
+                    Ok(types::CallOutput::Document(doc)) => Some(doc),
+                    Ok(types::CallOutput::Items) => None,
+                    // An output that failed explains the plugin's error
+                    // better than the plugin can.
+                    Err(e) => {
+                        return Err(output
+                            .finish_with_error()
+                            .map_or_else(|| self.plugin_error(e), |f| self.output_fault(f)));
+                    }
+                };
+                match output.finish(returned) {
+                    Ok(CallOutput::Document(doc)) => self.check_output(doc).map(CallOutput::Document),
+                    Ok(streamed) => Ok(streamed),
+                    Err(fault) => Err(self.output_fault(fault)),
                 }
             }
             Err(Stop::Deadline) => {
@@ -775,6 +811,21 @@ impl LoadedPlugin {
                 *slot = None;
                 Err(CallFailure::Crashed(msg))
             }
+        }
+    }
+
+    /// The failure a call whose output ended early answers with.
+    fn output_fault(&self, fault: OutputFault) -> CallFailure {
+        match fault {
+            OutputFault::BadOutput(why) => self.bad_output(why),
+            OutputFault::ClientGone => CallFailure::Plugin {
+                code: "client-gone".into(),
+                message: "the client went away before the output ended".into(),
+                kernel: None,
+            },
+            OutputFault::ClientTooSlow(wait) => self.timed_out(format!(
+                "the client did not read the output for {wait:?}, as long as the call's deadline allowed"
+            )),
         }
     }
 

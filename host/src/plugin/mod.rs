@@ -7,6 +7,7 @@ mod input_schema;
 mod instance;
 mod log_limit;
 mod metrics;
+mod output;
 mod phase;
 mod runtime;
 mod stdio;
@@ -15,6 +16,7 @@ pub use host_api::{Event, KernelAccess};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
 pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
+pub use output::{CallOutput, OutputFormat, OutputSink};
 pub use phase::PluginPhase;
 pub use runtime::{PluginError, Runtime, RuntimeOptions, WIT_PACKAGE};
 
@@ -25,5 +27,6 @@ pub(crate) mod bindings {
         world: "genl:gateway/plugin",
         imports: { default: async },
         exports: { default: async },
+        with: { "genl:gateway/kernel.dump": crate::netlink::DumpParts },
     });
 }

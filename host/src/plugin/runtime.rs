@@ -27,7 +27,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 const POOL_PLUGIN_INSTANCES: u32 = 64;
 
 /// The contract this host implements (`wit/gateway.wit`'s package).
-pub const WIT_PACKAGE: &str = "genl:gateway@0.2.0";
+pub const WIT_PACKAGE: &str = "genl:gateway@0.3.0";
 
 /// Why a plugin could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

@@ -150,8 +150,40 @@ impl Service {
         Ok(Value::Object(out))
     }
 
-    /// Call client operation `name` with `input` through the kernel.
+    /// Call client operation `name` with `input` through the kernel and
+    /// return its output whole: a dump's objects as one array. For using
+    /// the answer inside the plugin; to answer a client, [`Service::serve`]
+    /// streams a dump instead.
     pub fn call(&self, name: &str, input: &Value) -> Result<Value, CallError> {
+        self.run(name, input, false, &mut |v| v)
+    }
+
+    /// Serve a client's call of operation `name`: a `do`'s reply as one
+    /// document, a dump's objects decoded and streamed part by part as the
+    /// call's output items ([`crate::output::Items`]; natively, in tests,
+    /// the result is their array). Return the result from `Plugin::call`.
+    pub fn serve(&self, name: &str, input: &Value) -> Result<Value, CallError> {
+        self.run(name, input, true, &mut |v| v)
+    }
+
+    /// [`Service::serve`], each output object (a `do`'s document, or each
+    /// object of a dump) passed through `map` first.
+    pub fn serve_mapped(
+        &self,
+        name: &str,
+        input: &Value,
+        mut map: impl FnMut(Value) -> Value,
+    ) -> Result<Value, CallError> {
+        self.run(name, input, true, &mut map)
+    }
+
+    fn run(
+        &self,
+        name: &str,
+        input: &Value,
+        stream: bool,
+        map: &mut dyn FnMut(Value) -> Value,
+    ) -> Result<Value, CallError> {
         let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
         let cmd = op.op.request_value.ok_or_else(|| CallError::unknown_op(name))?;
         let payload = self.encode(&op, input)?;
@@ -159,17 +191,23 @@ impl Service {
             Mode::Do => {
                 let replies = crate::kernel::do_request(cmd, &payload)?;
                 match replies.first() {
-                    Some(m) => self.decode(op.op, &m.payload),
+                    Some(m) => self.decode(op.op, &m.payload).map(map),
                     None => Ok(Value::Null),
                 }
             }
+            // Decoded part by part: a dump of any size costs a part of
+            // memory here and in the host.
+            Mode::Dump if stream => {
+                crate::ops::dump_items(cmd, &payload, |m| self.decode(op.op, m.payload).map(&mut *map))
+            }
             Mode::Dump => {
-                let replies = crate::kernel::dump_request(cmd, &payload)?;
-                replies
-                    .iter()
-                    .map(|m| self.decode(op.op, &m.payload))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Value::Array)
+                let mut out = Vec::new();
+                for part in crate::kernel::dump_start(cmd, &payload)? {
+                    for m in part?.messages() {
+                        out.push(map(self.decode(op.op, m?.payload)?));
+                    }
+                }
+                Ok(Value::Array(out))
             }
         }
     }

@@ -1,9 +1,9 @@
 //! A plugin that misbehaves on request, for the sandbox tests: it loops,
 //! sleeps in host calls, grows memory without bound, panics, traps, spams
 //! and forges its log, floods events, hoards host resources, answers with
-//! oversized or unusable output and asks for commands (and flags) it was
-//! not allowed. It serves whatever family it is configured for and is never
-//! part of the default configuration.
+//! oversized or unusable output, fails after streaming items, and asks for
+//! commands (and flags) it was not allowed. It serves whatever family it
+//! is configured for and is never part of the default configuration.
 //!
 //! Config: `init` = "panic" | "trap" | "fail" | "sleep" | "spin" makes
 //! `init` misbehave (`sleep_ms` for how long); `notify` = "spin" | "sleep"
@@ -141,6 +141,11 @@ impl Plugin for Chaos {
                 false,
             )
             .op("handles", "Hoard {\"n\": N} host stdout streams", false)
+            .op(
+                "stream",
+                "Stream {\"batches\"} batches of {\"per\"} items, then fail if {\"fail\": true}",
+                false,
+            )
             .op("notifications", "How many notifications arrived", false)
     }
 
@@ -200,6 +205,17 @@ impl Plugin for Chaos {
                 log::info(&huge);
                 println!("{huge}");
                 Ok(json!({"forged": true}))
+            }
+            "stream" => {
+                let per = arg(&input, "per", 2);
+                let mut items = genl_plugin_sdk::output::Items::new();
+                for batch in 0..arg(&input, "batches", 3) {
+                    items.send((0..per).map(|i| json!({"batch": batch, "i": i})).collect())?;
+                }
+                if input.get("fail") == Some(&Value::Bool(true)) {
+                    return Err(CallError::new("chaos", "chaos: failed after streaming"));
+                }
+                Ok(items.finish())
             }
             "big-output" => {
                 let n = usize::try_from(arg(&input, "bytes", 1 << 20)).unwrap_or(1 << 20);

@@ -135,7 +135,7 @@ impl Plugin for Ethtool {
             .client_op(name)
             .ok_or_else(|| CallError::unknown_op(op))?;
         let input = with_header(&client, input);
-        self.service.call(name, &input)
+        self.service.serve(name, &input)
     }
 
     fn on_notification(&mut self, _group: &str, message: Message) {

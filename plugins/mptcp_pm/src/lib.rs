@@ -139,11 +139,7 @@ impl MptcpPm {
         match op {
             "endpoint-get" => self.service.call(spec_op, &addr_input(input)?).map(endpoint),
             "endpoint-dump" => CallError::no_input(op, input)
-                .and_then(|()| self.service.call(spec_op, &Value::Null))
-                .map(|v| match v {
-                    Value::Array(items) => Value::Array(items.into_iter().map(endpoint).collect()),
-                    other => other,
-                }),
+                .and_then(|()| self.service.serve_mapped(spec_op, &Value::Null, endpoint)),
             "limits-get" => {
                 CallError::no_input(op, input).and_then(|()| self.service.call(spec_op, &Value::Null))
             }
@@ -183,7 +179,7 @@ impl Plugin for MptcpPm {
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         match ENDPOINT_OPS.iter().find(|(name, ..)| *name == op) {
             Some((name, spec_op, ..)) => self.endpoint_op(name, spec_op, &input),
-            None => self.service.call(op, &input),
+            None => self.service.serve(op, &input),
         }
     }
 

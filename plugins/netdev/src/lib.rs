@@ -76,7 +76,7 @@ impl Plugin for Netdev {
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
-        self.service.call(Self::spec_op(op), &input)
+        self.service.serve(Self::spec_op(op), &input)
     }
 
     fn on_notification(&mut self, _group: &str, message: Message) {

@@ -68,7 +68,7 @@ impl Plugin for Nlctrl {
             "list" => CallError::no_input(op, &input).and_then(|()| list()),
             "get" => get(&input),
             "policy" => policy(&input),
-            _ => self.service.call(op, &input),
+            _ => self.service.serve(op, &input),
         }
     }
 
@@ -94,12 +94,9 @@ impl Plugin for Nlctrl {
 }
 
 fn list() -> Result<Value, CallError> {
-    let replies = kernel::dump_request(CTRL_CMD_GETFAMILY, &[])?;
-    let mut families = Vec::with_capacity(replies.len());
-    for reply in &replies {
-        families.push(family_json(&FamilyInfo::decode(&reply.payload)?));
-    }
-    Ok(Value::Array(families))
+    genl_plugin_sdk::ops::dump_items(CTRL_CMD_GETFAMILY, &[], |m| {
+        Ok(family_json(&FamilyInfo::decode(m.payload)?))
+    })
 }
 
 fn get(input: &Value) -> Result<Value, CallError> {

@@ -153,15 +153,12 @@ impl Plugin for TcpMetrics {
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         match op {
             "get" => self.get(&input),
-            "dump" => match self.service.call("get-dump", &input)? {
-                Value::Array(items) => Ok(Value::Array(items.into_iter().map(in_ip_units).collect())),
-                other => Ok(other),
-            },
+            "dump" => self.service.serve_mapped("get-dump", &input, in_ip_units),
             "delete" => {
                 self.service.call("del", &key(&input)?)?;
                 Ok(json!({"deleted": true}))
             }
-            _ => self.service.call(op, &input),
+            _ => self.service.serve(op, &input),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! by hand from the numbers of the kernel's thermal.h, read at test time.
 
 use genl_plugin_sdk::ops::do_json;
+use genl_plugin_sdk::output::Items;
 use genl_plugin_sdk::prelude::*;
 use genl_plugin_sdk::schema::{Field, Kind, decode};
 
@@ -118,7 +119,19 @@ impl Plugin for Thermal {
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
         match op {
-            "zones" => Ok(Value::Array(zones(&kernel::dump_request(CMD_TZ_GET_ID, &[])?)?)),
+            "zones" => {
+                // A message lists several zones: stream them a part at a time.
+                let mut dump = kernel::dump_start(CMD_TZ_GET_ID, &[])?;
+                let mut items = Items::new();
+                while let Some(part) = dump.next_part()? {
+                    let messages = part
+                        .messages()
+                        .map(|m| m.map(|m| m.to_owned()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    items.send(zones(&messages)?)?;
+                }
+                Ok(items.finish())
+            }
             "temp" => {
                 let id = input
                     .get("id")

@@ -112,12 +112,7 @@ pub fn call(service: &Service, name: &str, input: &Value) -> Result<Value, CallE
                 .first()
                 .map_or(Value::Null, |m| decode(spec, set, &m.payload)))
         }
-        Mode::Dump => {
-            let replies = kernel::dump_request(cmd, &payload)?;
-            Ok(Value::Array(
-                replies.iter().map(|m| decode(spec, set, &m.payload)).collect(),
-            ))
-        }
+        Mode::Dump => genl_plugin_sdk::ops::dump_items(cmd, &payload, |m| Ok(decode(spec, set, m.payload))),
     }
 }
 

@@ -53,7 +53,7 @@ impl Plugin for Ynl {
         if self.fallback {
             fallback::call(&self.service, op, &input)
         } else {
-            self.service.call(op, &input)
+            self.service.serve(op, &input)
         }
     }
 

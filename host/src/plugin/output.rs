@@ -1,0 +1,276 @@
+//! A call's streamed output: the items a plugin sends with `output.items`
+//! while `call` runs, written as they come, either into a bounded channel
+//! to the client (a JSON array written incrementally, or NDJSON) or, for
+//! callers that want one document, collected into a JSON array.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// How streamed items are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One JSON array: `[` before the first item, `,` between items; the
+    /// caller writes the closing `]` (or `[]` when there was none).
+    JsonArray,
+    /// One item a line (`application/x-ndjson`).
+    Ndjson,
+}
+
+/// What a successful call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutput {
+    /// One JSON document (a `do`, or a collected stream).
+    Document(String),
+    /// Items, already sent to the stream; `items` says how many.
+    Streamed {
+        /// How many items were sent.
+        items: u64,
+    },
+}
+
+/// Where a call's items go.
+#[derive(Debug)]
+pub enum OutputSink {
+    /// Collected into one JSON array of at most `max_bytes` (the whole
+    /// output, as for a plugin that returns one document).
+    Collect,
+    /// Sent to the client through a bounded channel: a full channel makes
+    /// the plugin wait, which counts against its deadline.
+    Stream {
+        /// The channel of body chunks.
+        tx: mpsc::Sender<Vec<u8>>,
+        /// How to write items.
+        format: OutputFormat,
+    },
+}
+
+/// Why an output ended early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputFault {
+    /// The client went away (the response body was dropped).
+    ClientGone,
+    /// The client read too slowly: a batch waited this long for room, as
+    /// long as the call's deadline allowed.
+    ClientTooSlow(Duration),
+    /// The plugin sent something unusable; the reason says what.
+    BadOutput(String),
+}
+
+/// The output of one running call.
+#[derive(Debug)]
+pub struct CallOutputState {
+    sink: OutputSink,
+    /// Largest batch (streamed) or whole output (collected), in bytes.
+    max_bytes: usize,
+    /// What has been collected (`Collect` only), without the closing `]`.
+    collected: Vec<u8>,
+    items: u64,
+    fault: Option<OutputFault>,
+}
+
+impl CallOutputState {
+    /// An output into `sink`, bounded by `max_bytes` (limits.output_kib).
+    pub fn new(sink: OutputSink, max_bytes: usize) -> Self {
+        Self {
+            sink,
+            max_bytes,
+            collected: Vec::new(),
+            items: 0,
+            fault: None,
+        }
+    }
+
+    /// Send one batch of items, waiting at most `wait` for the client to
+    /// make room. An error ends the output: the plugin should stop, and the
+    /// call fails with the fault.
+    pub async fn send(&mut self, items: Vec<String>, wait: Duration) -> Result<(), String> {
+        if let Some(fault) = &self.fault {
+            return Err(fault_message(fault));
+        }
+        match self.write(items, wait).await {
+            Ok(()) => Ok(()),
+            Err(fault) => {
+                let msg = fault_message(&fault);
+                self.fault = Some(fault);
+                Err(msg)
+            }
+        }
+    }
+
+    async fn write(&mut self, items: Vec<String>, wait: Duration) -> Result<(), OutputFault> {
+        let size: usize = items.iter().map(String::len).sum();
+        if size > self.max_bytes {
+            return Err(OutputFault::BadOutput(format!(
+                "a batch of items of {size} bytes, over its {}-byte limit (limits.output_kib); send smaller batches",
+                self.max_bytes
+            )));
+        }
+        let format = match &self.sink {
+            OutputSink::Collect => OutputFormat::JsonArray,
+            OutputSink::Stream { format, .. } => *format,
+        };
+        let mut chunk = Vec::with_capacity(size + items.len() + 1);
+        for item in &items {
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(item) {
+                return Err(OutputFault::BadOutput(format!("an item is not JSON ({e})")));
+            }
+            match format {
+                OutputFormat::JsonArray => {
+                    chunk.push(if self.items == 0 { b'[' } else { b',' });
+                    chunk.extend_from_slice(item.as_bytes());
+                }
+                OutputFormat::Ndjson => {
+                    // A raw line break in JSON is whitespace (inside strings
+                    // it is always escaped), so a space keeps the meaning.
+                    chunk.extend(
+                        item.bytes()
+                            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+                    );
+                    chunk.push(b'\n');
+                }
+            }
+            self.items += 1;
+        }
+        match &self.sink {
+            OutputSink::Collect => {
+                if self.collected.len() + chunk.len() + 1 > self.max_bytes {
+                    return Err(OutputFault::BadOutput(format!(
+                        "the collected output exceeds its {}-byte limit (limits.output_kib); stream it over HTTP instead",
+                        self.max_bytes
+                    )));
+                }
+                self.collected.extend_from_slice(&chunk);
+                Ok(())
+            }
+            OutputSink::Stream { .. } if chunk.is_empty() => Ok(()),
+            OutputSink::Stream { tx, .. } => match tokio::time::timeout(wait, tx.send(chunk)).await {
+                Ok(sent) => sent.map_err(|_| OutputFault::ClientGone),
+                Err(_) => Err(OutputFault::ClientTooSlow(wait)),
+            },
+        }
+    }
+
+    /// The call returned an error: the fault that ended the output, if one
+    /// did (the plugin's error is then only its consequence).
+    pub fn finish_with_error(self) -> Option<OutputFault> {
+        self.fault
+    }
+
+    /// The call returned: its output, given what it returned (`None` for
+    /// "the items"), or the fault that ended it.
+    pub fn finish(self, returned: Option<String>) -> Result<CallOutput, OutputFault> {
+        if let Some(fault) = self.fault {
+            return Err(fault);
+        }
+        match (returned, &self.sink) {
+            (Some(_), _) if self.items > 0 => Err(OutputFault::BadOutput(
+                "it sent items and then returned a document; return `items` after sending items".into(),
+            )),
+            (Some(doc), _) => Ok(CallOutput::Document(doc)),
+            (None, OutputSink::Collect) => {
+                let mut out = self.collected;
+                if out.is_empty() {
+                    out.push(b'[');
+                }
+                out.push(b']');
+                // Every byte came from a `String` or is ASCII punctuation.
+                String::from_utf8(out)
+                    .map(CallOutput::Document)
+                    .map_err(|_| OutputFault::BadOutput("the items are not UTF-8".into()))
+            }
+            (None, OutputSink::Stream { .. }) => Ok(CallOutput::Streamed { items: self.items }),
+        }
+    }
+}
+
+fn fault_message(fault: &OutputFault) -> String {
+    match fault {
+        OutputFault::ClientGone => "the client went away; the output is over".into(),
+        OutputFault::ClientTooSlow(wait) => {
+            format!(
+                "the client did not read for {wait:?}, as long as the call's deadline allowed; the output is over"
+            )
+        }
+        OutputFault::BadOutput(why) => format!("the output is refused: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn items(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn collected_items_make_one_json_array() {
+        let mut out = CallOutputState::new(OutputSink::Collect, 1000);
+        out.send(items(&["1", "{\"a\":2}"]), WAIT).await.unwrap();
+        out.send(items(&["[3]"]), WAIT).await.unwrap();
+        assert_eq!(
+            out.finish(None),
+            Ok(CallOutput::Document("[1,{\"a\":2},[3]]".into()))
+        );
+        let empty = CallOutputState::new(OutputSink::Collect, 1000);
+        assert_eq!(empty.finish(None), Ok(CallOutput::Document("[]".into())));
+    }
+
+    #[tokio::test]
+    async fn ndjson_items_are_one_line_each() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut out = CallOutputState::new(
+            OutputSink::Stream {
+                tx,
+                format: OutputFormat::Ndjson,
+            },
+            1000,
+        );
+        out.send(items(&["{\n \"a\": \"x\\ny\"\n}", "2"]), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), b"{  \"a\": \"x\\ny\" }\n2\n");
+        assert_eq!(out.finish(None), Ok(CallOutput::Streamed { items: 2 }));
+    }
+
+    #[tokio::test]
+    async fn bad_items_and_a_gone_client_end_the_output() {
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        assert!(out.send(items(&["{"]), WAIT).await.is_err());
+        assert!(out.send(items(&["1"]), WAIT).await.is_err(), "a fault is final");
+        assert!(matches!(out.finish(None), Err(OutputFault::BadOutput(_))));
+
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        assert!(out.send(items(&["12345678901"]), WAIT).await.is_err());
+
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut out = CallOutputState::new(
+            OutputSink::Stream {
+                tx,
+                format: OutputFormat::JsonArray,
+            },
+            10,
+        );
+        assert!(out.send(items(&["1"]), WAIT).await.is_err());
+        assert_eq!(out.finish(None), Err(OutputFault::ClientGone));
+
+        // A client that reads nothing: the one queued chunk stays, the next
+        // batch gives up when its wait ends.
+        let (tx, _rx) = mpsc::channel(1);
+        let mut out = CallOutputState::new(
+            OutputSink::Stream {
+                tx,
+                format: OutputFormat::JsonArray,
+            },
+            10,
+        );
+        out.send(items(&["1"]), WAIT).await.unwrap();
+        let short = Duration::from_millis(1);
+        assert!(out.send(items(&["2"]), short).await.is_err());
+        assert_eq!(out.finish(None), Err(OutputFault::ClientTooSlow(short)));
+    }
+}

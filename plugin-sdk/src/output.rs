@@ -1,0 +1,84 @@
+//! A call's output streamed to the client as items, a batch at a time
+//! (usually one dump part's objects): the client receives a JSON array (or
+//! NDJSON) while the plugin still decodes, and neither side holds the
+//! whole output.
+//!
+//! ```no_run
+//! use genl_plugin_sdk::output::Items;
+//! use genl_plugin_sdk::prelude::*;
+//!
+//! fn list() -> Result<Value, CallError> {
+//!     let mut items = Items::new();
+//!     items.send(vec![json!({"id": 1}), json!({"id": 2})])?;
+//!     items.send(vec![json!({"id": 3})])?;
+//!     // Return this from `Plugin::call`.
+//!     Ok(items.finish())
+//! }
+//! ```
+//!
+//! On wasm the items go to the host as they are sent and the call's
+//! output is "the items"; natively (in `cargo test`) they are collected and
+//! [`Items::finish`] returns them as one array, so a plugin's tests see the
+//! same JSON a client does.
+
+use serde_json::Value;
+
+use crate::types::CallError;
+
+/// The items of the running call's output.
+#[derive(Debug)]
+pub struct Items {
+    #[cfg(not(target_arch = "wasm32"))]
+    collected: Vec<Value>,
+}
+
+impl Items {
+    /// Start the call's output as items. Once started, whatever `call`
+    /// returns, the client gets the items (none is `[]`); errors still
+    /// reach it.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        #[cfg(target_arch = "wasm32")]
+        crate::wasm::output::begin();
+        Self {
+            #[cfg(not(target_arch = "wasm32"))]
+            collected: Vec::new(),
+        }
+    }
+
+    /// Send a batch of items. An error means the output is over (the client
+    /// went away or reads too slowly, or an item was refused): stop and
+    /// return the error from `call`.
+    pub fn send(&mut self, batch: Vec<Value>) -> Result<(), CallError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let texts = batch
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CallError::new("internal", format!("an item is not JSON: {e}")))?;
+            crate::wasm::output::items(&texts).map_err(|m| CallError::new("output-closed", m))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.collected.extend(batch);
+            Ok(())
+        }
+    }
+
+    /// What `call` returns: on wasm `null` (the items are the output),
+    /// natively the collected array.
+    pub fn finish(self) -> Value {
+        #[cfg(target_arch = "wasm32")]
+        {
+            Value::Null
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Value::Array(self.collected)
+        }
+    }
+}
