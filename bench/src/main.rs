@@ -72,7 +72,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
-            "--profile-plugin-do" => {}
+            "--profile-plugin-do" | "--profile-http" => {}
             other => {
                 bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
             }
@@ -426,6 +426,14 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (_server, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
     let sock = cfg.parent().context("dir")?.join("api.sock");
+
+    // `--profile-http`: only HTTP load on the gateway process (pid on
+    // stderr), for `perf record -p`.
+    if std::env::args().any(|a| a == "--profile-http") {
+        eprintln!("gateway pid {}", _server.0.id());
+        std::thread::sleep(Duration::from_secs(3));
+        return server_load::profile_http(&rt, &sock);
+    }
 
     // `--profile-plugin-do`: only the plugin path's dev-get, for a profiler.
     if std::env::args().any(|a| a == "--profile-plugin-do") {

@@ -222,6 +222,20 @@ pub fn batch_rows(
     Ok(rows)
 }
 
+/// HTTP load only, for a profiler attached to the gateway: the mixed
+/// batch from 8 clients, then dev-get from 64.
+pub fn profile_http(rt: &tokio::runtime::Runtime, sock: &Path) -> anyhow::Result<()> {
+    let m = rt.block_on(http_clients(sock, 8, 100_000, &mix()))?;
+    eprintln!("mix, 8 clients: {:.0} call/s", m.0);
+    let dev = [(
+        "/v1/families/netdev/ops/dev-get".to_owned(),
+        r#"{"ifindex":1}"#.to_owned(),
+    )];
+    let m = rt.block_on(http_clients(sock, 64, 100_000, &dev))?;
+    eprintln!("dev-get, 64 clients: {:.0} op/s", m.0);
+    Ok(())
+}
+
 /// `VmRSS` and `VmHWM` (peak) of `pid`, in KiB, from /proc.
 fn rss_and_peak(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -250,7 +264,9 @@ pub fn big_dump_rows(
     let name = format!("genl-bench-big-{}", std::process::id());
     super::sh("ip", &["netns", "add", &name])?;
     let ns = Netns(name);
-    let batch: String = (0..devices).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    let batch: String = (0..devices)
+        .map(|i| format!("link add ifb{i} type ifb\n"))
+        .collect();
     let mut child = Command::new("ip")
         .args(["-n", &ns.0, "-batch", "-"])
         .stdin(Stdio::piped())
@@ -318,7 +334,10 @@ pub fn big_dump_rows(
             samples.push(t.elapsed());
             total += count(&b);
         }
-        anyhow::Ok((summarise(&mut samples, start.elapsed(), total as f64), total / dumps))
+        anyhow::Ok((
+            summarise(&mut samples, start.elapsed(), total as f64),
+            total / dumps,
+        ))
     })?;
     let (_, peak) = rss_and_peak(pid)?;
     let bound = 2 * idle + 16 * 1024;
@@ -369,7 +388,11 @@ pub fn server_ratios(rows: &mut [Row]) {
         {
             r.note = format!(
                 "p99 target < 2 ms: {}",
-                if p99 < Duration::from_millis(2) { "met" } else { "MISSED" }
+                if p99 < Duration::from_millis(2) {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             );
         }
     }

@@ -1176,7 +1176,9 @@ mod tests {
         );
         let cfg = GatewayConfig::load(&gw).unwrap();
         // The cores as coreutils' nproc counts them, not as the code does.
-        let nproc = std::process::Command::new("nproc").output().expect("nproc (coreutils)");
+        let nproc = std::process::Command::new("nproc")
+            .output()
+            .expect("nproc (coreutils)");
         let cores: usize = String::from_utf8_lossy(&nproc.stdout).trim().parse().unwrap();
         assert_eq!(cfg.load_family(&plain).unwrap().limits.instances, cores.min(64));
         assert_eq!(cfg.load_family(&sized).unwrap().limits.instances, 3);

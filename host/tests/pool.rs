@@ -65,7 +65,10 @@ fn concurrent_calls_run_in_parallel_and_a_crash_leaves_the_others_serving() {
 
     let pool = plugin_state(&gw)["pool"].clone();
     assert_eq!(pool["size"], 2, "{pool}");
-    assert_eq!(pool["live"], 1, "instances beyond the first are built on demand: {pool}");
+    assert_eq!(
+        pool["live"], 1,
+        "instances beyond the first are built on demand: {pool}"
+    );
     assert_eq!(pool["memory_bytes_per_instance"], 16u64 << 20, "{pool}");
     assert_eq!(pool["memory_bytes_total"], 32u64 << 20, "{pool}");
 
@@ -78,7 +81,11 @@ fn concurrent_calls_run_in_parallel_and_a_crash_leaves_the_others_serving() {
         let (ok, v) = gw.call("netdev", "ping", "null");
         assert!(ok, "a second call did not run beside the first: {v}");
         let pool = plugin_state(&gw)["pool"].clone();
-        assert_eq!((pool["live"].as_u64(), pool["busy"].as_u64()), (Some(2), Some(1)), "{pool}");
+        assert_eq!(
+            (pool["live"].as_u64(), pool["busy"].as_u64()),
+            (Some(2), Some(1)),
+            "{pool}"
+        );
         ns.ip(&["link", "add", "gwpool0", "index", "4242", "type", "ifb"]);
         let (ok, v) = held.join().unwrap();
         assert!(ok, "the held call did not end once its device existed: {v}");
@@ -92,7 +99,10 @@ fn concurrent_calls_run_in_parallel_and_a_crash_leaves_the_others_serving() {
     let (ok, v) = gw.call("netdev", "ping", "null");
     assert!(ok, "the surviving instance did not serve: {v}");
     let state = plugin_state(&gw);
-    assert_eq!(state["restarts"], 0, "the call was served by a rebuilt instance: {state}");
+    assert_eq!(
+        state["restarts"], 0,
+        "the call was served by a rebuilt instance: {state}"
+    );
     assert_eq!(state["pool"]["live"], 1, "{state}");
 }
 
@@ -119,7 +129,10 @@ fn each_instance_has_its_own_memory_limit() {
     // over one 12 MiB limit, and still within each instance's own.
     let (ok, v) = gw.call("netdev", "hold", r#"{"mib": 6}"#);
     assert!(ok, "an instance's budget was shared with another: {v}");
-    assert_eq!(v["held_mib"], 6, "the call reached the instance that held 6 MiB already");
+    assert_eq!(
+        v["held_mib"], 6,
+        "the call reached the instance that held 6 MiB already"
+    );
     // 6 more in that same instance is over its limit: it traps and goes.
     let (ok, v) = gw.call("netdev", "hold", r#"{"mib": 6}"#);
     assert!(!ok);

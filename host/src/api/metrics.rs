@@ -85,7 +85,12 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
     );
     for (family, p) in &plugins {
         let c = p.pool_view().counts;
-        for (state, n) in [("size", c.size), ("enabled", c.enabled), ("live", c.live), ("busy", c.busy)] {
+        for (state, n) in [
+            ("size", c.size),
+            ("enabled", c.enabled),
+            ("live", c.live),
+            ("busy", c.busy),
+        ] {
             o.sample(
                 "genl_gateway_plugin_instances",
                 &[("family", family), ("state", state)],
@@ -100,7 +105,10 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
     );
     for (family, p) in &plugins {
         let v = p.pool_view();
-        for (scope, n) in [("instance", v.memory_bytes_per_instance), ("pool", v.memory_bytes_total)] {
+        for (scope, n) in [
+            ("instance", v.memory_bytes_per_instance),
+            ("pool", v.memory_bytes_total),
+        ] {
             o.sample(
                 "genl_gateway_plugin_memory_limit_bytes",
                 &[("family", family), ("scope", scope)],

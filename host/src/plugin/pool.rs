@@ -147,7 +147,10 @@ impl<T> Pool<T> {
             Ok(t) => t,
             Err(_) => {
                 self.grow();
-                tokio::time::timeout(wait, self.turns.acquire()).await.ok()?.ok()?
+                tokio::time::timeout(wait, self.turns.acquire())
+                    .await
+                    .ok()?
+                    .ok()?
             }
         };
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -187,10 +190,10 @@ impl<T> Pool<T> {
     fn idle(&self) -> Option<MutexGuard<'_, Slot<T>>> {
         let enabled = &self.slots[..self.enabled.load(Ordering::Acquire)];
         for s in enabled {
-            if let Ok(g) = s.try_lock() {
-                if g.live.is_some() {
-                    return Some(g);
-                }
+            if let Ok(g) = s.try_lock()
+                && g.live.is_some()
+            {
+                return Some(g);
             }
         }
         enabled.iter().find_map(|s| s.try_lock().ok())

@@ -231,8 +231,8 @@ impl Plugin for Chaos {
             }
             "notifications" => Ok(json!({"received": self.notifications})),
             "wait-for" => {
-                let cmd = u8::try_from(arg(&input, "cmd", 1))
-                    .map_err(|_| CallError::bad_input("cmd is 0..255"))?;
+                let cmd =
+                    u8::try_from(arg(&input, "cmd", 1)).map_err(|_| CallError::bad_input("cmd is 0..255"))?;
                 let attr = input.get("attr").cloned().unwrap_or(Value::Null);
                 let kind = u16::try_from(arg(&attr, "type", 1))
                     .map_err(|_| CallError::bad_input("attr.type is 16 bits"))?;
