@@ -662,7 +662,10 @@ impl LoadedPlugin {
             dropped(batch.len(), "the plugin is failed or backing off after a crash");
             return;
         }
-        let mut slot = self.pool.first().await;
+        let Some(mut slot) = self.pool.first().await else {
+            dropped(batch.len(), "the plugin's instances are gone");
+            return;
+        };
         let live = match self.ensure_live(&mut slot).await {
             Ok(l) => l,
             Err(e) => {

@@ -60,10 +60,12 @@ pub struct Pool<T> {
     live: AtomicUsize,
 }
 
-/// An instance held for one call or one batch of notifications.
+/// An instance held for one call or one batch of notifications. Fields
+/// drop in order: the place is free before its turn is returned, so the
+/// next turn holder finds it.
 pub struct Lease<'a, T> {
-    _turn: SemaphorePermit<'a>,
     slot: MutexGuard<'a, Slot<T>>,
+    _turn: SemaphorePermit<'a>,
     pool: &'a Pool<T>,
 }
 
@@ -157,8 +159,8 @@ impl<T> Pool<T> {
         loop {
             if let Some(slot) = self.idle() {
                 return Some(Lease {
-                    _turn: turn,
                     slot,
+                    _turn: turn,
                     pool: self,
                 });
             }
@@ -169,20 +171,17 @@ impl<T> Pool<T> {
     }
 
     /// The first instance, for notifications: they reach it in order.
-    pub async fn first(&self) -> Lease<'_, T> {
+    /// `None` only if the pool's turns were closed (never, as it is used).
+    pub async fn first(&self) -> Option<Lease<'_, T>> {
         // A turn first, so callers that hold turns still find a free place.
-        let turn = loop {
-            if let Ok(t) = self.turns.acquire().await {
-                break t;
-            }
-        };
+        let turn = self.turns.acquire().await.ok()?;
         self.busy.fetch_add(1, Ordering::Relaxed);
         let slot = self.slots[0].lock().await;
-        Lease {
-            _turn: turn,
+        Some(Lease {
             slot,
+            _turn: turn,
             pool: self,
-        }
+        })
     }
 
     /// An idle place among the enabled ones, a live instance preferred (a
@@ -301,6 +300,6 @@ mod tests {
                 .is_err()
         );
         drop(call);
-        assert_eq!(first.await.index, 0);
+        assert_eq!(first.await.map(|l| l.index), Some(0));
     }
 }
