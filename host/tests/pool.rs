@@ -71,6 +71,16 @@ fn concurrent_calls_run_in_parallel_and_a_crash_leaves_the_others_serving() {
     );
     assert_eq!(pool["memory_bytes_per_instance"], 16u64 << 20, "{pool}");
     assert_eq!(pool["memory_bytes_total"], 32u64 << 20, "{pool}");
+    // The CLI's table: instances live of the size, memory per instance and in total.
+    let table = String::from_utf8_lossy(&gw.cli(&["plugins"]).stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("netdev"))
+        .unwrap_or_default();
+    assert!(
+        table.contains("INSTANCES") && row.contains(" 1/2 ") && row.contains(" 16M/32M "),
+        "{table}"
+    );
 
     std::thread::scope(|s| {
         // A waits inside the first instance for a device that does not exist.
