@@ -2,8 +2,12 @@
 generic netlink socket. Prints one JSON object per workload.
 
 usage: pyroute2_bench.py getfamily N | dev-get N IFINDEX | dump N
+
+BENCH_START_AT (seconds since the epoch) delays the timed part until
+then, so several processes started together measure the same interval.
 """
 import json
+import os
 import sys
 import time
 
@@ -28,6 +32,9 @@ class netdevmsg(genlmsg):
 
 
 def timed(n, op):
+    start_at = os.environ.get("BENCH_START_AT")
+    if start_at:
+        time.sleep(max(0.0, float(start_at) - time.time()))
     lat = []
     start = time.perf_counter()
     count = 0

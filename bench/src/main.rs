@@ -4,6 +4,7 @@
 //! latencies and ratios to raw. Run it with `scripts/bench.sh` (as root).
 
 mod raw;
+mod server_load;
 mod stats;
 
 use std::collections::HashSet;
@@ -71,7 +72,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
-            "--profile-plugin-do" => {}
+            "--profile-plugin-do" | "--profile-http" => {}
             other => {
                 bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
             }
@@ -426,6 +427,14 @@ fn main() -> anyhow::Result<()> {
     let (_server, _) = spawn_gateway(&o.gateway_bin, &cfg)?;
     let sock = cfg.parent().context("dir")?.join("api.sock");
 
+    // `--profile-http`: only HTTP load on the gateway process (pid on
+    // stderr), for `perf record -p`.
+    if std::env::args().any(|a| a == "--profile-http") {
+        eprintln!("gateway pid {}", _server.0.id());
+        std::thread::sleep(Duration::from_secs(3));
+        return server_load::profile_http(&rt, &sock);
+    }
+
     // `--profile-plugin-do`: only the plugin path's dev-get, for a profiler.
     if std::env::args().any(|a| a == "--profile-plugin-do") {
         rt.block_on(async {
@@ -468,6 +477,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{}", w.label);
         rows.extend(w.run(&o, &rt, &mut raw, &gw, &sock, &ns.0, n)?);
     }
+    server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
 
     // --- dump
     eprintln!("dump: netdev dev-get over 1001 devices");
@@ -538,12 +548,17 @@ fn main() -> anyhow::Result<()> {
     drop(raw);
     drop(gw);
 
+    // --- a 10,000-device dump, with the gateway's peak memory
+    let big = if o.quick { 3_000 } else { 10_000 };
+    rows.extend(server_load::big_dump_rows(&o, &rt, tmp.path(), big)?);
+
     // --- notifications
     notifications(&o, &rt, tmp.path(), &mut rows)?;
 
     // --- start-up and memory
     startup(&o, tmp.path(), &mut rows)?;
 
+    server_load::server_ratios(&mut rows);
     let table = stats::table(&rows);
     println!("\n{table}");
     if let Some(dir) = o.out.parent() {
@@ -551,6 +566,40 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&o.out, &table)?;
     eprintln!("written to {}", o.out.display());
+    Ok(())
+}
+
+/// The server rows of the `do` workloads (1, 8 and 64 HTTP clients,
+/// pyroute2 per core) and the batch of mixed calls.
+#[allow(clippy::too_many_arguments)]
+fn server_rows(
+    o: &Opts,
+    rt: &tokio::runtime::Runtime,
+    raw: &mut Raw,
+    netdev: u16,
+    sock: &Path,
+    netns: &str,
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let loads = [
+        server_load::DoLoad {
+            label: "do: nlctrl GETFAMILY",
+            path: "/v1/families/nlctrl/ops/get".into(),
+            body: r#"{"name":"nlctrl"}"#,
+            pyroute2: ("getfamily", &[]),
+        },
+        server_load::DoLoad {
+            label: "do: netdev dev-get (lo)",
+            path: "/v1/families/netdev/ops/dev-get".into(),
+            body: r#"{"ifindex":1}"#,
+            pyroute2: ("dev-get", &["1"]),
+        },
+    ];
+    for w in &loads {
+        rows.extend(server_load::do_rows(o, rt, sock, netns, n, w)?);
+    }
+    rows.extend(server_load::batch_rows(rt, raw, netdev, sock, n)?);
     Ok(())
 }
 

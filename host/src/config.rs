@@ -195,6 +195,20 @@ pub struct Limits {
     /// Host resources (WASI streams, pollables, ...) a plugin instance may
     /// hold at once.
     pub host_resources: usize,
+    /// Instances of the plugin that may serve calls at once (each its own
+    /// store, memory and `init`), created as concurrent calls need them.
+    pub instances: usize,
+}
+
+/// Most instances one family's plugin may have (`limits.instances`).
+pub const MAX_INSTANCES_PER_FAMILY: u64 = 64;
+
+/// The default pool size: one instance per core, so one family can use
+/// every core, within [`MAX_INSTANCES_PER_FAMILY`].
+fn default_instances() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(to_usize(MAX_INSTANCES_PER_FAMILY))
 }
 
 impl Default for Limits {
@@ -210,6 +224,7 @@ impl Default for Limits {
             log_line_bytes: 2048,
             reply_bytes: 16 << 20,
             host_resources: 256,
+            instances: default_instances(),
         }
     }
 }
@@ -318,6 +333,7 @@ struct RawLimits {
     log_line_bytes: Option<u64>,
     reply_mib: Option<u64>,
     host_resources: Option<u64>,
+    instances: Option<u64>,
     /// Only in gateway.toml.
     fuel_metering: Option<bool>,
 }
@@ -642,6 +658,14 @@ impl RawLimits {
         }
         if let Some(n) = self.host_resources {
             limits.host_resources = to_usize(in_range(path, "limits.host_resources", n, 16..=65_536)?);
+        }
+        if let Some(n) = self.instances {
+            limits.instances = to_usize(in_range(
+                path,
+                "limits.instances",
+                n,
+                1..=MAX_INSTANCES_PER_FAMILY,
+            )?);
         }
         Ok(limits)
     }
@@ -1188,5 +1212,37 @@ mod tests {
             ),
             (8 << 10, 64, 2 << 10, 100, 3 << 20)
         );
+    }
+
+    #[test]
+    fn the_pool_size_defaults_to_the_cores_and_a_family_sets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = write(dir.path(), "gateway.toml", GATEWAY);
+        std::fs::create_dir(dir.path().join("families.d")).unwrap();
+        let plain = write(
+            &dir.path().join("families.d"),
+            "a.toml",
+            "family = \"nlctrl\"\nplugin = \"x.wasm\"\n",
+        );
+        let sized = write(
+            &dir.path().join("families.d"),
+            "b.toml",
+            "family = \"netdev\"\nplugin = \"x.wasm\"\n[limits]\ninstances = 3\n",
+        );
+        let cfg = GatewayConfig::load(&gw).unwrap();
+        // The cores as coreutils' nproc counts them, not as the code does.
+        let nproc = std::process::Command::new("nproc")
+            .output()
+            .expect("nproc (coreutils)");
+        let cores: usize = String::from_utf8_lossy(&nproc.stdout).trim().parse().unwrap();
+        assert_eq!(cfg.load_family(&plain).unwrap().limits.instances, cores.min(64));
+        assert_eq!(cfg.load_family(&sized).unwrap().limits.instances, 3);
+        let zero = write(
+            &dir.path().join("families.d"),
+            "c.toml",
+            "family = \"netdev\"\nplugin = \"x.wasm\"\n[limits]\ninstances = 0\n",
+        );
+        let e = cfg.load_family(&zero).unwrap_err().to_string();
+        assert!(e.contains("limits.instances: 0 is out of range"), "{e}");
     }
 }

@@ -614,19 +614,29 @@ fn print_plugin_table(body: &[u8]) {
         return;
     };
     let mut out = format!(
-        "{:<16} {:<10} {:>8} {:>6}  {:<12} LAST ERROR\n",
-        "FAMILY", "STATE", "RESTARTS", "MEM", "SHA256"
+        "{:<16} {:<10} {:>8} {:>9} {:>11}  {:<12} LAST ERROR\n",
+        "FAMILY", "STATE", "RESTARTS", "INSTANCES", "MEM", "SHA256"
     );
     for p in v["plugins"].as_array().into_iter().flatten() {
-        let mem = p["limits"]["memory_bytes"]
-            .as_u64()
-            .map(|b| format!("{}M", b >> 20))
-            .unwrap_or_default();
+        let mib = |v: &Value| v.as_u64().map(|b| format!("{}M", b >> 20)).unwrap_or_default();
+        // Memory per instance and for the whole pool; instances live of size.
+        let pool = &p["pool"];
+        let mem = format!(
+            "{}/{}",
+            mib(&pool["memory_bytes_per_instance"]),
+            mib(&pool["memory_bytes_total"])
+        );
+        let instances = format!(
+            "{}/{}",
+            pool["live"].as_u64().unwrap_or(0),
+            pool["size"].as_u64().unwrap_or(0)
+        );
         out.push_str(&format!(
-            "{:<16} {:<10} {:>8} {:>6}  {:<12} {}\n",
+            "{:<16} {:<10} {:>8} {:>9} {:>11}  {:<12} {}\n",
             p["family"].as_str().unwrap_or("?"),
             p["state"].as_str().unwrap_or("?"),
             p["restarts"].as_u64().unwrap_or(0),
+            instances,
             mem,
             p["sha256"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
             p["last_error"].as_str().unwrap_or("")

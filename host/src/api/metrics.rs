@@ -78,6 +78,44 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
             .is_ok_and(|p| p.status().state != crate::plugin::PluginPhase::Failed);
         o.sample("genl_gateway_plugin_up", &[("family", name)], u8::from(up));
     }
+    o.family(
+        "genl_gateway_plugin_instances",
+        "gauge",
+        "The plugin's instances: size (limits.instances), enabled, live (built), busy (in a call or notification).",
+    );
+    for (family, p) in &plugins {
+        let c = p.pool_view().counts;
+        for (state, n) in [
+            ("size", c.size),
+            ("enabled", c.enabled),
+            ("live", c.live),
+            ("busy", c.busy),
+        ] {
+            o.sample(
+                "genl_gateway_plugin_instances",
+                &[("family", family), ("state", state)],
+                n,
+            );
+        }
+    }
+    o.family(
+        "genl_gateway_plugin_memory_limit_bytes",
+        "gauge",
+        "Linear memory the plugin may hold: per instance, and in total over its pool.",
+    );
+    for (family, p) in &plugins {
+        let v = p.pool_view();
+        for (scope, n) in [
+            ("instance", v.memory_bytes_per_instance),
+            ("pool", v.memory_bytes_total),
+        ] {
+            o.sample(
+                "genl_gateway_plugin_memory_limit_bytes",
+                &[("family", family), ("scope", scope)],
+                n,
+            );
+        }
+    }
     let counters: [Counter<LoadedPlugin>; 5] = [
         (
             "genl_gateway_plugin_calls_total",

@@ -1,6 +1,8 @@
-//! One loaded plugin: its compiled, pre-linked component and the live
-//! instance that serves calls. Calls into an instance are serialised; a
-//! trap discards the instance and the next call builds a fresh one.
+//! One loaded plugin: its compiled, pre-linked component and the pool of
+//! instances that serve calls. Calls run in parallel, one per instance
+//! (`plugin::pool`); a trap discards its instance and the next call that
+//! takes its place builds a fresh one. Notifications go to the first
+//! instance, in order.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,7 +25,8 @@ use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
 use super::output::{CallOutput, CallOutputState, OutputFault, OutputSink};
 use super::phase::PluginPhase;
-use super::runtime::{PluginError, Runtime, WIT_PACKAGE};
+use super::pool::{Lease, Pool, PoolCounts};
+use super::runtime::{MAX_EXTRA_PER_FAMILY, PluginError, Runtime, WIT_PACKAGE};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
 use crate::netlink::OwnedMessage;
@@ -88,6 +91,8 @@ pub struct PluginStatus {
     pub notifications_dropped: u64,
     /// The limits it runs under.
     pub limits: LimitsView,
+    /// Its instances and the memory they may hold.
+    pub pool: PoolView,
     /// What the plugin offers.
     pub description: Description,
 }
@@ -101,6 +106,19 @@ pub struct LimitsView {
     pub call_timeout_ms: u128,
     /// Fuel per call, if metered.
     pub fuel: Option<u64>,
+}
+
+/// A plugin's pool of instances as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolView {
+    /// Instances counted as the pool's state now.
+    #[serde(flatten)]
+    pub counts: PoolCounts,
+    /// Linear memory one instance may hold (each has its own).
+    pub memory_bytes_per_instance: usize,
+    /// Linear memory the whole pool may hold: size times the limit of one
+    /// instance.
+    pub memory_bytes_total: usize,
 }
 
 /// Crash bookkeeping: consecutive crashes back off exponentially and end
@@ -177,7 +195,7 @@ pub struct LoadedPlugin {
     limiter: Arc<LogLimiter>,
     config: Vec<(String, String)>,
     description: Description,
-    live: tokio::sync::Mutex<Option<Live>>,
+    pool: Pool<Live>,
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
@@ -414,7 +432,11 @@ impl LoadedPlugin {
                 ops: Vec::new(),
                 topics: Vec::new(),
             },
-            live: tokio::sync::Mutex::new(None),
+            pool: Pool::new(
+                family.limits.instances,
+                runtime.extra_instances.clone(),
+                MAX_EXTRA_PER_FAMILY,
+            ),
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
@@ -454,7 +476,7 @@ impl LoadedPlugin {
             ops,
             topics: d.topics,
         };
-        *plugin.live.get_mut() = Some(live);
+        plugin.pool.install_first(live);
         Ok(Arc::new(plugin))
     }
 
@@ -542,20 +564,25 @@ impl LoadedPlugin {
         }
     }
 
-    /// The live instance, built afresh if the last one crashed, unless the
-    /// plugin is backing off or has failed.
-    async fn ensure_live<'a>(&self, slot: &'a mut Option<Live>) -> Result<&'a mut Live, CallFailure> {
-        if slot.is_none() {
+    /// The leased place's instance, built if the place has none (first
+    /// use, or the last one crashed), unless the plugin is backing off or
+    /// has failed. A failed plugin serves nothing, not even from the
+    /// instances that did not crash, until it is reloaded.
+    async fn ensure_live<'a>(&self, slot: &'a mut Lease<'_, Live>) -> Result<&'a mut Live, CallFailure> {
+        {
+            let crashes = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
+            if crashes.failed {
+                return Err(CallFailure::Unavailable(format!(
+                    "failed after {} consecutive crashes (last: {}); fix it and reload",
+                    crashes.consecutive,
+                    self.last_error().unwrap_or_default()
+                )));
+            }
+        }
+        if slot.live.is_none() {
             {
                 let crashes = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
                 let last_error = || self.last_error().unwrap_or_default();
-                if crashes.failed {
-                    return Err(CallFailure::Unavailable(format!(
-                        "failed after {} consecutive crashes (last: {}); fix it and reload",
-                        crashes.consecutive,
-                        last_error()
-                    )));
-                }
                 if let Some(at) = crashes.retry_at
                     && let Some(wait) = at.checked_duration_since(Instant::now())
                 {
@@ -567,9 +594,13 @@ impl LoadedPlugin {
             }
             match self.instantiate().await {
                 Ok(live) => {
-                    self.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(plugin = %self.access.family, "plugin instance rebuilt");
-                    *slot = Some(live);
+                    if slot.built {
+                        self.restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(plugin = %self.access.family, instance = slot.index, "plugin instance rebuilt");
+                    } else {
+                        tracing::debug!(plugin = %self.access.family, instance = slot.index, "plugin instance added for concurrent calls");
+                    }
+                    slot.install(live);
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -578,7 +609,8 @@ impl LoadedPlugin {
                 }
             }
         }
-        slot.as_mut()
+        slot.live
+            .as_mut()
             .ok_or_else(|| CallFailure::Unavailable("no instance".into()))
     }
 
@@ -641,7 +673,10 @@ impl LoadedPlugin {
             dropped(batch.len(), "the plugin is failed or backing off after a crash");
             return;
         }
-        let mut slot = self.live.lock().await;
+        let Some(mut slot) = self.pool.first().await else {
+            dropped(batch.len(), "the plugin's instances are gone");
+            return;
+        };
         let live = match self.ensure_live(&mut slot).await {
             Ok(l) => l,
             Err(e) => {
@@ -681,7 +716,7 @@ impl LoadedPlugin {
                 };
                 tracing::error!(plugin, "plugin crashed: {msg}; its instance is discarded");
                 self.crashed(&msg);
-                *slot = None;
+                slot.discard();
                 let rest = total - i - 1;
                 if rest > 0 {
                     dropped(rest, "the plugin crashed earlier in the batch");
@@ -752,23 +787,21 @@ impl LoadedPlugin {
     async fn call_inner(&self, op: &str, input: &str, sink: OutputSink) -> Result<CallOutput, CallFailure> {
         let family = &*self.access.family;
         let limit = self.limits.call_timeout;
-        // Calls into one instance are serialised; waiting for the turn is
-        // bounded by the same deadline, so a queue behind a slow call ends
-        // in 504 instead of growing.
-        let mut slot = tokio::time::timeout(limit, self.live.lock())
-            .await
-            .map_err(|_| {
-                self.timed_out(format!(
-                    "the plugin of family '{family}' stayed busy with earlier calls for the whole {limit:?} deadline; this call did not start"
-                ))
-            })?;
+        // Each instance serves one call at a time; waiting for an idle one
+        // is bounded by the same deadline, so a queue behind slow calls
+        // ends in 504 instead of growing.
+        let mut slot = self.pool.lease(limit).await.ok_or_else(|| {
+            self.timed_out(format!(
+                "every instance of the plugin of family '{family}' stayed busy with earlier calls for the whole {limit:?} deadline (limits.instances sets how many); this call did not start"
+            ))
+        })?;
         let live = self.ensure_live(&mut slot).await?;
         let deadline = self.arm(&mut live.store);
         live.store.data_mut().output = Some(CallOutputState::new(sink, self.limits.output_bytes));
         let result = bounded(deadline, live.plugin.call_call(&mut live.store, op, input)).await;
         // Taking the output closes its stream, which tells the client's
         // side the call is over.
-        let output = slot.as_mut().and_then(|live| {
+        let output = slot.live.as_mut().and_then(|live| {
             let state = live.store.data_mut();
             state.deadline = None;
             state.output.take()
@@ -802,13 +835,13 @@ impl LoadedPlugin {
                 );
                 tracing::error!(plugin = family, "{msg}");
                 self.crashed(&msg);
-                *slot = None;
+                slot.discard();
                 Err(self.timed_out(msg))
             }
             Err(Stop::Trap(msg)) => {
                 tracing::error!(plugin = family, op = %one_line(op, MAX_OP_NAME), "plugin crashed: {msg}; its instance is discarded and rebuilt on the next call");
                 self.crashed(&msg);
-                *slot = None;
+                slot.discard();
                 Err(CallFailure::Crashed(msg))
             }
         }
@@ -898,7 +931,18 @@ impl LoadedPlugin {
                 call_timeout_ms: self.limits.call_timeout.as_millis(),
                 fuel: self.limits.fuel,
             },
+            pool: self.pool_view(),
             description: self.description.clone(),
+        }
+    }
+
+    /// The pool's instances and memory limits.
+    pub fn pool_view(&self) -> PoolView {
+        let counts = self.pool.counts();
+        PoolView {
+            counts,
+            memory_bytes_per_instance: self.limits.memory_bytes,
+            memory_bytes_total: self.limits.memory_bytes.saturating_mul(counts.size),
         }
     }
 

@@ -9,15 +9,17 @@ mod log_limit;
 mod metrics;
 mod output;
 mod phase;
+mod pool;
 mod runtime;
 mod stdio;
 
 pub use host_api::{Event, KernelAccess};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
-pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus};
+pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus, PoolView};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use output::{CallOutput, OutputFormat, OutputSink};
 pub use phase::PluginPhase;
+pub use pool::PoolCounts;
 pub use runtime::{PluginError, Runtime, RuntimeOptions, WIT_PACKAGE};
 
 /// Bindings generated from `wit/gateway.wit`.

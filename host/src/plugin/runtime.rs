@@ -20,11 +20,21 @@ use super::host_api::PluginState;
 /// longest a busy plugin holds a worker thread at a stretch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Pool slots for everyone: enough for at least [`POOL_PLUGIN_INSTANCES`]
-/// plugin instances at their per-component caps. A plugin has at most two
-/// instances at once (the live one and a reload's candidate), so one
-/// plugin can never take the slots the others need.
+/// Pool slots every family may count on: enough for [`POOL_PLUGIN_INSTANCES`]
+/// plugin instances at their per-component caps. A family's first instance
+/// (the one that also takes notifications) and a reload's candidate come
+/// from here, two per family, as before plugins had several instances.
 const POOL_PLUGIN_INSTANCES: u32 = 64;
+
+/// Slots for a family's further instances (`limits.instances` above 1),
+/// shared by all families and taken as concurrent calls need them. One
+/// family holds at most [`MAX_EXTRA_PER_FAMILY`] of them, so one busy or
+/// hostile family cannot take the slots every other family reloads from
+/// or grows into; a family that finds none serves with the instances it has.
+pub const EXTRA_PLUGIN_INSTANCES: u32 = 64;
+
+/// Most extra slots one family may hold.
+pub const MAX_EXTRA_PER_FAMILY: usize = (EXTRA_PLUGIN_INSTANCES / 4) as usize;
 
 /// The contract this host implements (`wit/gateway.wit`'s package).
 pub const WIT_PACKAGE: &str = "genl:gateway@0.3.0";
@@ -119,6 +129,8 @@ pub struct Runtime {
     engine_hash: String,
     /// Cache counters.
     pub cache: CacheStats,
+    /// Reservations of the extra instance slots ([`EXTRA_PLUGIN_INSTANCES`]).
+    pub(crate) extra_instances: Arc<tokio::sync::Semaphore>,
 }
 
 fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
@@ -140,10 +152,11 @@ fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
             u32::try_from(MAX_INSTANCES).unwrap_or(u32::MAX),
         );
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_PLUGIN_INSTANCES * 4)
-            .total_core_instances(POOL_PLUGIN_INSTANCES * instances)
-            .total_memories(POOL_PLUGIN_INSTANCES * memories)
-            .total_tables(POOL_PLUGIN_INSTANCES * tables)
+        let plugin_instances = POOL_PLUGIN_INSTANCES + EXTRA_PLUGIN_INSTANCES;
+        pool.total_component_instances(plugin_instances * 4)
+            .total_core_instances(plugin_instances * instances)
+            .total_memories(plugin_instances * memories)
+            .total_tables(plugin_instances * tables)
             .max_memories_per_component(memories)
             .max_tables_per_component(tables)
             // The pool's per-module defaults (one memory, one table) would
@@ -211,6 +224,7 @@ impl Runtime {
             cache_dir,
             engine_hash,
             cache: CacheStats::default(),
+            extra_instances: Arc::new(tokio::sync::Semaphore::new(EXTRA_PLUGIN_INSTANCES as usize)),
         })
     }
 

@@ -10,6 +10,11 @@
 //! | "panic" does the same in `on-notification`; `claim` is the family name
 //! `describe` claims; `tag` is echoed by `ping` (to tell versions apart in
 //! reload tests).
+//!
+//! `wait-for` blocks until the kernel answers a request, so a test can hold
+//! a call inside one instance for as long as it likes (it creates the
+//! object the request asks for when it is done); `hold` keeps memory in the
+//! instance's own state, to show that instances do not share a budget.
 
 use genl_plugin_sdk::prelude::*;
 
@@ -20,6 +25,7 @@ pub struct Chaos {
     notify: Option<String>,
     sleep_ms: u64,
     notifications: u64,
+    held: Vec<Vec<u8>>,
 }
 
 fn spin() -> ! {
@@ -100,6 +106,7 @@ impl Plugin for Chaos {
             notify: config.get("notify").cloned(),
             sleep_ms: sleep,
             notifications: 0,
+            held: Vec::new(),
         })
     }
 
@@ -147,6 +154,16 @@ impl Plugin for Chaos {
                 false,
             )
             .op("notifications", "How many notifications arrived", false)
+            .op(
+                "wait-for",
+                "Repeat the do request {\"cmd\"} with the u32 attribute {\"attr\": {\"type\", \"value\"}} until the kernel answers it",
+                false,
+            )
+            .op(
+                "hold",
+                "Keep {\"mib\": N} more MiB in this instance's state; answer the total held",
+                false,
+            )
     }
 
     fn call(&mut self, op: &str, input: Value) -> Result<Value, CallError> {
@@ -243,6 +260,35 @@ impl Plugin for Chaos {
                 Ok(json!({"hoarded": n}))
             }
             "notifications" => Ok(json!({"received": self.notifications})),
+            "wait-for" => {
+                let cmd =
+                    u8::try_from(arg(&input, "cmd", 1)).map_err(|_| CallError::bad_input("cmd is 0..255"))?;
+                let attr = input.get("attr").cloned().unwrap_or(Value::Null);
+                let kind = u16::try_from(arg(&attr, "type", 1))
+                    .map_err(|_| CallError::bad_input("attr.type is 16 bits"))?;
+                let value = u32::try_from(arg(&attr, "value", 0))
+                    .map_err(|_| CallError::bad_input("attr.value is 32 bits"))?;
+                // One netlink attribute: length 8, type, u32 in host order.
+                let mut payload = Vec::with_capacity(8);
+                payload.extend_from_slice(&8u16.to_ne_bytes());
+                payload.extend_from_slice(&kind.to_ne_bytes());
+                payload.extend_from_slice(&value.to_ne_bytes());
+                let mut polls: u64 = 0;
+                // The call's deadline ends the wait if the answer never comes.
+                loop {
+                    polls += 1;
+                    if kernel::do_request(cmd, &payload).is_ok() {
+                        return Ok(json!({"polls": polls}));
+                    }
+                    sleep_ms(5);
+                }
+            }
+            "hold" => {
+                let mib = usize::try_from(arg(&input, "mib", 1)).unwrap_or(1);
+                self.held.push(vec![1u8; mib << 20]);
+                let total: usize = self.held.iter().map(Vec::len).sum();
+                Ok(json!({"held_mib": total >> 20}))
+            }
             "burst" => {
                 let n = input.get("n").and_then(Value::as_u64).unwrap_or(100);
                 let pace = std::time::Duration::from_micros(
