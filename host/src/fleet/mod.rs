@@ -8,6 +8,10 @@
 
 pub mod config;
 pub mod connection;
+pub mod events;
+pub mod events_config;
+pub mod replay;
+mod spool;
 
 pub use config::{BusConfig, Credentials, FamilyBus, Secret, TlsConfig};
 pub use connection::{Bus, BusState};
