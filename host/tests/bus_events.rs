@@ -124,7 +124,10 @@ struct Stored {
 fn read_stream(urls: &[String]) -> (Vec<Stored>, usize) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let client = async_nats::connect(urls.join(",")).await.expect("connect to NATS");
+        let client = async_nats::ConnectOptions::new()
+            .connect(urls.to_vec())
+            .await
+            .expect("connect to NATS");
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream(STREAM).await.expect("the events stream exists");
         let info = stream.get_info().await.expect("stream info");
