@@ -246,6 +246,12 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
             || format!("{}\n{}", h.gw().log_text(), nats.log(0)),
         );
         assert_eq!(metric(h.gw(), "genl_gateway_bus_events_lost_total"), 0, "{}", h.name);
+        eprintln!(
+            "{}: retries {}, duplicates dropped by id {}",
+            h.name,
+            metric(h.gw(), "genl_gateway_bus_events_retries_total"),
+            metric(h.gw(), "genl_gateway_bus_events_duplicates_total")
+        );
     }
 
     let (stored, replicas) = read_stream(&nats.urls());
@@ -377,4 +383,131 @@ fn an_overflow_beyond_the_buffer_is_a_counted_gap_in_the_stream() {
     let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(line["topic"], "_gap");
     assert_eq!(line["payload"]["lost"], lost);
+}
+
+/// A TCP proxy to one NATS server that, once, forwards the first complete
+/// event publish (`HPUB genl.`) to the server and then cuts the
+/// connection before the server's acknowledgement can come back: the
+/// event is stored, its acknowledgement lost. Later connections pass.
+fn ack_losing_proxy(server_port: u16) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    let tripped = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                continue;
+            };
+            let cut = Arc::new(AtomicBool::new(false));
+            let (mut s_read, mut c_write) = (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+            let cut_back = cut.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = s_read.read(&mut buf) {
+                    // After the cut the acknowledgement is swallowed.
+                    if n == 0 || cut_back.load(Ordering::SeqCst) || c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            let tripped = tripped.clone();
+            std::thread::spawn(move || {
+                let mut pending: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 16384];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if tripped.load(Ordering::SeqCst) {
+                        if server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    let Some(start) = find(&pending, b"HPUB genl.") else {
+                        if server.write_all(&pending).is_err() {
+                            break;
+                        }
+                        pending.clear();
+                        continue;
+                    };
+                    // Forward up to the end of that whole message, then cut.
+                    let Some(line_end) = find(&pending[start..], b"\r\n").map(|i| start + i + 2) else {
+                        continue;
+                    };
+                    let line = String::from_utf8_lossy(&pending[start..line_end - 2]).into_owned();
+                    let total: usize = line
+                        .split_whitespace()
+                        .last()
+                        .and_then(|t| t.parse().ok())
+                        .expect("HPUB total length");
+                    let end = line_end + total + 2;
+                    if pending.len() < end {
+                        continue;
+                    }
+                    tripped.store(true, Ordering::SeqCst);
+                    cut.store(true, Ordering::SeqCst);
+                    let _ = server.write_all(&pending[..end]);
+                    let _ = client.shutdown(Shutdown::Both);
+                    // Let the server read and store it before it sees the end.
+                    std::thread::sleep(Duration::from_millis(500));
+                    let _ = server.shutdown(Shutdown::Write);
+                    std::thread::sleep(Duration::from_millis(500));
+                    break;
+                }
+            });
+        }
+    });
+    port
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn a_retried_publish_whose_acknowledgement_was_lost_is_stored_once() {
+    let nats = NatsCluster::start(1, "");
+    let proxy = ack_losing_proxy(nats.nodes[0].client_port);
+    let ns = Netns::new("dedup");
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("netdev.toml", NETDEV_BUS)
+        .set("bus", &format!("urls = [\"nats://127.0.0.1:{proxy}\"]"))
+        .set("bus", "host = \"dd\"")
+        .set("bus", "max_reconnect_delay_ms = 200")
+        .set("bus.events", "ack_timeout_ms = 1000");
+    let h = Host {
+        name: "dd".into(),
+        gw: Some(Gateway::start(&config)),
+        ns,
+        config,
+    };
+    let gw = h.gw();
+    wait_for(60, "stream created", || gw.log_text().contains("created the events stream"), || gw.log_text());
+    let indexes = h.churn("d", 1);
+    wait_for(
+        60,
+        "both events acknowledged",
+        || metric(gw, "genl_gateway_bus_events_acked_total") == 2,
+        || gw.log_text(),
+    );
+    // The first publish was stored and its acknowledgement lost: the retry
+    // was acknowledged as a duplicate (JetStream's word, not ours).
+    assert!(metric(gw, "genl_gateway_bus_events_retries_total") >= 1);
+    assert_eq!(metric(gw, "genl_gateway_bus_events_duplicates_total"), 1);
+    let (stored, _) = read_stream(&nats.urls());
+    let got: Vec<(String, u64)> = stored
+        .iter()
+        .map(|m| (m.headers["Genl-Topic"].clone(), ifindex(&m.payload)))
+        .collect();
+    assert_eq!(got, expected(&indexes), "each event once");
 }
