@@ -107,10 +107,13 @@ pub(crate) fn events_to_jetstream(
             let mut body = s.send_request(req).await?.into_body();
             let mut text = String::new();
             while !done.load(Ordering::Relaxed) {
-                let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(100), body.frame()).await else {
+                let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(100), body.frame()).await
+                else {
                     continue;
                 };
-                let Some(data) = frame?.into_data().ok() else { continue };
+                let Some(data) = frame?.into_data().ok() else {
+                    continue;
+                };
                 text.push_str(&String::from_utf8_lossy(&data));
                 while let Some(end) = text.find("\n\n") {
                     let block: String = text.drain(..end + 2).collect();

@@ -34,13 +34,20 @@ fn metric(gw: &Gateway, name: &str) -> u64 {
 fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
-        assert!(Instant::now() < deadline, "{what}: not after {secs} s\n{}", context());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not after {secs} s\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn bus_state(gw: &Gateway) -> String {
-    gw.health()["bus"]["state"].as_str().unwrap_or("absent").to_owned()
+    gw.health()["bus"]["state"]
+        .as_str()
+        .unwrap_or("absent")
+        .to_owned()
 }
 
 /// One host: a namespace, a config and (while running) its gateway.
@@ -91,7 +98,11 @@ impl Host {
             .collect();
         let indexes: Vec<u64> = names
             .iter()
-            .map(|d| *by_name.get(d.as_str()).unwrap_or_else(|| panic!("ip does not list {d}")))
+            .map(|d| {
+                *by_name
+                    .get(d.as_str())
+                    .unwrap_or_else(|| panic!("ip does not list {d}"))
+            })
             .collect();
         let dels: String = names.iter().map(|d| format!("link del {d}\n")).collect();
         self.ns.ip_batch(&dels);
@@ -160,7 +171,9 @@ fn of_host<'a>(stored: &'a [Stored], host: &str) -> Vec<&'a Stored> {
 }
 
 fn ifindex(payload: &Value) -> u64 {
-    payload["ifindex"].as_u64().unwrap_or_else(|| panic!("no ifindex in {payload}"))
+    payload["ifindex"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ifindex in {payload}"))
 }
 
 #[test]
@@ -176,7 +189,12 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
     spooled.push("spool_dir = \"spool\"");
     hosts.push(Host::new(&nats, "h4", &spooled));
     for h in &hosts {
-        wait_for(60, &format!("{} connected", h.name), || bus_state(h.gw()) == "connected", || h.gw().log_text());
+        wait_for(
+            60,
+            &format!("{} connected", h.name),
+            || bus_state(h.gw()) == "connected",
+            || h.gw().log_text(),
+        );
     }
 
     // Each host's local subscriber; h4's first one ends at its restart.
@@ -245,7 +263,12 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
             || metric(h.gw(), "genl_gateway_bus_events_buffered") == 0,
             || format!("{}\n{}", h.gw().log_text(), nats.log(0)),
         );
-        assert_eq!(metric(h.gw(), "genl_gateway_bus_events_lost_total"), 0, "{}", h.name);
+        assert_eq!(
+            metric(h.gw(), "genl_gateway_bus_events_lost_total"),
+            0,
+            "{}",
+            h.name
+        );
         eprintln!(
             "{}: retries {}, duplicates dropped by id {}",
             h.name,
@@ -256,7 +279,11 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
 
     let (stored, replicas) = read_stream(&nats.urls());
     assert_eq!(replicas, 3, "the stream is replicated on the three nodes");
-    assert_eq!(stored.len(), hosts.len() * 6 * N, "every event once, nothing else");
+    assert_eq!(
+        stored.len(),
+        hosts.len() * 6 * N,
+        "every event once, nothing else"
+    );
     for (i, h) in hosts.iter().enumerate() {
         let mine = of_host(&stored, &h.name);
         // In order, each once: the per-host sequence counts 1, 2, 3, ...
@@ -336,7 +363,12 @@ fn an_overflow_beyond_the_buffer_is_a_counted_gap_in_the_stream() {
         || gw.log_text(),
     );
     nats.kill_all();
-    wait_for(60, "disconnected", || bus_state(gw) == "disconnected", || gw.log_text());
+    wait_for(
+        60,
+        "disconnected",
+        || bus_state(gw) == "disconnected",
+        || gw.log_text(),
+    );
 
     let sub = h.subscribe(2 * DEVICES as u64);
     let indexes = h.churn("o", DEVICES);
@@ -355,7 +387,10 @@ fn an_overflow_beyond_the_buffer_is_a_counted_gap_in_the_stream() {
     wait_for(
         120,
         "backlog and gap published",
-        || metric(gw, "genl_gateway_bus_events_buffered") == 0 && metric(gw, "genl_gateway_bus_events_gaps_total") == 1,
+        || {
+            metric(gw, "genl_gateway_bus_events_buffered") == 0
+                && metric(gw, "genl_gateway_bus_events_gaps_total") == 1
+        },
         || gw.log_text(),
     );
     let (stored, _) = read_stream(&nats.urls());
@@ -404,7 +439,10 @@ fn ack_losing_proxy(server_port: u16) -> u16 {
                 continue;
             };
             let cut = Arc::new(AtomicBool::new(false));
-            let (mut s_read, mut c_write) = (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+            let (mut s_read, mut c_write) = (
+                server.try_clone().expect("clone"),
+                client.try_clone().expect("clone"),
+            );
             let cut_back = cut.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16384];
@@ -492,7 +530,12 @@ fn a_retried_publish_whose_acknowledgement_was_lost_is_stored_once() {
         config,
     };
     let gw = h.gw();
-    wait_for(60, "stream created", || gw.log_text().contains("created the events stream"), || gw.log_text());
+    wait_for(
+        60,
+        "stream created",
+        || gw.log_text().contains("created the events stream"),
+        || gw.log_text(),
+    );
     let indexes = h.churn("d", 1);
     wait_for(
         60,
@@ -510,4 +553,68 @@ fn a_retried_publish_whose_acknowledgement_was_lost_is_stored_once() {
         .map(|m| (m.headers["Genl-Topic"].clone(), ifindex(&m.payload)))
         .collect();
     assert_eq!(got, expected(&indexes), "each event once");
+}
+
+#[test]
+fn a_kernel_overrun_is_marked_in_the_stream_like_an_overflow() {
+    const DEVICES: usize = 500;
+    let nats = NatsCluster::start(1, "");
+    let ns = Netns::new("kover");
+    let config = TestConfig::new();
+    // The smallest receive buffer the kernel allows: a burst overruns it.
+    config
+        .netns(&ns)
+        .family("netdev.toml", &format!("receive_buffer_kib = 1\n{NETDEV_BUS}"))
+        .set("bus", &nats.urls_toml())
+        .set("bus", "host = \"ko\"");
+    let gw = Gateway::start(&config);
+    wait_for(
+        60,
+        "stream created",
+        || gw.log_text().contains("created the events stream"),
+        || gw.log_text(),
+    );
+    let batch: String = (0..DEVICES)
+        .map(|i| format!("link add ko{i} type ifb\n"))
+        .collect();
+    ns.ip_batch(&batch);
+    // iproute2 made every device; if the stream has fewer adds, the kernel
+    // dropped some, and then a marker must say so.
+    assert_eq!(ns.ifindexes().len(), DEVICES + 1);
+    let mut stored = Vec::new();
+    wait_for(
+        60,
+        "a kernel-overrun gap in the stream",
+        || {
+            if metric(&gw, "genl_gateway_bus_events_buffered") != 0 {
+                return false;
+            }
+            stored = read_stream(&nats.urls()).0;
+            stored.iter().any(|m| m.subject == "genl.ko.netdev._gap")
+        },
+        || gw.log_text(),
+    );
+    let adds = stored
+        .iter()
+        .filter(|m| m.subject == "genl.ko.netdev.dev-add-ntf")
+        .count();
+    assert!(
+        adds < DEVICES,
+        "the burst was expected to overrun a 1 KiB buffer ({adds} adds)"
+    );
+    let gap = stored
+        .iter()
+        .find(|m| m.subject == "genl.ko.netdev._gap")
+        .expect("gap marker");
+    assert_eq!(gap.payload["reason"], "kernel-overrun");
+    assert_eq!(
+        gap.payload["lost"],
+        Value::Null,
+        "the kernel does not say how many"
+    );
+    assert_eq!(
+        metric(&gw, "genl_gateway_bus_events_lost_total"),
+        0,
+        "nothing lost by the buffer"
+    );
 }
