@@ -1,6 +1,7 @@
 //! Fleet: events per second from one gateway into JetStream (each one
 //! acknowledged) against the local SSE rate, measured side by side on the
-//! same burst of kernel events (netdev device adds and deletes).
+//! same burst of kernel events (netdev device adds), and the rate at which
+//! it drains a backlog the bus was down for.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -40,7 +41,32 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The events row pair: local SSE and JetStream, one burst.
+fn start_nats(port: u16, store: &Path) -> anyhow::Result<Proc> {
+    let p = Proc(
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nats-server (scripts/setup.sh installs it)")?,
+    );
+    Ok(p)
+}
+
+fn ip_batch(ns: &Netns, batch: &str) -> anyhow::Result<()> {
+    let mut ip = Command::new("ip")
+        .args(["-n", &ns.0, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    ip.stdin.take().context("stdin")?.write_all(batch.as_bytes())?;
+    if !ip.wait()?.success() {
+        bail!("ip -batch failed");
+    }
+    Ok(())
+}
+
+/// The events rows: local SSE and JetStream, one burst.
 pub(crate) fn events_to_jetstream(
     o: &super::Opts,
     rt: &tokio::runtime::Runtime,
@@ -48,19 +74,11 @@ pub(crate) fn events_to_jetstream(
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     let devices = if o.quick { 500 } else { 2000 };
-    let events = 2 * devices as u64;
-    eprintln!("fleet: {events} netdev events to SSE and to JetStream");
+    let devices = devices as u64;
+    eprintln!("fleet: netdev events to SSE and to JetStream");
     let port = free_port()?;
     let store = tmp.join("nats-js");
-    let nats = Proc(
-        Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nats-server (scripts/setup.sh installs it)")?,
-    );
+    let nats = start_nats(port, &store)?;
     let name = format!("genl-bench-fleet-{}", std::process::id());
     sh("ip", &["netns", "add", &name])?;
     let ns = Netns(name);
@@ -126,61 +144,84 @@ pub(crate) fn events_to_jetstream(
         })
     };
     std::thread::sleep(Duration::from_millis(300));
+
+    // Live: a burst of device adds (the kernel makes ~1k/s; deletes are
+    // ~50/s, too slow to load anything), to SSE and JetStream at once.
     let acked_before = metric(&sock, "genl_gateway_bus_events_acked_total");
-    let batch: String = (0..devices)
-        .map(|i| format!("link add fl{i} type ifb\n"))
-        .chain((0..devices).map(|i| format!("link del fl{i}\n")))
-        .collect();
     let t0 = Instant::now();
-    let mut ip = Command::new("ip")
-        .args(["-n", &ns.0, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .spawn()?;
-    ip.stdin.take().context("stdin")?.write_all(batch.as_bytes())?;
-    if !ip.wait()?.success() {
-        bail!("ip -batch failed");
-    }
+    ip_batch(&ns, &(0..devices).map(|i| format!("link add fl{i} type ifb\n")).collect::<String>())?;
     let (mut t_sse, mut t_js) = (None, None);
     while t_sse.is_none() || t_js.is_none() {
         if t0.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "not every event arrived: SSE {} / JetStream {} of {events}",
-                seen.load(Ordering::Relaxed),
-                metric(&sock, "genl_gateway_bus_events_acked_total") - acked_before
-            );
+            bail!("not every event arrived: SSE {} of {devices}", seen.load(Ordering::Relaxed));
         }
-        if t_sse.is_none() && seen.load(Ordering::Relaxed) >= events {
+        if t_sse.is_none() && seen.load(Ordering::Relaxed) >= devices {
             t_sse = Some(t0.elapsed());
         }
-        if t_js.is_none() && metric(&sock, "genl_gateway_bus_events_acked_total") - acked_before >= events {
+        if t_js.is_none() && metric(&sock, "genl_gateway_bus_events_acked_total") - acked_before >= devices {
             t_js = Some(t0.elapsed());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+
+    // Backlog: the same burst while the bus is down, then the time the
+    // publisher takes to drain it once the server is back: its ceiling.
+    drop(nats);
+    while !get(&sock, "/healthz").contains("\"state\":\"disconnected\"") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = metric(&sock, "genl_gateway_bus_events_queued_total");
+    ip_batch(&ns, &(0..devices).map(|i| format!("link add fb{i} type ifb\n")).collect::<String>())?;
+    while metric(&sock, "genl_gateway_bus_events_queued_total") < queued + devices {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _nats = start_nats(port, &store)?;
+    let acked = metric(&sock, "genl_gateway_bus_events_acked_total");
+    let wait = Instant::now();
+    while metric(&sock, "genl_gateway_bus_events_acked_total") == acked {
+        if wait.elapsed() > Duration::from_secs(60) {
+            bail!("the gateway did not publish after nats-server restarted");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t1 = Instant::now();
+    let first = metric(&sock, "genl_gateway_bus_events_acked_total");
+    while metric(&sock, "genl_gateway_bus_events_acked_total") < acked + devices {
+        if t1.elapsed() > Duration::from_secs(300) {
+            bail!("the backlog did not drain");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let t_drain = t1.elapsed();
+    let drained = acked + devices - first;
     done.store(true, Ordering::Relaxed);
     rt.block_on(sse)??;
     let lost = metric(&sock, "genl_gateway_bus_events_lost_total");
     let dups = metric(&sock, "genl_gateway_bus_events_duplicates_total");
-    let w = format!("fleet events: netdev add+del of {devices} devices");
-    for (path, t, note) in [
-        ("HTTP SSE, 1 subscriber", t_sse, format!("{events} events")),
+    let w = format!("fleet events: netdev dev-add-ntf, {devices}-device burst");
+    let rate = |n: u64, t: Option<Duration>| n as f64 / t.unwrap_or_default().as_secs_f64();
+    for (path, r, note) in [
+        ("HTTP SSE, 1 subscriber", rate(devices, t_sse), format!("{devices} events, live")),
         (
             "JetStream, acknowledged (1 node, R1)",
-            t_js,
-            format!("{events} events; {lost} lost, {dups} duplicates"),
+            rate(devices, t_js),
+            format!("{devices} events, live, same burst"),
+        ),
+        (
+            "JetStream, acknowledged, backlog drain",
+            rate(drained, Some(t_drain)),
+            format!("{devices} events buffered while the bus was down; {lost} lost, {dups} duplicates"),
         ),
     ] {
-        let t = t.unwrap_or_default();
         rows.push(Row {
             workload: w.clone(),
             path: path.into(),
-            rate: events as f64 / t.as_secs_f64(),
+            rate: r,
             unit: "ev/s",
             p50: None,
             p99: None,
             note,
         });
     }
-    drop(nats);
     Ok(())
 }
