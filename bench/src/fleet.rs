@@ -149,11 +149,19 @@ pub(crate) fn events_to_jetstream(
     // ~50/s, too slow to load anything), to SSE and JetStream at once.
     let acked_before = metric(&sock, "genl_gateway_bus_events_acked_total");
     let t0 = Instant::now();
-    ip_batch(&ns, &(0..devices).map(|i| format!("link add fl{i} type ifb\n")).collect::<String>())?;
+    ip_batch(
+        &ns,
+        &(0..devices)
+            .map(|i| format!("link add fl{i} type ifb\n"))
+            .collect::<String>(),
+    )?;
     let (mut t_sse, mut t_js) = (None, None);
     while t_sse.is_none() || t_js.is_none() {
         if t0.elapsed() > Duration::from_secs(300) {
-            bail!("not every event arrived: SSE {} of {devices}", seen.load(Ordering::Relaxed));
+            bail!(
+                "not every event arrived: SSE {} of {devices}",
+                seen.load(Ordering::Relaxed)
+            );
         }
         if t_sse.is_none() && seen.load(Ordering::Relaxed) >= devices {
             t_sse = Some(t0.elapsed());
@@ -171,7 +179,12 @@ pub(crate) fn events_to_jetstream(
         std::thread::sleep(Duration::from_millis(20));
     }
     let queued = metric(&sock, "genl_gateway_bus_events_queued_total");
-    ip_batch(&ns, &(0..devices).map(|i| format!("link add fb{i} type ifb\n")).collect::<String>())?;
+    ip_batch(
+        &ns,
+        &(0..devices)
+            .map(|i| format!("link add fb{i} type ifb\n"))
+            .collect::<String>(),
+    )?;
     while metric(&sock, "genl_gateway_bus_events_queued_total") < queued + devices {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -201,7 +214,11 @@ pub(crate) fn events_to_jetstream(
     let w = format!("fleet events: netdev dev-add-ntf, {devices}-device burst");
     let rate = |n: u64, t: Option<Duration>| n as f64 / t.unwrap_or_default().as_secs_f64();
     for (path, r, note) in [
-        ("HTTP SSE, 1 subscriber", rate(devices, t_sse), format!("{devices} events, live")),
+        (
+            "HTTP SSE, 1 subscriber",
+            rate(devices, t_sse),
+            format!("{devices} events, live"),
+        ),
         (
             "JetStream, acknowledged (1 node, R1)",
             rate(devices, t_js),
