@@ -3,6 +3,7 @@
 //! socket (one keep-alive connection), and pyroute2; one table of rates,
 //! latencies and ratios to raw. Run it with `scripts/bench.sh` (as root).
 
+mod fleet;
 mod raw;
 mod server_load;
 mod stats;
@@ -554,6 +555,7 @@ fn main() -> anyhow::Result<()> {
 
     // --- notifications
     notifications(&o, &rt, tmp.path(), &mut rows)?;
+    fleet::events_to_jetstream(&o, &rt, tmp.path(), &mut rows)?;
 
     // --- start-up and memory
     startup(&o, tmp.path(), &mut rows)?;

@@ -142,6 +142,37 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The fleet on the NATS bus (`[bus]` in the gateway config).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Replay a family's events of every host (or one) from the JetStream
+    /// stream, then follow it: one JSON line per event.
+    Events {
+        /// The family, e.g. netdev.
+        family: String,
+        /// Only this topic (gap markers are topic `_gap`).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Start at a stream sequence (e.g. 1042) or an RFC 3339 time
+        /// (default: the stream's oldest event).
+        #[arg(long)]
+        since: Option<genl_gateway::fleet::replay::Since>,
+        /// Stop after this many events instead of following.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The gateway configuration whose `[bus]` names the servers.
+        #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -335,6 +366,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Fleet {
+            command:
+                FleetCommand::Events {
+                    family,
+                    topic,
+                    host,
+                    since,
+                    count,
+                    config,
+                },
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let Some(bus) = config.bus else {
+                anyhow::bail!(
+                    "{} has no [bus]: fleet commands need the NATS servers (see docs/fleet.md)",
+                    config.path.display()
+                );
+            };
+            let query = genl_gateway::fleet::replay::Query {
+                family,
+                topic,
+                host,
+                since: since.unwrap_or(genl_gateway::fleet::replay::Since::Start),
+                limit: count,
+            };
+            genl_gateway::fleet::replay::run(bus, query, &mut std::io::stdout().lock()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { json, conn } => {
             let (status, body) = client::request(&conn.socket, Method::GET, "/v1/plugins", None).await?;

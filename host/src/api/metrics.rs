@@ -324,4 +324,71 @@ fn bus_metrics(o: &mut Out, fleet: &crate::fleet::Bus) {
         o.family(name, "counter", help);
         o.sample(name, &[], v.load(Relaxed));
     }
+    if let Some(events) = fleet.events() {
+        bus_events_metrics(o, events);
+    }
+}
+
+/// The events publisher (with `[bus]`, unless `[bus.events] enabled = false`).
+fn bus_events_metrics(o: &mut Out, events: &crate::fleet::events::EventsPublisher) {
+    let s = &events.stats;
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 8] = [
+        (
+            "genl_gateway_bus_events_queued_total",
+            "Events queued for the bus.",
+            &s.queued,
+        ),
+        (
+            "genl_gateway_bus_events_acked_total",
+            "Events and gap markers JetStream acknowledged.",
+            &s.acked,
+        ),
+        (
+            "genl_gateway_bus_events_duplicates_total",
+            "Retried publishes JetStream already had (dropped by message id).",
+            &s.duplicates,
+        ),
+        (
+            "genl_gateway_bus_events_retries_total",
+            "Event publishes retried after no acknowledgement.",
+            &s.retries,
+        ),
+        (
+            "genl_gateway_bus_events_lost_total",
+            "Events dropped because the buffer was full (each marked by a _gap event).",
+            &s.lost,
+        ),
+        (
+            "genl_gateway_bus_events_gaps_total",
+            "Gap markers queued (buffer overflows and kernel overruns).",
+            &s.gaps,
+        ),
+        (
+            "genl_gateway_bus_events_skipped_total",
+            "Events of topics the family file keeps off the bus.",
+            &s.skipped,
+        ),
+        (
+            "genl_gateway_bus_events_spool_errors_total",
+            "Failed writes to the events spool.",
+            &s.spool_errors,
+        ),
+    ];
+    for (name, help, v) in counters {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v.load(Relaxed));
+    }
+    let (buffered, bytes) = events.buffered();
+    o.family(
+        "genl_gateway_bus_events_buffered",
+        "gauge",
+        "Events waiting for the bus.",
+    );
+    o.sample("genl_gateway_bus_events_buffered", &[], buffered);
+    o.family(
+        "genl_gateway_bus_events_buffered_bytes",
+        "gauge",
+        "Bytes of events waiting for the bus.",
+    );
+    o.sample("genl_gateway_bus_events_buffered_bytes", &[], bytes);
 }

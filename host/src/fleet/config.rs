@@ -29,6 +29,8 @@ pub(crate) struct RawBus {
     tls: RawTls,
     connect_timeout_ms: Option<u64>,
     max_reconnect_delay_ms: Option<u64>,
+    #[serde(default)]
+    events: super::events_config::RawEvents,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +131,8 @@ pub struct BusConfig {
     /// The longest wait between reconnection attempts (the wait doubles
     /// from 100 ms up to it; attempts never stop).
     pub max_reconnect_delay: Duration,
+    /// `[bus.events]`: the plugins' events on the bus.
+    pub events: super::events_config::EventsConfig,
 }
 
 /// A family's part in the bus (the `[bus]` table of its family file).
@@ -309,7 +313,9 @@ impl RawBus {
             self.max_reconnect_delay_ms.unwrap_or(5_000),
             100..=600_000,
         )?);
+        let events = self.events.resolve(path, base, &prefix)?;
         Ok(BusConfig {
+            events,
             urls: self.urls,
             host,
             prefix,

@@ -67,6 +67,8 @@ pub struct Bus {
     config: BusConfig,
     client: async_nats::Client,
     stats: Arc<BusStats>,
+    /// The events publisher, once started (`[bus.events]`).
+    events: std::sync::OnceLock<Arc<super::events::EventsPublisher>>,
 }
 
 impl Bus {
@@ -127,6 +129,7 @@ impl Bus {
             config,
             client,
             stats,
+            events: std::sync::OnceLock::new(),
         }))
     }
 
@@ -156,6 +159,16 @@ impl Bus {
         }
     }
 
+    /// The events publisher, if events go to the bus.
+    pub fn events(&self) -> Option<&Arc<super::events::EventsPublisher>> {
+        self.events.get()
+    }
+
+    /// Record the events publisher (once, at start).
+    pub(crate) fn set_events(&self, publisher: Arc<super::events::EventsPublisher>) {
+        let _ = self.events.set(publisher);
+    }
+
     /// The JetStream context of this connection.
     pub fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(self.client.clone())
@@ -169,6 +182,7 @@ impl Bus {
             "prefix": self.config.prefix,
             "connects": self.stats.connects.load(Ordering::Relaxed),
             "disconnects": self.stats.disconnects.load(Ordering::Relaxed),
+            "events": self.events().map(|e| e.status()),
         })
     }
 }

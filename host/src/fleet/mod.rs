@@ -3,11 +3,17 @@
 //! We do not build a distributed system: every gateway joins an existing
 //! NATS deployment as a client. This module holds the connection
 //! ([`connection`]) and its configuration ([`config`]); the bus carries
-//! the plugins' events into JetStream and answers calls from the fleet.
+//! the plugins' events into JetStream ([`events`], `[bus.events]` in
+//! [`events_config`], read back by `fleet events` in [`replay`]) and
+//! answers calls from the fleet.
 //! A gateway whose bus is down keeps serving its local API as before.
 
 pub mod config;
 pub mod connection;
+pub mod events;
+pub mod events_config;
+pub mod replay;
+mod spool;
 
 pub use config::{BusConfig, Credentials, FamilyBus, Secret, TlsConfig};
 pub use connection::{Bus, BusState};

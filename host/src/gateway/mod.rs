@@ -184,6 +184,12 @@ impl Gateway {
             loading: LoadingSet::default(),
             turns: Mutex::default(),
         });
+        // Before any plugin loads, so the bus sees every event from the first.
+        if let Some(bus) = &gateway.bus
+            && let Some(publisher) = crate::fleet::events::EventsPublisher::start(&gateway, bus)
+        {
+            bus.set_events(publisher);
+        }
         // The watcher first, so a family appearing while plugins load is
         // seen; each load opens its family's listener when it swaps in.
         gateway.watch_families().await?;
