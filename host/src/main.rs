@@ -134,6 +134,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Work with every gateway on the fleet's NATS bus ([bus] in the configuration).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// List every family the kernel has and the plugin serving it.
     Families {
         /// Print the raw JSON instead of a table.
@@ -142,6 +147,53 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// List the gateways on the bus (NATS `$SRV.PING`): one line each.
+    Hosts {
+        /// How long to wait for gateways to answer, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        wait_ms: u64,
+        /// Print one JSON object a line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+    /// Call FAMILY OP on the gateways matching --hosts: one JSON line per
+    /// host, then a summary line of who answered, failed and was silent.
+    Call {
+        /// The family, e.g. netdev.
+        family: String,
+        /// The operation, e.g. dev-dump.
+        op: String,
+        /// The JSON input (default: none); each host checks it.
+        input: Option<String>,
+        /// Which hosts: a glob over their names on the bus.
+        #[arg(long, default_value = "*")]
+        hosts: String,
+        /// How long to wait for answers, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout: u64,
+        /// How long discovery (`$SRV.PING`) waits, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        discover_ms: u64,
+        /// Call on the write subject (needed for ops that change kernel
+        /// state; NATS permissions grant it separately).
+        #[arg(long)]
+        write: bool,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct BusArgs {
+    /// The configuration whose [bus] gives the NATS servers, prefix and credentials.
+    #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -372,6 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Fleet { command } => fleet(command).await,
         Command::Families { json, conn } => {
             let (status, body) = client::request(&conn.socket, Method::GET, "/v1/families", None).await?;
             if json || !status.is_success() {
@@ -380,6 +433,80 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_family_table(&body);
             }
             Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// `fleet hosts` and `fleet call`.
+async fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    use genl_gateway::fleet::calls::CallAccess;
+    use genl_gateway::fleet::fleet_cli::{FleetCall, FleetClient};
+    use std::time::Duration;
+    let bus_of = |path: &PathBuf| -> anyhow::Result<genl_gateway::fleet::BusConfig> {
+        GatewayConfig::load(path)?.bus.with_context(|| {
+            format!(
+                "{} has no [bus]: add one with the NATS servers (docs/fleet.md)",
+                path.display()
+            )
+        })
+    };
+    match command {
+        FleetCommand::Hosts { wait_ms, json, bus } => {
+            let config = bus_of(&bus.config)?;
+            let client = FleetClient::connect(&config).await?;
+            let hosts = client.hosts(Duration::from_millis(wait_ms)).await?;
+            for h in &hosts {
+                if json {
+                    emit(&format!("{}\n", serde_json::to_string(h)?));
+                } else {
+                    emit(&format!(
+                        "{:<24} {:<8} calls={:<6} prefix={} id={}\n",
+                        h.host, h.version, h.calls, h.prefix, h.id
+                    ));
+                }
+            }
+            if !json {
+                eprintln!("{} gateway(s) answered within {wait_ms} ms", hosts.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Call {
+            family,
+            op,
+            input,
+            hosts,
+            timeout,
+            discover_ms,
+            write,
+            bus,
+        } => {
+            let config = bus_of(&bus.config)?;
+            let client = FleetClient::connect(&config).await?;
+            let known = client.hosts(Duration::from_millis(discover_ms)).await?;
+            let request = FleetCall {
+                prefix: &config.prefix,
+                family: &family,
+                op: &op,
+                input: input.as_deref().unwrap_or(""),
+                glob: &hosts,
+                access: if write {
+                    CallAccess::Write
+                } else {
+                    CallAccess::Read
+                },
+                timeout: Duration::from_millis(timeout),
+            };
+            let summary = client
+                .call(&request, &known, |answer| {
+                    emit(&format!("{answer}\n"));
+                })
+                .await?;
+            emit(&format!("{}\n", serde_json::json!({ "summary": summary })));
+            Ok(if summary.all_ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)

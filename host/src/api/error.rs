@@ -66,11 +66,13 @@ pub enum ErrorCode {
     PluginLoading,
     /// The kernel did not answer in time.
     Timeout,
+    /// Too many calls from the bus are running; retry later.
+    Busy,
 }
 
 impl ErrorCode {
     /// Every code, for listing and for checking the docs.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::BadJson,
         Self::BadBody,
         Self::BadInput,
@@ -96,6 +98,7 @@ impl ErrorCode {
         Self::PluginRestarting,
         Self::PluginLoading,
         Self::Timeout,
+        Self::Busy,
     ];
 
     /// The code's wire name and its HTTP status: the one table. `kernel`'s
@@ -128,6 +131,7 @@ impl ErrorCode {
             PluginRestarting => ("plugin-restarting", StatusCode::SERVICE_UNAVAILABLE),
             PluginLoading => ("plugin-loading", StatusCode::SERVICE_UNAVAILABLE),
             Timeout => ("timeout", StatusCode::GATEWAY_TIMEOUT),
+            Busy => ("busy", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
@@ -231,8 +235,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error document `{"error": {...}}` the API answers with (and a
+    /// bus call's answer carries).
+    pub fn document(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(k) = &self.kernel {
             error["kernel"] = json!({
@@ -242,7 +248,13 @@ impl IntoResponse for ApiError {
                 "offset": k.offset,
             });
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.document())).into_response()
     }
 }
 

@@ -188,7 +188,16 @@ async fn call(
     check_family_name(&family)?;
     let api = &gw.config.api;
     let body = read_body(body, api.max_body_bytes, api.body_timeout).await?;
-    let input = std::str::from_utf8(&body)
+    let output = run_call(&gw, &family, &op, &body).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// One call of `op` with the request body `body`, checked as the API
+/// checks it (family name, strict JSON, the op's input schema, the
+/// plugin's output): the one path the HTTP API and bus calls share.
+pub(crate) async fn run_call(gw: &Gateway, family: &str, op: &str, body: &[u8]) -> Result<String, ApiError> {
+    check_family_name(family)?;
+    let input = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(ErrorCode::BadJson, "the request body is not UTF-8"))?;
     let input = if input.trim().is_empty() { "null" } else { input };
     strict_json::check(input).map_err(|e| {
@@ -197,10 +206,10 @@ async fn call(
             format!("the request body is not acceptable JSON: {e}"),
         )
     })?;
-    check_input(&gw, &family, &op, input)?;
-    let output = gw.call(&family, &op, input).await?;
-    check_plugin_output(&family, &op, &output)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+    check_input(gw, family, op, input)?;
+    let output = gw.call(family, op, input).await?;
+    check_plugin_output(family, op, &output)?;
+    Ok(output)
 }
 
 /// The operation's input schema, if its plugin gave one, refuses input that

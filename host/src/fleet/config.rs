@@ -29,6 +29,8 @@ pub(crate) struct RawBus {
     tls: RawTls,
     connect_timeout_ms: Option<u64>,
     max_reconnect_delay_ms: Option<u64>,
+    #[serde(default)]
+    calls: super::calls_config::RawCalls,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +48,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFamilyBus {
     topics: Option<Vec<String>>,
+    write: Option<bool>,
 }
 
 /// A secret read from a file. Its `Debug` and `Display` never show it.
@@ -129,6 +132,8 @@ pub struct BusConfig {
     /// The longest wait between reconnection attempts (the wait doubles
     /// from 100 ms up to it; attempts never stop).
     pub max_reconnect_delay: Duration,
+    /// `[bus.calls]`: what calls from the fleet may do here.
+    pub calls: super::calls_config::CallsConfig,
 }
 
 /// A family's part in the bus (the `[bus]` table of its family file).
@@ -137,12 +142,16 @@ pub struct FamilyBus {
     /// Event topics published to the bus: exact names, or `*` for all.
     /// Default: all.
     pub topics: Vec<String>,
+    /// Whether ops that change kernel state may be called over the bus
+    /// (`write = true`; default false). `[bus.calls]` must allow writes too.
+    pub write: bool,
 }
 
 impl Default for FamilyBus {
     fn default() -> Self {
         Self {
             topics: vec!["*".to_owned()],
+            write: false,
         }
     }
 }
@@ -309,7 +318,9 @@ impl RawBus {
             self.max_reconnect_delay_ms.unwrap_or(5_000),
             100..=600_000,
         )?);
+        let calls = self.calls.resolve(path)?;
         Ok(BusConfig {
+            calls,
             urls: self.urls,
             host,
             prefix,
@@ -324,8 +335,12 @@ impl RawBus {
 impl RawFamilyBus {
     /// Check a family file's `[bus]`.
     pub(crate) fn resolve(self, path: &Path) -> Result<FamilyBus, ConfigError> {
+        let write = self.write.unwrap_or(false);
         let Some(topics) = self.topics else {
-            return Ok(FamilyBus::default());
+            return Ok(FamilyBus {
+                write,
+                ..FamilyBus::default()
+            });
         };
         if let Some(bad) = topics.iter().find(|t| t.as_str() != "*" && !is_token(t)) {
             return Err(ConfigError::Invalid {
@@ -334,7 +349,7 @@ impl RawFamilyBus {
                 message: format!("'{bad}' is not a topic name (letters, digits, '-' and '_') or \"*\""),
             });
         }
-        Ok(FamilyBus { topics })
+        Ok(FamilyBus { topics, write })
     }
 }
 

@@ -6,8 +6,13 @@
 //! the plugins' events into JetStream and answers calls from the fleet.
 //! A gateway whose bus is down keeps serving its local API as before.
 
+pub mod calls;
+pub mod calls_config;
 pub mod config;
 pub mod connection;
+pub mod fleet_cli;
+pub mod service;
 
+pub use calls_config::CallsConfig;
 pub use config::{BusConfig, Credentials, FamilyBus, Secret, TlsConfig};
 pub use connection::{Bus, BusState};
