@@ -3,6 +3,7 @@
 //! socket (one keep-alive connection), and pyroute2; one table of rates,
 //! latencies and ratios to raw. Run it with `scripts/bench.sh` (as root).
 
+mod fleet_calls;
 mod raw;
 mod stats;
 
@@ -71,7 +72,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
-            "--profile-plugin-do" => {}
+            "--profile-plugin-do" | "--fleet-calls-only" => {}
             other => {
                 bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
             }
@@ -396,6 +397,13 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
+    if std::env::args().any(|a| a == "--fleet-calls-only") {
+        println!(
+            "{}",
+            stats::table(&fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?)
+        );
+        return Ok(());
+    }
 
     eprintln!("setting up a namespace with 1000 ifb devices");
     let ns = netns_with_ifbs(1000)?;
@@ -543,6 +551,9 @@ fn main() -> anyhow::Result<()> {
 
     // --- start-up and memory
     startup(&o, tmp.path(), &mut rows)?;
+
+    // --- fleet: calls over a NATS bus
+    rows.extend(fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?);
 
     let table = stats::table(&rows);
     println!("\n{table}");

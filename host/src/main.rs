@@ -184,6 +184,10 @@ enum FleetCommand {
         /// state; NATS permissions grant it separately).
         #[arg(long)]
         write: bool,
+        /// Hosts that must answer even if discovery misses them (e.g. from
+        /// an inventory), comma-separated or repeated: silent if they don't.
+        #[arg(long, value_delimiter = ',')]
+        expect: Vec<String>,
         #[command(flatten)]
         bus: BusArgs,
     },
@@ -482,6 +486,7 @@ async fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
             timeout,
             discover_ms,
             write,
+            expect,
             bus,
         } => {
             let config = bus_of(&bus.config)?;
@@ -493,6 +498,7 @@ async fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 op: &op,
                 input: input.as_deref().unwrap_or(""),
                 glob: &hosts,
+                expect: &expect,
                 access: if write {
                     CallAccess::Write
                 } else {

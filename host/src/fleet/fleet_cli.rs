@@ -172,8 +172,10 @@ impl FleetClient {
         let prefix = request.prefix;
         let expected: BTreeSet<String> = known
             .iter()
-            .filter(|h| h.prefix == prefix && glob_match(request.glob, &h.host))
+            .filter(|h| h.prefix == prefix)
             .map(|h| h.host.clone())
+            .chain(request.expect.iter().cloned())
+            .filter(|h| glob_match(request.glob, h))
             .collect();
         let subject = |target: &str| call_subject(prefix, target, request.access, request.family, request.op);
         let subjects: Vec<String> = if request.glob == "*" {
@@ -231,6 +233,9 @@ pub struct FleetCall<'a> {
     pub input: &'a str,
     /// Which hosts: a glob over host names (`*`, `?`).
     pub glob: &'a str,
+    /// Hosts that must answer even if discovery did not find them (from
+    /// an inventory): silent if they do not.
+    pub expect: &'a [String],
     /// `read` or `write` subject.
     pub access: CallAccess,
     /// How long to wait for answers.
@@ -244,7 +249,8 @@ pub struct Summary {
     pub answered: Vec<String>,
     /// Hosts that answered with an error document.
     pub failed: Vec<String>,
-    /// Hosts found by discovery (and matching) that did not answer in time.
+    /// Hosts found by discovery or expected (and matching) that did not
+    /// answer in time.
     pub silent: Vec<String>,
     /// Errors the NATS server reported to this client (permissions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
