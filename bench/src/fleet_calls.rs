@@ -147,7 +147,7 @@ pub fn rows(
             unit: "calls/s",
             p50: Some(p50),
             p99: Some(p99),
-            note: format!("{count} answers per call, one nats-server; discovery excluded"),
+            note: format!("{count} answer(s) per call, one nats-server; discovery excluded"),
         });
     }
     Ok(rows)

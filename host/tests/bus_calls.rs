@@ -64,7 +64,7 @@ fn bus_for(config: &TestConfig, nats: &NatsCluster, user: &str, password: &str) 
 /// Five hosts: host `i` has devices with ifindex 1000*(i+1)+k, k <= i,
 /// so no two hosts list the same devices. h3 takes bus calls for netdev
 /// only; h4 does not enable mptcp_pm writes in its family file.
-fn five_hosts(nats: &NatsCluster) -> Vec<Host> {
+fn five_hosts(nats: &NatsCluster, tweak: impl Fn(usize, &TestConfig)) -> Vec<Host> {
     (0..HOSTS)
         .map(|i| {
             let name = format!("h{i}");
@@ -87,6 +87,7 @@ fn five_hosts(nats: &NatsCluster) -> Vec<Host> {
             if i == 3 {
                 config.set("bus.calls", "families = [\"netdev\"]");
             }
+            tweak(i, &config);
             let gw = Some(Gateway::start(&config));
             Host { name, ns, config, gw }
         })
@@ -204,7 +205,7 @@ fn wait_discovered(op: &TestConfig, want: usize) -> Vec<Value> {
 #[test]
 fn fleet_calls_answer_per_host_respect_scopes_and_name_the_silent() {
     let nats = NatsCluster::start(3, AUTH);
-    let mut hosts = five_hosts(&nats);
+    let mut hosts = five_hosts(&nats, |_, _| {});
     let reader = operator(&nats, "reader", "reader-pass");
     let writer = operator(&nats, "writer", "writer-pass");
     let owned: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
@@ -358,7 +359,17 @@ async fn request(client: &async_nats::Client, subject: &str, payload: Vec<u8>) -
 #[test]
 fn bad_input_from_the_bus_gets_clear_errors_and_disturbs_nothing() {
     let nats = NatsCluster::start(3, AUTH);
-    let hosts = five_hosts(&nats);
+    // h0 runs one bus call at a time, and serves the chaos plugin (as the
+    // ethtool family, which every namespace has) with room for an answer
+    // larger than the bus's max_payload.
+    let hosts = five_hosts(&nats, |i, config| {
+        if i == 0 {
+            config.set("bus.calls", "max_concurrent = 1").family(
+                "ethtool.toml",
+                "family = \"ethtool\"\nplugin = \"chaos.wasm\"\n[limits]\noutput_kib = 2048\n",
+            );
+        }
+    });
     let reader = operator(&nats, "reader", "reader-pass");
     wait_discovered(&reader, HOSTS);
     let url = nats.urls()[0].clone();
@@ -429,6 +440,55 @@ fn bad_input_from_the_bus_gets_clear_errors_and_disturbs_nothing() {
                 .await
                 .is_err(),
             "a payload over max_payload must be refused"
+        );
+
+        // Over [bus.calls] max_concurrent: answered `busy` at once. The
+        // two requests leave one connection in order, and the gateway
+        // takes the first one's permit before it reads the second.
+        let (slow_inbox, busy_inbox) = (client.new_inbox(), client.new_inbox());
+        let mut slow = client.subscribe(slow_inbox.clone()).await.expect("sub");
+        let mut busy = client.subscribe(busy_inbox.clone()).await.expect("sub");
+        let sleep = "genl.h0.call.read.ethtool.sleep";
+        client
+            .publish_with_reply(sleep, slow_inbox, b"{\"ms\": 3000}".to_vec().into())
+            .await
+            .expect("publish");
+        client
+            .publish_with_reply(sleep, busy_inbox, b"{\"ms\": 1}".to_vec().into())
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
+        let next = |sub: &mut async_nats::Subscriber| {
+            let fut = futures_util::StreamExt::next(sub);
+            async move {
+                let m = tokio::time::timeout(Duration::from_secs(20), fut)
+                    .await
+                    .expect("an answer within 20 s")
+                    .expect("subscription open");
+                serde_json::from_slice::<Value>(&m.payload).expect("JSON answer")
+            }
+        };
+        let v = next(&mut busy).await;
+        assert_eq!(code(&v), (json!(503), json!("busy")), "{v}");
+        let v = next(&mut slow).await;
+        assert_eq!(v["status"], 200, "{v}");
+
+        // An answer over the server's max_payload (1 MB) is replaced by an
+        // error that says so.
+        let v = request(
+            &client,
+            "genl.h0.call.read.ethtool.big-output",
+            b"{\"bytes\": 1100000}".to_vec(),
+        )
+        .await
+        .expect("big output");
+        assert_eq!(code(&v), (json!(502), json!("bad-plugin-output")), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("max_payload"),
+            "{v}"
         );
 
         // A subject for a host that does not exist reaches no gateway.
