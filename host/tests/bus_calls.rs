@@ -356,6 +356,15 @@ async fn request(client: &async_nats::Client, subject: &str, payload: Vec<u8>) -
     serde_json::from_slice(&reply.payload).map_err(|e| format!("answer is not JSON: {e}"))
 }
 
+/// The next answer on an inbox subscription, within 20 s.
+async fn next_answer(sub: &mut async_nats::Subscriber) -> Value {
+    let m = tokio::time::timeout(Duration::from_secs(20), futures_util::StreamExt::next(sub))
+        .await
+        .expect("an answer within 20 s")
+        .expect("subscription open");
+    serde_json::from_slice(&m.payload).expect("JSON answer")
+}
+
 #[test]
 fn bad_input_from_the_bus_gets_clear_errors_and_disturbs_nothing() {
     let nats = NatsCluster::start(3, AUTH);
@@ -458,19 +467,9 @@ fn bad_input_from_the_bus_gets_clear_errors_and_disturbs_nothing() {
             .await
             .expect("publish");
         client.flush().await.expect("flush");
-        let next = |sub: &mut async_nats::Subscriber| {
-            let fut = futures_util::StreamExt::next(sub);
-            async move {
-                let m = tokio::time::timeout(Duration::from_secs(20), fut)
-                    .await
-                    .expect("an answer within 20 s")
-                    .expect("subscription open");
-                serde_json::from_slice::<Value>(&m.payload).expect("JSON answer")
-            }
-        };
-        let v = next(&mut busy).await;
+        let v = next_answer(&mut busy).await;
         assert_eq!(code(&v), (json!(503), json!("busy")), "{v}");
-        let v = next(&mut slow).await;
+        let v = next_answer(&mut slow).await;
         assert_eq!(v["status"], 200, "{v}");
 
         // An answer over the server's max_payload (1 MB) is replaced by an
