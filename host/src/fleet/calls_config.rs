@@ -105,3 +105,31 @@ impl RawCalls {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<CallsConfig, String> {
+        let raw: RawCalls = toml::from_str(text).map_err(|e| e.to_string())?;
+        raw.resolve(Path::new("gateway.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn read_only_by_default_and_admin_refused() {
+        let d = resolve("").expect("defaults");
+        assert_eq!(d, CallsConfig::default());
+        assert_eq!(d.access, Access::Read);
+        assert!(d.covers("netdev"));
+        let w = resolve("access = \"write\"\nfamilies = [\"mptcp_pm\"]").expect("write");
+        assert_eq!(w.access, Access::Write);
+        assert!(w.covers("mptcp_pm") && !w.covers("netdev"));
+        let e = resolve("access = \"admin\"").expect_err("admin");
+        assert!(e.contains("bus.calls.access"), "{e}");
+        let e = resolve("families = [\"a.b\"]").expect_err("not a token");
+        assert!(e.contains("bus.calls.families"), "{e}");
+        let e = resolve("max_concurrent = 0").expect_err("zero");
+        assert!(e.contains("bus.calls.max_concurrent"), "{e}");
+        assert!(resolve("acess = \"write\"").is_err(), "unknown keys are errors");
+    }
+}
