@@ -512,6 +512,12 @@ async fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 })
                 .await?;
             emit(&format!("{}\n", serde_json::json!({ "summary": summary })));
+            if summary.answered.is_empty() && summary.failed.is_empty() && summary.silent.is_empty() {
+                eprintln!(
+                    "no gateway matched --hosts '{hosts}' ({} found by discovery; `genl-gateway fleet hosts` lists them)",
+                    known.len()
+                );
+            }
             Ok(if summary.all_ok() {
                 ExitCode::SUCCESS
             } else {

@@ -506,4 +506,22 @@ fn bad_input_from_the_bus_gets_clear_errors_and_disturbs_nothing() {
         let (ok, out) = gw.call("netdev", "dev-dump", "null");
         assert!(ok, "{out}");
     }
+    // h0 counted what it refused.
+    let socket = hosts[0]
+        .gw
+        .as_ref()
+        .expect("running")
+        .socket
+        .display()
+        .to_string();
+    let (status, body) = common::http(&socket, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    };
+    assert_eq!(metric("genl_gateway_bus_calls_busy_total"), 1);
+    assert!(metric("genl_gateway_bus_call_errors_total") >= 6, "{text}");
 }

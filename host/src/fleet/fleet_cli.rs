@@ -207,7 +207,9 @@ impl FleetClient {
                     } else {
                         summary.failed.push(host);
                     }
-                    !expected.is_subset(&heard)
+                    // Done once every expected host answered; with none
+                    // expected (nothing discovered), wait for whoever answers.
+                    expected.is_empty() || !expected.is_subset(&heard)
                 },
             )
             .await?;
@@ -258,9 +260,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether every addressed host answered without error.
+    /// Whether every addressed host answered without error (and at least
+    /// one answered).
     pub fn all_ok(&self) -> bool {
-        self.failed.is_empty() && self.silent.is_empty() && self.server_errors.is_empty()
+        !self.answered.is_empty()
+            && self.failed.is_empty()
+            && self.silent.is_empty()
+            && self.server_errors.is_empty()
     }
 }
 
