@@ -4,6 +4,7 @@
 //! latencies and ratios to raw. Run it with `scripts/bench.sh` (as root).
 
 mod fleet;
+mod fleet_calls;
 mod raw;
 mod server_load;
 mod stats;
@@ -73,7 +74,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
-            "--profile-plugin-do" | "--profile-http" => {}
+            "--profile-plugin-do" | "--profile-http" | "--fleet-calls-only" => {}
             other => {
                 bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
             }
@@ -398,6 +399,13 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
+    if std::env::args().any(|a| a == "--fleet-calls-only") {
+        println!(
+            "{}",
+            stats::table(&fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?)
+        );
+        return Ok(());
+    }
 
     eprintln!("setting up a namespace with 1000 ifb devices");
     let ns = netns_with_ifbs(1000)?;
@@ -561,6 +569,9 @@ fn main() -> anyhow::Result<()> {
     startup(&o, tmp.path(), &mut rows)?;
 
     server_load::server_ratios(&mut rows);
+    // --- fleet: calls over a NATS bus
+    rows.extend(fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?);
+
     let table = stats::table(&rows);
     println!("\n{table}");
     if let Some(dir) = o.out.parent() {

@@ -19,7 +19,7 @@ const DEFAULT_SOCKET: &str = "/run/genl-gateway/api.sock";
     name = "genl-gateway",
     version,
     about = "Generic netlink gateway: WebAssembly plugins per family, HTTP/JSON for applications",
-    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway new-plugin tcpm tcp_metrics\n  genl-gateway build-plugin plugins/tcpm --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev"
+    after_help = "Examples:\n  genl-gateway serve --config config/gateway.toml\n  genl-gateway check --config config/gateway.toml\n  genl-gateway new-plugin tcpm tcp_metrics\n  genl-gateway build-plugin plugins/tcpm --config config/gateway.toml\n  genl-gateway call nlctrl list\n  genl-gateway call nlctrl get '{\"name\": \"netdev\"}'\n  genl-gateway families\n  genl-gateway family netdev\n  genl-gateway events netdev --topic dev\n  genl-gateway plugins\n  genl-gateway reload netdev\n  genl-gateway fleet hosts\n  genl-gateway fleet call netdev dev-dump --hosts 'web*'"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -173,6 +173,53 @@ enum FleetCommand {
         #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// List the gateways on the bus (NATS `$SRV.PING`): one line each.
+    Hosts {
+        /// How long to wait for gateways to answer, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        wait_ms: u64,
+        /// Print one JSON object a line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+    /// Call FAMILY OP on the gateways matching --hosts: one JSON line per
+    /// host, then a summary line of who answered, failed and was silent.
+    Call {
+        /// The family, e.g. netdev.
+        family: String,
+        /// The operation, e.g. dev-dump.
+        op: String,
+        /// The JSON input (default: none); each host checks it.
+        input: Option<String>,
+        /// Which hosts: a glob over their names on the bus.
+        #[arg(long, default_value = "*")]
+        hosts: String,
+        /// How long to wait for answers, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout: u64,
+        /// How long discovery (`$SRV.PING`) waits, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        discover_ms: u64,
+        /// Call on the write subject (needed for ops that change kernel
+        /// state; NATS permissions grant it separately).
+        #[arg(long)]
+        write: bool,
+        /// Hosts that must answer even if discovery misses them (e.g. from
+        /// an inventory), comma-separated or repeated: silent if they don't.
+        #[arg(long, value_delimiter = ',')]
+        expect: Vec<String>,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct BusArgs {
+    /// The configuration whose [bus] gives the NATS servers, prefix and credentials.
+    #[arg(long, short, env = "GENL_GATEWAY_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -367,34 +414,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Fleet {
-            command:
-                FleetCommand::Events {
-                    family,
-                    topic,
-                    host,
-                    since,
-                    count,
-                    config,
-                },
-        } => {
-            let config = GatewayConfig::load(&config)?;
-            let Some(bus) = config.bus else {
-                anyhow::bail!(
-                    "{} has no [bus]: fleet commands need the NATS servers (see docs/fleet.md)",
-                    config.path.display()
-                );
-            };
-            let query = genl_gateway::fleet::replay::Query {
-                family,
-                topic,
-                host,
-                since: since.unwrap_or(genl_gateway::fleet::replay::Since::Start),
-                limit: count,
-            };
-            genl_gateway::fleet::replay::run(bus, query, &mut std::io::stdout().lock()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Plugins { json, conn } => {
             let (status, body) = client::request(&conn.socket, Method::GET, "/v1/plugins", None).await?;
             if json || !status.is_success() {
@@ -431,6 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Fleet { command } => fleet(command).await,
         Command::Families { json, conn } => {
             let (status, body) = client::request(&conn.socket, Method::GET, "/v1/families", None).await?;
             if json || !status.is_success() {
@@ -439,6 +459,113 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_family_table(&body);
             }
             Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// `fleet hosts` and `fleet call`.
+async fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    use genl_gateway::fleet::calls::CallAccess;
+    use genl_gateway::fleet::fleet_cli::{FleetCall, FleetClient};
+    use std::time::Duration;
+    let bus_of = |path: &PathBuf| -> anyhow::Result<genl_gateway::fleet::BusConfig> {
+        GatewayConfig::load(path)?.bus.with_context(|| {
+            format!(
+                "{} has no [bus]: add one with the NATS servers (docs/fleet.md)",
+                path.display()
+            )
+        })
+    };
+    match command {
+        FleetCommand::Events {
+            family,
+            topic,
+            host,
+            since,
+            count,
+            config,
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let Some(bus) = config.bus else {
+                anyhow::bail!(
+                    "{} has no [bus]: fleet commands need the NATS servers (see docs/fleet.md)",
+                    config.path.display()
+                );
+            };
+            let query = genl_gateway::fleet::replay::Query {
+                family,
+                topic,
+                host,
+                since: since.unwrap_or(genl_gateway::fleet::replay::Since::Start),
+                limit: count,
+            };
+            genl_gateway::fleet::replay::run(bus, query, &mut std::io::stdout().lock()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Hosts { wait_ms, json, bus } => {
+            let config = bus_of(&bus.config)?;
+            let client = FleetClient::connect(&config).await?;
+            let hosts = client.hosts(Duration::from_millis(wait_ms)).await?;
+            for h in &hosts {
+                if json {
+                    emit(&format!("{}\n", serde_json::to_string(h)?));
+                } else {
+                    emit(&format!(
+                        "{:<24} {:<8} calls={:<6} prefix={} id={}\n",
+                        h.host, h.version, h.calls, h.prefix, h.id
+                    ));
+                }
+            }
+            if !json {
+                eprintln!("{} gateway(s) answered within {wait_ms} ms", hosts.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Call {
+            family,
+            op,
+            input,
+            hosts,
+            timeout,
+            discover_ms,
+            write,
+            expect,
+            bus,
+        } => {
+            let config = bus_of(&bus.config)?;
+            let client = FleetClient::connect(&config).await?;
+            let known = client.hosts(Duration::from_millis(discover_ms)).await?;
+            let request = FleetCall {
+                prefix: &config.prefix,
+                family: &family,
+                op: &op,
+                input: input.as_deref().unwrap_or(""),
+                glob: &hosts,
+                expect: &expect,
+                access: if write {
+                    CallAccess::Write
+                } else {
+                    CallAccess::Read
+                },
+                timeout: Duration::from_millis(timeout),
+            };
+            let summary = client
+                .call(&request, &known, |answer| {
+                    emit(&format!("{answer}\n"));
+                })
+                .await?;
+            emit(&format!("{}\n", serde_json::json!({ "summary": summary })));
+            if summary.answered.is_empty() && summary.failed.is_empty() && summary.silent.is_empty() {
+                eprintln!(
+                    "no gateway matched --hosts '{hosts}' ({} found by discovery; `genl-gateway fleet hosts` lists them)",
+                    known.len()
+                );
+            }
+            Ok(if summary.all_ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)

@@ -66,11 +66,13 @@ pub enum ErrorCode {
     PluginLoading,
     /// The kernel did not answer in time.
     Timeout,
+    /// Too many calls from the bus are running; retry later.
+    Busy,
 }
 
 impl ErrorCode {
     /// Every code, for listing and for checking the docs.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::BadJson,
         Self::BadBody,
         Self::BadInput,
@@ -96,6 +98,7 @@ impl ErrorCode {
         Self::PluginRestarting,
         Self::PluginLoading,
         Self::Timeout,
+        Self::Busy,
     ];
 
     /// The code's wire name and its HTTP status: the one table. `kernel`'s
@@ -128,6 +131,7 @@ impl ErrorCode {
             PluginRestarting => ("plugin-restarting", StatusCode::SERVICE_UNAVAILABLE),
             PluginLoading => ("plugin-loading", StatusCode::SERVICE_UNAVAILABLE),
             Timeout => ("timeout", StatusCode::GATEWAY_TIMEOUT),
+            Busy => ("busy", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 

@@ -320,7 +320,30 @@ fn bus_metrics(o: &mut Out, fleet: &crate::fleet::Bus) {
             &stats.server_errors,
         ),
     ];
-    for (name, help, v) in counters {
+    let calls = fleet.call_stats();
+    let call_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 4] = [
+        (
+            "genl_gateway_bus_calls_total",
+            "Calls from the fleet received (with a reply subject).",
+            &calls.received,
+        ),
+        (
+            "genl_gateway_bus_call_errors_total",
+            "Calls from the fleet answered with an error document.",
+            &calls.errors,
+        ),
+        (
+            "genl_gateway_bus_calls_busy_total",
+            "Calls from the fleet refused because [bus.calls] max_concurrent were running.",
+            &calls.busy,
+        ),
+        (
+            "genl_gateway_bus_calls_no_reply_total",
+            "Messages on call subjects without a reply subject (dropped).",
+            &calls.no_reply,
+        ),
+    ];
+    for (name, help, v) in counters.into_iter().chain(call_counters) {
         o.family(name, "counter", help);
         o.sample(name, &[], v.load(Relaxed));
     }

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 pub use error::{ApiError, ErrorCode, PLUGIN_CODE_DEFAULT, errno_status, errno_statuses};
 pub use extract::MAX_FAMILY_NAME;
 pub use routes::router;
+pub(crate) use routes::run_call;
 pub use server::ServerLimits;
 pub use socket::{SocketError, ensure_free};
 
@@ -29,6 +30,9 @@ use crate::gateway::Gateway;
 pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let api = &gateway.config.api;
     let app = router(gateway.clone());
+    // Calls from the fleet share the API's call path; both start together.
+    crate::fleet::calls::spawn(gateway.clone());
+    crate::fleet::service::spawn(gateway.clone());
     let limits = ServerLimits {
         max_connections: api.max_connections,
         header_timeout: api.header_timeout,

@@ -222,16 +222,7 @@ async fn call(
     check_family_name(&family)?;
     let api = &gw.config.api;
     let body = read_body(body, api.max_body_bytes, api.body_timeout).await?;
-    let input = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the request body is not UTF-8"))?;
-    let input = if input.trim().is_empty() { "null" } else { input };
-    strict_json::check(input).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadJson,
-            format!("the request body is not acceptable JSON: {e}"),
-        )
-    })?;
-    check_input(&gw, &family, &op, input)?;
+    let input = checked_input(&gw, &family, &op, &body)?;
     let format = if wants_ndjson(&headers) {
         OutputFormat::Ndjson
     } else {
@@ -338,6 +329,33 @@ fn streamed_body(
             Some((end, None))
         }
     })
+}
+
+/// The request body `body` as the input of `op`, checked as the API checks
+/// it (family name, UTF-8, strict JSON, the op's input schema): the one
+/// path the HTTP API and bus calls share.
+fn checked_input<'a>(gw: &Gateway, family: &str, op: &str, body: &'a [u8]) -> Result<&'a str, ApiError> {
+    check_family_name(family)?;
+    let input = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the request body is not UTF-8"))?;
+    let input = if input.trim().is_empty() { "null" } else { input };
+    strict_json::check(input).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadJson,
+            format!("the request body is not acceptable JSON: {e}"),
+        )
+    })?;
+    check_input(gw, family, op, input)?;
+    Ok(input)
+}
+
+/// One call of `op` with the request body `body`, its output collected
+/// into one document and checked: what a bus call answers with.
+pub(crate) async fn run_call(gw: &Gateway, family: &str, op: &str, body: &[u8]) -> Result<String, ApiError> {
+    let input = checked_input(gw, family, op, body)?;
+    let output = gw.call(family, op, input).await?;
+    check_plugin_output(family, op, &output)?;
+    Ok(output)
 }
 
 /// The operation's input schema, if its plugin gave one, refuses input that

@@ -31,6 +31,7 @@ pub(crate) struct RawBus {
     max_reconnect_delay_ms: Option<u64>,
     #[serde(default)]
     events: super::events_config::RawEvents,
+    calls: super::calls_config::RawCalls,
 }
 
 #[derive(Deserialize, Default)]
@@ -48,6 +49,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFamilyBus {
     topics: Option<Vec<String>>,
+    write: Option<bool>,
 }
 
 /// A secret read from a file. Its `Debug` and `Display` never show it.
@@ -133,6 +135,8 @@ pub struct BusConfig {
     pub max_reconnect_delay: Duration,
     /// `[bus.events]`: the plugins' events on the bus.
     pub events: super::events_config::EventsConfig,
+    /// `[bus.calls]`: what calls from the fleet may do here.
+    pub calls: super::calls_config::CallsConfig,
 }
 
 /// A family's part in the bus (the `[bus]` table of its family file).
@@ -141,12 +145,16 @@ pub struct FamilyBus {
     /// Event topics published to the bus: exact names, or `*` for all.
     /// Default: all.
     pub topics: Vec<String>,
+    /// Whether ops that change kernel state may be called over the bus
+    /// (`write = true`; default false). `[bus.calls]` must allow writes too.
+    pub write: bool,
 }
 
 impl Default for FamilyBus {
     fn default() -> Self {
         Self {
             topics: vec!["*".to_owned()],
+            write: false,
         }
     }
 }
@@ -314,8 +322,10 @@ impl RawBus {
             100..=600_000,
         )?);
         let events = self.events.resolve(path, base, &prefix)?;
+        let calls = self.calls.resolve(path)?;
         Ok(BusConfig {
             events,
+            calls,
             urls: self.urls,
             host,
             prefix,
@@ -330,8 +340,12 @@ impl RawBus {
 impl RawFamilyBus {
     /// Check a family file's `[bus]`.
     pub(crate) fn resolve(self, path: &Path) -> Result<FamilyBus, ConfigError> {
+        let write = self.write.unwrap_or(false);
         let Some(topics) = self.topics else {
-            return Ok(FamilyBus::default());
+            return Ok(FamilyBus {
+                write,
+                ..FamilyBus::default()
+            });
         };
         if let Some(bad) = topics.iter().find(|t| t.as_str() != "*" && !is_token(t)) {
             return Err(ConfigError::Invalid {
@@ -340,7 +354,7 @@ impl RawFamilyBus {
                 message: format!("'{bad}' is not a topic name (letters, digits, '-' and '_') or \"*\""),
             });
         }
-        Ok(FamilyBus { topics })
+        Ok(FamilyBus { topics, write })
     }
 }
 

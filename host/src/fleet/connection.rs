@@ -69,6 +69,7 @@ pub struct Bus {
     stats: Arc<BusStats>,
     /// The events publisher, once started (`[bus.events]`).
     events: std::sync::OnceLock<Arc<super::events::EventsPublisher>>,
+    calls: super::calls::CallStats,
 }
 
 impl Bus {
@@ -77,29 +78,7 @@ impl Bus {
     /// own timeouts) until a server is reached.
     pub async fn start(config: BusConfig) -> Result<Arc<Self>, BusError> {
         let stats = Arc::new(BusStats::default());
-        let mut opts = match &config.credentials {
-            Credentials::None => async_nats::ConnectOptions::new(),
-            Credentials::UserPassword { user, password } => {
-                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned())
-            }
-            Credentials::Token(t) => async_nats::ConnectOptions::with_token(t.expose().to_owned()),
-            Credentials::NkeySeed(s) => async_nats::ConnectOptions::with_nkey(s.expose().to_owned()),
-            Credentials::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|source| BusError::Creds {
-                    path: path.clone(),
-                    source,
-                })?,
-        };
-        if let Some(ca) = &config.tls.ca_file {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        if config.tls.required {
-            opts = opts.require_tls(true);
-        }
+        let mut opts = connect_options(&config).await?;
         let max_delay = config.max_reconnect_delay;
         let events = stats.clone();
         let host = config.host.clone();
@@ -130,6 +109,7 @@ impl Bus {
             client,
             stats,
             events: std::sync::OnceLock::new(),
+            calls: super::calls::CallStats::default(),
         }))
     }
 
@@ -146,6 +126,11 @@ impl Bus {
     /// The connection's counters.
     pub fn stats(&self) -> &BusStats {
         &self.stats
+    }
+
+    /// The counters of calls from the fleet.
+    pub fn call_stats(&self) -> &super::calls::CallStats {
+        &self.calls
     }
 
     /// The connection's state now.
@@ -185,6 +170,35 @@ impl Bus {
             "events": self.events().map(|e| e.status()),
         })
     }
+}
+
+/// Client options for `config`'s credentials and TLS (shared by the
+/// gateway and the fleet CLI).
+pub async fn connect_options(config: &BusConfig) -> Result<async_nats::ConnectOptions, BusError> {
+    let mut opts = match &config.credentials {
+        Credentials::None => async_nats::ConnectOptions::new(),
+        Credentials::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned())
+        }
+        Credentials::Token(t) => async_nats::ConnectOptions::with_token(t.expose().to_owned()),
+        Credentials::NkeySeed(s) => async_nats::ConnectOptions::with_nkey(s.expose().to_owned()),
+        Credentials::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| BusError::Creds {
+                path: path.clone(),
+                source,
+            })?,
+    };
+    if let Some(ca) = &config.tls.ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.tls.required {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts)
 }
 
 /// 100 ms doubling per attempt, capped at `max`.

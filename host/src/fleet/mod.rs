@@ -8,12 +8,17 @@
 //! answers calls from the fleet.
 //! A gateway whose bus is down keeps serving its local API as before.
 
+pub mod calls;
+pub mod calls_config;
 pub mod config;
 pub mod connection;
 pub mod events;
 pub mod events_config;
+pub mod fleet_cli;
 pub mod replay;
+pub mod service;
 mod spool;
 
+pub use calls_config::CallsConfig;
 pub use config::{BusConfig, Credentials, FamilyBus, Secret, TlsConfig};
 pub use connection::{Bus, BusState};

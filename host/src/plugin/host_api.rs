@@ -406,10 +406,7 @@ impl kernel::Host for PluginState {
 }
 
 impl kernel::HostDump for PluginState {
-    async fn next_part(
-        &mut self,
-        dump: Resource<DumpParts>,
-    ) -> Result<Option<Vec<u8>>, types::RequestError> {
+    async fn next_part(&mut self, dump: Resource<DumpParts>) -> Result<Option<Vec<u8>>, types::RequestError> {
         let bounds = self.request_bounds();
         let dump = self
             .table
