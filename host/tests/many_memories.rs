@@ -18,7 +18,7 @@ use serde_json::Value;
 
 /// Where the canonical ABI finds things in memory 0 of the hog.
 const INIT_RESULT: u32 = 256; // result<_, string>: all zero is `ok`
-const CALL_RESULT: u32 = 512; // result<string, call-error>
+const CALL_RESULT: u32 = 512; // result<call-output, call-error>; ok = document(string)
 const DESCRIPTION: u32 = 1024; // plugin-description, 32 bytes
 const OPS: u32 = 1100; // two op-descriptions, 44 bytes each
 const STRINGS: u32 = 2048;
@@ -137,6 +137,7 @@ fn hog_wat(memories: usize, max_mib: u32) -> String {
   (func (export "call") (param $op i32) (param $op_len i32) (param $in i32) (param $in_len i32) (result i32)
     (local $old i32) (local $a i32) (local $end i32)
     (i32.store8 (i32.const {CALL_RESULT}) (i32.const 0))
+    (i32.store8 (i32.const {CALL_OUTPUT_TAG}) (i32.const 0))
     (if (i32.eq (i32.load8_u (local.get $op)) (i32.const 0x67))
       (then {grow}
         (i32.store (i32.const {CALL_RESULT_PTR}) (i32.const {grown_ptr}))
@@ -148,8 +149,9 @@ fn hog_wat(memories: usize, max_mib: u32) -> String {
 )"#,
         data = data.wat_literal(),
         arena = HEAP_END - HEAP,
-        CALL_RESULT_PTR = CALL_RESULT + 4,
-        CALL_RESULT_LEN = CALL_RESULT + 8,
+        CALL_OUTPUT_TAG = CALL_RESULT + 4,
+        CALL_RESULT_PTR = CALL_RESULT + 8,
+        CALL_RESULT_LEN = CALL_RESULT + 12,
     )
 }
 

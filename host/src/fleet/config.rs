@@ -31,6 +31,7 @@ pub(crate) struct RawBus {
     max_reconnect_delay_ms: Option<u64>,
     #[serde(default)]
     events: super::events_config::RawEvents,
+    #[serde(default)]
     calls: super::calls_config::RawCalls,
 }
 
