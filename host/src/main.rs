@@ -831,6 +831,14 @@ fn print_plugin_table(body: &[u8]) {
     for b in v["broken_files"].as_array().into_iter().flatten() {
         out.push_str(&format!("broken: {}\n", b["error"].as_str().unwrap_or("?")));
     }
+    if let Some(bus) = v.get("bus").filter(|b| !b.is_null()) {
+        out.push_str(&format!(
+            "bus: {} as host {} (prefix {})\n",
+            bus["state"].as_str().unwrap_or("?"),
+            bus["host"].as_str().unwrap_or("?"),
+            bus["prefix"].as_str().unwrap_or("?")
+        ));
+    }
     emit(&out);
 }
 

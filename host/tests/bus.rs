@@ -54,6 +54,9 @@ fn the_gateway_joins_the_bus_survives_its_loss_and_reconnects() {
     let gw = Gateway::start(&config);
     wait_state(&gw, "connected", 30);
     assert_eq!(gw.health()["bus"]["host"], "host-a");
+    let plugins = gw.cli(&["plugins"]);
+    let text = String::from_utf8_lossy(&plugins.stdout);
+    assert!(text.contains("bus: connected as host host-a"), "{text}");
     assert_eq!(metric(&gw, "genl_gateway_bus_connected"), 1);
 
     // The whole bus goes away: the local API serves exactly as before.

@@ -617,6 +617,8 @@ async fn plugins(State(gw): State<Arc<Gateway>>, visible: Visible) -> Json<Value
         "broken_files": broken,
         "cache": {"compiled": gw.runtime.cache.compiled.load(Relaxed), "hits": gw.runtime.cache.hits.load(Relaxed)},
         "engine": {"pooling_allocator": gw.runtime.pooling, "fuel_metering": gw.runtime.fuel},
+        // Shown to a token covering every family only: it names the host.
+        "bus": gw.bus.as_ref().filter(|_| visible.sees("*")).map(|b| b.status()),
     }))
 }
 
