@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use super::config::ALL_HOSTS;
 use crate::api::{ApiError, ErrorCode};
 use crate::config::Access;
-use crate::gateway::{CallError, Gateway};
+use crate::gateway::Gateway;
 
 /// The token after the host in a call subject.
 pub const CALL_TOKEN: &str = "call";
@@ -230,25 +230,7 @@ fn authorize(gw: &Gateway, config: &super::BusConfig, call: &CallSubject) -> Res
         ));
     }
     // The same errors a call would give, without running anything.
-    let Some(entry) = gw.family(family) else {
-        let error = if gw.loading().iter().any(|n| n == family) {
-            CallError::PluginLoading(family.clone())
-        } else {
-            let names = gw.families();
-            CallError::UnknownFamily {
-                family: family.clone(),
-                did_you_mean: crate::hints::did_you_mean(family, names.iter().map(|(n, _)| n.as_str()))
-                    .map(str::to_owned),
-            }
-        };
-        return Err(error.into());
-    };
-    let plugin = entry.plugin.as_ref().map_err(|reason| {
-        ApiError::from(CallError::PluginFailed {
-            family: family.clone(),
-            reason: reason.clone(),
-        })
-    })?;
+    let (entry, plugin) = gw.serving(family)?;
     let Some(described) = plugin.description().ops.iter().find(|o| o.name == *op) else {
         return Err(ApiError::new(
             ErrorCode::UnknownOp,

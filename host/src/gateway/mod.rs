@@ -332,15 +332,10 @@ impl Gateway {
         }
     }
 
-    /// Call `op` of `family`'s plugin with the JSON `input`, streamed items
-    /// going to `sink` as the plugin sends them.
-    pub async fn call_with_output(
-        &self,
-        family: &str,
-        op: &str,
-        input: &str,
-        sink: crate::plugin::OutputSink,
-    ) -> Result<crate::plugin::CallOutput, CallError> {
+    /// The entry and plugin serving `family` now, or the error a call of
+    /// it answers with (unknown, still loading, failed): one place for the
+    /// HTTP API and bus calls alike.
+    pub fn serving(&self, family: &str) -> Result<(Arc<FamilyEntry>, Arc<LoadedPlugin>), CallError> {
         let Some(entry) = self.family(family) else {
             return Err(if self.loading.contains(family) {
                 CallError::PluginLoading(family.to_owned())
@@ -353,7 +348,7 @@ impl Gateway {
                 }
             });
         };
-        let plugin = entry.plugin.as_ref().map_err(|reason| {
+        let plugin = entry.plugin.as_ref().cloned().map_err(|reason| {
             // A failed version being replaced: the new one is on its way.
             if self.loading.contains(family) {
                 CallError::PluginLoading(family.to_owned())
@@ -364,6 +359,19 @@ impl Gateway {
                 }
             }
         })?;
+        Ok((entry, plugin))
+    }
+
+    /// Call `op` of `family`'s plugin with the JSON `input`, streamed items
+    /// going to `sink` as the plugin sends them.
+    pub async fn call_with_output(
+        &self,
+        family: &str,
+        op: &str,
+        input: &str,
+        sink: crate::plugin::OutputSink,
+    ) -> Result<crate::plugin::CallOutput, CallError> {
+        let (_, plugin) = self.serving(family)?;
         if self.resolver.cached(family).is_none() {
             // The watcher normally knows; a call racing a family's arrival
             // asks the kernel once rather than fail.
