@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 
-use super::{Netns, Proc, config, connect, sh, spawn_gateway};
+use super::{Netns, Proc, config, follow_sse, sh, spawn_gateway};
 use crate::stats::Row;
 
 /// GET `path` on the gateway's socket; the body.
@@ -37,20 +35,32 @@ fn metric(sock: &Path, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free TCP port on loopback.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_nats(port: u16, store: &Path) -> anyhow::Result<Proc> {
+/// Debian's `nats-server` on loopback `port`, with JetStream storing in
+/// `store` if given, its log in `log`; returned once it listens.
+pub(crate) fn start_nats(port: u16, store: Option<&Path>, log: &Path) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new("nats-server");
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(store) = store {
+        cmd.arg("-js").arg("-sd").arg(store);
+    }
     let p = Proc(
-        Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
             .spawn()
-            .context("nats-server (scripts/setup.sh installs it)")?,
+            .context("nats-server (scripts/setup.sh installs Debian's nats-server)")?,
     );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("nats-server did not listen within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(p)
 }
 
@@ -78,7 +88,7 @@ pub(crate) fn events_to_jetstream(
     eprintln!("fleet: netdev events to SSE and to JetStream");
     let port = free_port()?;
     let store = tmp.join("nats-js");
-    let nats = start_nats(port, &store)?;
+    let nats = start_nats(port, Some(&store), &tmp.join("nats.log"))?;
     let name = format!("genl-bench-fleet-{}", std::process::id());
     sh("ip", &["netns", "add", &name])?;
     let ns = Netns(name);
@@ -117,30 +127,18 @@ pub(crate) fn events_to_jetstream(
     let sse = {
         let (seen, done, sock) = (seen.clone(), done.clone(), sock.clone());
         rt.spawn(async move {
-            let mut s = connect(&sock).await?;
-            s.ready().await?;
-            let req = hyper::Request::get("/v1/families/netdev/events?topic=dev-add-ntf,dev-del-ntf")
-                .header("host", "gw")
-                .body(Full::new(Bytes::new()))?;
-            let mut body = s.send_request(req).await?.into_body();
-            let mut text = String::new();
-            while !done.load(Ordering::Relaxed) {
-                let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(100), body.frame()).await
-                else {
-                    continue;
-                };
-                let Some(data) = frame?.into_data().ok() else {
-                    continue;
-                };
-                text.push_str(&String::from_utf8_lossy(&data));
-                while let Some(end) = text.find("\n\n") {
-                    let block: String = text.drain(..end + 2).collect();
+            follow_sse(
+                &sock,
+                "/v1/families/netdev/events?topic=dev-add-ntf,dev-del-ntf",
+                &done,
+                |block| {
                     if block.contains("event: dev-") {
                         seen.fetch_add(1, Ordering::Relaxed);
                     }
-                }
-            }
-            anyhow::Ok(())
+                    Ok(())
+                },
+            )
+            .await
         })
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -188,7 +186,7 @@ pub(crate) fn events_to_jetstream(
     while metric(&sock, "genl_gateway_bus_events_queued_total") < queued + devices {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _nats = start_nats(port, &store)?;
+    let _nats = start_nats(port, Some(&store), &tmp.join("nats.log"))?;
     let acked = metric(&sock, "genl_gateway_bus_events_acked_total");
     let wait = Instant::now();
     while metric(&sock, "genl_gateway_bus_events_acked_total") == acked {

@@ -5,7 +5,6 @@
 //! part of a call's latency.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,6 +12,7 @@ use genl_gateway::config::GatewayConfig;
 use genl_gateway::fleet::calls::CallAccess;
 use genl_gateway::fleet::fleet_cli::{FleetCall, FleetClient};
 
+use super::fleet::{free_port, start_nats};
 use super::stats::{Row, summarise};
 use super::{Netns, Proc, sh, spawn_gateway};
 
@@ -27,30 +27,6 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
 ];
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A single `nats-server` on loopback.
-fn nats_server(dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let port = free_port()?;
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("nats.log"))?)
-        .spawn()
-        .context("nats-server (scripts/setup.sh installs Debian's nats-server)")?;
-    let p = Proc(child);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("nats-server did not listen within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((p, format!("nats://127.0.0.1:{port}")))
-}
-
 /// The rows: `fleet call netdev dev-dump` over 1, 5 and 50 gateways.
 pub fn rows(
     gateway_bin: &Path,
@@ -59,7 +35,9 @@ pub fn rows(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Vec<Row>> {
     let tmp = tempfile::tempdir()?;
-    let (_nats, url) = nats_server(tmp.path())?;
+    let port = free_port()?;
+    let _nats = start_nats(port, None, &tmp.path().join("nats.log"))?;
+    let url = format!("nats://127.0.0.1:{port}");
     let namespaces: Vec<Netns> = (0..5)
         .map(|i| {
             let ns = Netns(format!("genl-bench-fleet-{}-{i}", std::process::id()));

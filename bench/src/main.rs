@@ -206,6 +206,37 @@ async fn post(s: &mut Sender, path: &str, body: &str) -> anyhow::Result<Bytes> {
     Ok(bytes)
 }
 
+/// Follow the SSE stream at `path` until `done`, handing each event block
+/// (up to its blank line) to `on_block`.
+async fn follow_sse(
+    sock: &Path,
+    path: &str,
+    done: &AtomicBool,
+    mut on_block: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut s = connect(sock).await?;
+    s.ready().await?;
+    let req = hyper::Request::get(path)
+        .header("host", "gw")
+        .body(Full::new(Bytes::new()))?;
+    let mut body = s.send_request(req).await?.into_body();
+    let mut text = String::new();
+    while !done.load(Ordering::Relaxed) {
+        let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(100), body.frame()).await else {
+            continue;
+        };
+        let Some(data) = frame?.into_data().ok() else {
+            continue;
+        };
+        text.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            on_block(&block)?;
+        }
+    }
+    Ok(())
+}
+
 /// One `do` request, measured through every path.
 struct DoWorkload<'a> {
     label: &'static str,
@@ -807,25 +838,11 @@ fn notifications(
         for c in &counts {
             let (c, done, lagged, sock) = (c.clone(), done.clone(), lagged.clone(), sock.clone());
             tasks.push(rt.spawn(async move {
-                let mut s = connect(&sock).await?;
-                s.ready().await?;
-                let req = hyper::Request::get("/v1/families/TASKSTATS/events?topic=exit")
-                    .header("host", "gw")
-                    .body(Full::new(Bytes::new()))?;
-                let mut body = s.send_request(req).await?.into_body();
-                let mut text = String::new();
-                while !done.load(Ordering::Relaxed) {
-                    let Ok(Some(frame)) =
-                        tokio::time::timeout(Duration::from_millis(100), body.frame()).await
-                    else {
-                        continue;
-                    };
-                    let Some(data) = frame?.into_data().ok() else {
-                        continue;
-                    };
-                    text.push_str(&String::from_utf8_lossy(&data));
-                    while let Some(end) = text.find("\n\n") {
-                        let block: String = text.drain(..end + 2).collect();
+                follow_sse(
+                    &sock,
+                    "/v1/families/TASKSTATS/events?topic=exit",
+                    &done,
+                    |block| {
                         if block.contains("event: lagged") {
                             lagged.fetch_add(1, Ordering::Relaxed);
                         }
@@ -837,9 +854,10 @@ fn notifications(
                                 c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(pid);
                             }
                         }
-                    }
-                }
-                anyhow::Ok(())
+                        Ok(())
+                    },
+                )
+                .await
             }));
         }
         std::thread::sleep(Duration::from_millis(300));
