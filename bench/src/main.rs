@@ -50,6 +50,16 @@ struct Opts {
     gateway_bin: PathBuf,
     plugins: PathBuf,
     out: PathBuf,
+    /// Sections to run (`--only do,dump`); all when empty.
+    only: Vec<String>,
+}
+
+impl Opts {
+    /// Whether section `name` runs: `do`, `server`, `dump`, `decode`,
+    /// `big-dump`, `notify`, `fleet-events`, `startup`, `fleet-calls`.
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == name)
+    }
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -66,6 +76,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         gateway_bin: target.join("release/genl-gateway"),
         plugins: root.join("target/plugins"),
         out: root.join("target/bench/results.md"),
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,9 +85,15 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--gateway" => o.gateway_bin = args.next().map(PathBuf::from).context("--gateway PATH")?,
             "--out" => o.out = args.next().map(PathBuf::from).context("--out PATH")?,
+            "--only" => {
+                let list = args.next().context("--only SECTION[,SECTION...]")?;
+                o.only = list.split(',').map(str::to_owned).collect();
+            }
             "--profile-plugin-do" | "--profile-http" | "--fleet-calls-only" => {}
             other => {
-                bail!("unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH")
+                bail!(
+                    "unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH, --only SECTIONS"
+                )
             }
         }
     }
@@ -514,12 +531,71 @@ fn main() -> anyhow::Result<()> {
         pyroute2: &["dev-get", "1"],
     };
     for w in [getfamily, dev_get] {
-        eprintln!("{}", w.label);
-        rows.extend(w.run(&o, &rt, &mut raw, &gw, &sock, &ns.0, n)?);
+        if o.wants("do") {
+            eprintln!("{}", w.label);
+            rows.extend(w.run(&o, &rt, &mut raw, &gw, &sock, &ns.0, n)?);
+        }
     }
-    server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
+    if o.wants("server") {
+        server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
+    }
+    if o.wants("dump") {
+        dump_rows(&o, &rt, &mut raw, netdev, &gw, &sock, &ns.0, dumps, &mut rows)?;
+    }
+    if o.wants("decode") {
+        decode_rows(&mut raw, netdev, &mut rows)?;
+    }
+    drop(raw);
+    drop(gw);
 
-    // --- dump
+    // --- a 10,000-device dump, with the gateway's peak memory
+    let big = if o.quick { 3_000 } else { 10_000 };
+    if o.wants("big-dump") {
+        rows.extend(server_load::big_dump_rows(&o, &rt, tmp.path(), big)?);
+    }
+
+    // --- notifications
+    if o.wants("notify") {
+        notifications(&o, &rt, tmp.path(), &mut rows)?;
+    }
+    if o.wants("fleet-events") {
+        fleet::events_to_jetstream(&o, &rt, tmp.path(), &mut rows)?;
+    }
+
+    // --- start-up and memory
+    if o.wants("startup") {
+        startup(&o, tmp.path(), &mut rows)?;
+    }
+
+    server_load::server_ratios(&mut rows);
+    // --- fleet: calls over a NATS bus
+    if o.wants("fleet-calls") {
+        rows.extend(fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?);
+    }
+
+    let table = stats::table(&rows);
+    println!("\n{table}");
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.out, &table)?;
+    eprintln!("written to {}", o.out.display());
+    Ok(())
+}
+
+/// The 1001-device dump through every path.
+#[allow(clippy::too_many_arguments)]
+fn dump_rows(
+    o: &Opts,
+    rt: &tokio::runtime::Runtime,
+    raw: &mut Raw,
+    netdev: u16,
+    gw: &Gateway,
+    sock: &Path,
+    netns: &str,
+    dumps: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     eprintln!("dump: netdev dev-get over 1001 devices");
     let w = "dump: netdev dev-get, 1001 devices";
     let mut got = 0;
@@ -566,7 +642,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(0.0)
     };
     let (r, p50, p99, per) = rt.block_on(http_rate(
-        &sock,
+        sock,
         dumps,
         "/v1/families/netdev/ops/dev-dump",
         "",
@@ -580,36 +656,10 @@ fn main() -> anyhow::Result<()> {
         format!("{per:.0} devices"),
     ));
     if let Some(py) = &o.python {
-        let v = pyroute2(py, &ns.0, &["dump", &(dumps / 2).to_string()])?;
+        let v = pyroute2(py, netns, &["dump", &(dumps / 2).to_string()])?;
         let per = v["per_dump"].as_f64().unwrap_or(0.0);
         rows.push(py_row(w, "msg/s", &v, format!("{per:.0} devices (of 1001)")));
     }
-    decode_rows(&mut raw, netdev, &mut rows)?;
-    drop(raw);
-    drop(gw);
-
-    // --- a 10,000-device dump, with the gateway's peak memory
-    let big = if o.quick { 3_000 } else { 10_000 };
-    rows.extend(server_load::big_dump_rows(&o, &rt, tmp.path(), big)?);
-
-    // --- notifications
-    notifications(&o, &rt, tmp.path(), &mut rows)?;
-    fleet::events_to_jetstream(&o, &rt, tmp.path(), &mut rows)?;
-
-    // --- start-up and memory
-    startup(&o, tmp.path(), &mut rows)?;
-
-    server_load::server_ratios(&mut rows);
-    // --- fleet: calls over a NATS bus
-    rows.extend(fleet_calls::rows(&o.gateway_bin, &o.plugins, o.quick, &rt)?);
-
-    let table = stats::table(&rows);
-    println!("\n{table}");
-    if let Some(dir) = o.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&o.out, &table)?;
-    eprintln!("written to {}", o.out.display());
     Ok(())
 }
 
@@ -674,12 +724,20 @@ fn decode_rows(raw: &mut Raw, netdev: u16, rows: &mut Vec<Row>) -> anyhow::Resul
         let out: Vec<serde_json::Value> = payloads.iter().filter_map(|p| decode(p, DEV).ok()).collect();
         serde_json::to_vec(&out).map_or(0, |b| b.len())
     };
+    // What the engine's serving path does: each message written as JSON
+    // text, the items of one array.
     let engine = || {
-        let out: Vec<serde_json::Map<String, Value>> = payloads
-            .iter()
-            .filter_map(|p| spec.decode_attrs("dev", p).ok())
-            .collect();
-        serde_json::to_vec(&out).map_or(0, |b| b.len())
+        let mut out = String::from("[");
+        for p in &payloads {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            if spec.write_attrs("dev", p, &mut out).is_err() && out.ends_with(',') {
+                out.pop();
+            }
+        }
+        out.push(']');
+        out.len()
     };
     let mut bytes = (0, 0);
     for _ in 0..PER_ROUND {
@@ -705,7 +763,7 @@ fn decode_rows(raw: &mut Raw, netdev: u16, rows: &mut Vec<Row>) -> anyhow::Resul
             "flags as numbers",
         ),
         (
-            "YNL engine (Spec::decode_attrs)",
+            "YNL engine (Spec::write_attrs)",
             &mut samples.1,
             bytes.1,
             "flags named",
