@@ -69,6 +69,27 @@ impl Items {
         }
     }
 
+    /// Send a batch of items already written as JSON text (by the YNL
+    /// engine's decoder, say), without turning them into values first.
+    /// Each must be one JSON value: the host checks, and refuses the
+    /// output otherwise.
+    pub fn send_texts(&mut self, batch: Vec<String>) -> Result<(), CallError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::wasm::output::items(&batch).map_err(|m| CallError::new("output-closed", m))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            for text in batch {
+                self.collected.push(parse(&text)?);
+            }
+            Ok(())
+        }
+    }
+
     /// What `call` returns: on wasm `null` (the items are the output),
     /// natively the collected array.
     pub fn finish(self) -> Value {
@@ -81,4 +102,27 @@ impl Items {
             Value::Array(self.collected)
         }
     }
+}
+
+/// Make `text`, one JSON document, the running call's output as it is:
+/// return the result from `call`. For output already written as JSON text
+/// (the YNL engine's decoder writes text), it saves parsing it into a
+/// value only to serialise it again. On wasm the result is `null` and the
+/// text goes to the client; natively (in `cargo test`) it is the parsed
+/// value, so a plugin's tests see what a client does.
+pub fn document(text: String) -> Result<Value, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::wasm::output::document(text);
+        Ok(Value::Null)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        parse(&text)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn parse(text: &str) -> Result<Value, CallError> {
+    serde_json::from_str(text).map_err(|e| CallError::new("internal", format!("an output is not JSON: {e}")))
 }

@@ -78,6 +78,7 @@ impl<P: Plugin> bindings::Guest for Export<P> {
 
     fn call(op: String, input: String) -> Result<wit::CallOutput, wit::CallError> {
         output::reset();
+        output::take_document();
         let result = (|| {
             let input: serde_json::Value = if input.trim().is_empty() {
                 serde_json::Value::Null
@@ -87,8 +88,12 @@ impl<P: Plugin> bindings::Guest for Export<P> {
             };
             let out = with_plugin::<P, _>(|p| p.call(&op, input))
                 .ok_or_else(|| CallError::new("not-initialised", "the plugin's init did not succeed"))??;
+            let document = output::take_document();
             if output::reset() {
                 return Ok(wit::CallOutput::Items);
+            }
+            if let Some(text) = document {
+                return Ok(wit::CallOutput::Document(text));
             }
             serde_json::to_string(&out)
                 .map(wit::CallOutput::Document)
@@ -199,9 +204,23 @@ pub(crate) mod kernel {
 pub(crate) mod output {
     use std::cell::Cell;
 
+    use std::cell::RefCell;
+
     thread_local! {
         // Whether the running call's output is "the items".
         static STREAMED: Cell<bool> = const { Cell::new(false) };
+        // The running call's output, when it was given as JSON text.
+        static DOCUMENT: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// The running call's output is `text`, as it is.
+    pub fn document(text: String) {
+        DOCUMENT.with(|d| *d.borrow_mut() = Some(text));
+    }
+
+    /// The output given as text, taken (and so forgotten).
+    pub fn take_document() -> Option<String> {
+        DOCUMENT.with(|d| d.borrow_mut().take())
     }
 
     /// The running call's output is the items it sends.

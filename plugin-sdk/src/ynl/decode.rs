@@ -1,15 +1,25 @@
 //! Kernel bytes to JSON, driven by a [`Spec`]. Names and values follow the
 //! kernel's YNL library: enums as names, flags as lists of names, structs
-//! as objects, display hints as text, multi-attrs as arrays. Attributes the
-//! spec does not know (a newer kernel) are kept as `"attr-N": "<hex>"` and
-//! never fail a decode.
+//! as objects, display hints as text, multi-attrs as arrays, keys in wire
+//! order. Attributes the spec does not know (a newer kernel) are kept as
+//! `"attr-N": "<hex>"` and never fail a decode.
+//!
+//! The decoder writes JSON text, not `serde_json::Value`s: text is what a
+//! client gets, and building a map of owned keys per message only to
+//! serialise it again was most of a decode's cost. Callers that want
+//! values ([`Spec::decode_attrs`]) parse the text.
 
+use std::fmt;
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
-use super::spec::{AttrDef, AttrKind, AttrSet, DisplayHint, EnumDef, Links, MemberDef, Spec};
-use genl_wire::Attrs;
+use super::json_text::{self, Items, Members};
+use super::spec::{
+    AttrDef, AttrKind, AttrSet, DisplayHint, EnumDef, Links, MemberDef, Spec, SubMessageFormat,
+};
+use genl_wire::{Attr, Attrs};
 
 /// Why kernel bytes could not be decoded with the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,25 +31,51 @@ pub struct DecodeError {
     pub message: String,
 }
 
-fn err(path: &str, message: impl Into<String>) -> DecodeError {
-    DecodeError {
-        path: path.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// The JSON key of an attribute the spec does not know.
 pub fn unknown_key(kind: u16) -> String {
     format!("attr-{kind}")
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+/// Where the decoder is, rendered only when an error needs it (a string
+/// per nest would cost an allocation on every message).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, u16),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root(name) => f.write_str(name),
+            Self::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Self::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
     }
-    s
+}
+
+fn err(path: &Path<'_>, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The attribute sets enclosing the attribute being decoded, innermost
+/// first, each with the bytes of its attributes that came before: where a
+/// sub-message looks for its selector.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    set: &'a AttrSet,
+    before: &'a [u8],
+    outer: Option<&'a Scope<'a>>,
+}
+
+impl<'a> Scope<'a> {
+    fn iter(&'a self) -> impl Iterator<Item = &'a Scope<'a>> {
+        std::iter::successors(Some(self), |s| s.outer)
+    }
 }
 
 /// An integer read from the wire, before the spec shapes it.
@@ -50,10 +86,10 @@ enum Int {
 }
 
 impl Int {
-    fn value(self) -> Value {
+    fn write(self, out: &mut String) {
         match self {
-            Self::Unsigned(u) => Value::from(u),
-            Self::Signed(i) => Value::from(i),
+            Self::Unsigned(u) => json_text::uint(out, u),
+            Self::Signed(i) => json_text::int(out, i),
         }
     }
 
@@ -95,265 +131,385 @@ fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<I
     })
 }
 
-fn int_bytes(
+fn int_at(
     raw: &[u8],
     size: usize,
     signed: bool,
     big_endian: bool,
-    path: &str,
+    path: &Path<'_>,
 ) -> Result<Int, DecodeError> {
     read_int(raw, size, signed, big_endian).map_err(|m| err(path, m))
 }
 
+/// Where `attr` starts in `buf` (its header included), which it was read
+/// from.
+fn offset_of(buf: &[u8], attr: &Attr<'_>) -> usize {
+    let at = (attr.bytes().as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    at.saturating_sub(4).min(buf.len())
+}
+
 impl Spec {
-    /// Decode the attributes in `buf` with set `set`.
+    /// Decode the attributes in `buf` with set `set`, as values.
     pub fn decode_attrs(&self, set: &str, buf: &[u8]) -> Result<Map<String, Value>, DecodeError> {
-        let set = self
-            .set(set)
-            .ok_or_else(|| err(set, "no such attribute set in the spec"))?;
-        self.decode_set(set, buf, &[], set.name.as_str())
+        let mut text = String::new();
+        self.write_attrs(set, buf, &mut text)?;
+        parse_object(&text, set)
     }
 
-    fn decode_set(
+    /// Decode the attributes in `buf` with set `set` as one JSON object,
+    /// appended to `out` (left as it was on an error).
+    pub fn write_attrs(&self, set: &str, buf: &[u8], out: &mut String) -> Result<(), DecodeError> {
+        let start = out.len();
+        let path = Path::Root(set);
+        let result = self
+            .set(set)
+            .ok_or_else(|| err(&path, "no such attribute set in the spec"))
+            .and_then(|s| self.write_set(s, buf, None, &path, out));
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// One message as a JSON object appended to `out`: the members of
+    /// fixed header `header`, then the attributes of set `set`, side by
+    /// side (as the YNL CLI shows them). `out` is left as it was on an
+    /// error.
+    pub fn write_message(
+        &self,
+        header: Option<&str>,
+        set: Option<&str>,
+        payload: &[u8],
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        let start = out.len();
+        let result = (|| {
+            out.push('{');
+            let mut members = Members::new();
+            if let Some(h) = header {
+                self.write_struct_members(h, payload, &Path::Root(h), &mut members, out)?;
+            }
+            if let Some(name) = set {
+                let path = Path::Root(name);
+                let set = self
+                    .set(name)
+                    .ok_or_else(|| err(&path, "no such attribute set in the spec"))?;
+                let attrs = payload.get(self.struct_size(header)..).unwrap_or_default();
+                self.write_members(set, attrs, None, &path, &mut members, out)?;
+            }
+            out.push('}');
+            Ok(())
+        })();
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn write_set(
         &self,
         set: &AttrSet,
         buf: &[u8],
-        outer: &[&Map<String, Value>],
-        path: &str,
-    ) -> Result<Map<String, Value>, DecodeError> {
-        let mut out = Map::new();
+        outer: Option<&Scope<'_>>,
+        path: &Path<'_>,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        out.push('{');
+        self.write_members(set, buf, outer, path, &mut Members::new(), out)?;
+        out.push('}');
+        Ok(())
+    }
+
+    /// The attributes of `buf` as members: each once, in wire order; a
+    /// multi-attr as one array of all its occurrences (at its first); any
+    /// other attribute that repeats as its last occurrence, as the
+    /// kernel's YNL library keeps it.
+    fn write_members(
+        &self,
+        set: &AttrSet,
+        buf: &[u8],
+        outer: Option<&Scope<'_>>,
+        path: &Path<'_>,
+        members: &mut Members,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        if repeats(buf).map_err(|m| err(path, m))? {
+            return self.write_grouped(set, buf, outer, path, members, out);
+        }
         for attr in Attrs::new(buf) {
             let attr = attr.map_err(|e| err(path, e.to_string()))?;
-            let Some((def, links)) = set.linked(attr.kind()) else {
-                out.insert(unknown_key(attr.kind()), Value::String(hex(attr.bytes())));
-                continue;
+            let scope = Scope {
+                set,
+                before: &buf[..offset_of(buf, &attr)],
+                outer,
             };
-            if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) {
-                continue;
-            }
-            // Most attributes are scalars: decode them without the path
-            // and scope that only nests and errors need (one allocation
-            // each per attribute otherwise).
-            let value = match self.decode_scalar(def, links, attr.bytes()) {
-                Some(Ok(v)) => v,
-                Some(Err(message)) => return Err(err(&format!("{path}.{}", def.name), message)),
+            match set.linked(attr.kind()) {
                 None => {
-                    let here = format!("{path}.{}", def.name);
-                    let mut scope: Vec<&Map<String, Value>> = Vec::with_capacity(outer.len() + 1);
-                    scope.push(&out);
-                    scope.extend_from_slice(outer);
-                    self.decode_value(def, links, attr.bytes(), &scope, &here)?
+                    members.unknown_key(out, attr.kind());
+                    json_text::hex(out, attr.bytes(), None);
                 }
-            };
-            if def.multi {
-                match out
-                    .entry(def.name.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()))
-                {
-                    Value::Array(items) => items.push(value),
-                    other => *other = Value::Array(vec![other.take(), value]),
+                Some((def, _)) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some((def, links)) => {
+                    members.key(out, &def.name);
+                    if def.multi {
+                        out.push('[');
+                    }
+                    self.write_value(def, links, attr.bytes(), &scope, path, out)?;
+                    if def.multi {
+                        out.push(']');
+                    }
                 }
-            } else {
-                out.insert(def.name.clone(), value);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// A scalar attribute's value, or `None` for kinds that need the
-    /// enclosing scope (nests, arrays, sub-messages, structs).
-    fn decode_scalar(&self, def: &AttrDef, links: Links, raw: &[u8]) -> Option<Result<Value, String>> {
-        let int = |size: usize, signed: bool| {
-            read_int(raw, size, signed, def.big_endian).map(|v| {
-                self.shape_int(
-                    v,
-                    links.enumeration.and_then(|i| self.enum_at(i)),
-                    def.enum_as_flags,
-                    def.display_hint,
-                    def.big_endian,
-                )
-            })
-        };
-        Some(match def.kind {
-            AttrKind::Flag => Ok(Value::Bool(true)),
-            AttrKind::String => Ok(Value::String(string(raw))),
-            AttrKind::Uint | AttrKind::Sint => match raw.len() {
-                4 | 8 => int(raw.len(), def.kind == AttrKind::Sint),
-                n => Err(format!("a variable-size integer of {n} bytes (4 or 8 expected)")),
-            },
-            AttrKind::Binary if def.structure.is_none() && def.sub_type.is_none() => {
-                Ok(bytes_shown(raw, def.display_hint))
+    /// [`Spec::write_members`] for attributes that repeat.
+    fn write_grouped(
+        &self,
+        set: &AttrSet,
+        buf: &[u8],
+        outer: Option<&Scope<'_>>,
+        path: &Path<'_>,
+        members: &mut Members,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        let all = Attrs::new(buf)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(path, e.to_string()))?;
+        // Positions grouped by attribute number (a stable sort keeps wire
+        // order within a group), then the groups in order of first
+        // occurrence: n log n however hostile the message.
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by_key(|&i| all[i].kind());
+        let mut groups: Vec<&[usize]> = order.chunk_by(|&a, &b| all[a].kind() == all[b].kind()).collect();
+        groups.sort_by_key(|g| g.first().copied().unwrap_or_default());
+        for group in groups {
+            let (Some(&first), Some(&last)) = (group.first(), group.last()) else {
+                continue;
+            };
+            let kind = all[first].kind();
+            let scope_of = |i: usize| Scope {
+                set,
+                before: &buf[..offset_of(buf, &all[i])],
+                outer,
+            };
+            match set.linked(kind) {
+                None => {
+                    members.unknown_key(out, kind);
+                    json_text::hex(out, all[last].bytes(), None);
+                }
+                Some((def, _)) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some((def, links)) if def.multi => {
+                    members.key(out, &def.name);
+                    out.push('[');
+                    let mut items = Items::new();
+                    for &i in group {
+                        items.next(out);
+                        self.write_value(def, links, all[i].bytes(), &scope_of(i), path, out)?;
+                    }
+                    out.push(']');
+                }
+                Some((def, links)) => {
+                    // The last occurrence is the value, but each must
+                    // decode, as when every one was decoded in turn.
+                    let mut discarded = String::new();
+                    for &i in group.iter().take(group.len() - 1) {
+                        self.write_value(def, links, all[i].bytes(), &scope_of(i), path, &mut discarded)?;
+                        discarded.clear();
+                    }
+                    members.key(out, &def.name);
+                    self.write_value(def, links, all[last].bytes(), &scope_of(last), path, out)?;
+                }
             }
-            k => match k.fixed_int() {
-                Some((size, signed)) => int(size, signed),
-                None => return None,
-            },
-        })
+        }
+        Ok(())
     }
 
-    fn decode_value(
+    /// One attribute's value; `scope` is its own set (with what came
+    /// before it) and the sets around it.
+    fn write_value(
         &self,
         def: &AttrDef,
         links: Links,
         raw: &[u8],
-        scope: &[&Map<String, Value>],
-        path: &str,
-    ) -> Result<Value, DecodeError> {
+        scope: &Scope<'_>,
+        set_path: &Path<'_>,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        let path = Path::Field(set_path, &def.name);
         let enumeration = links.enumeration.and_then(|i| self.enum_at(i));
-        Ok(match def.kind {
-            AttrKind::Flag => Value::Bool(true),
-            AttrKind::String => Value::String(string(raw)),
+        let shape = |v: Int, out: &mut String| {
+            self.write_int(
+                v,
+                enumeration,
+                def.enum_as_flags,
+                def.display_hint,
+                def.big_endian,
+                out,
+            );
+        };
+        match def.kind {
+            AttrKind::Flag => out.push_str("true"),
+            AttrKind::String => write_kernel_string(out, raw),
             AttrKind::Uint | AttrKind::Sint => {
-                let signed = def.kind == AttrKind::Sint;
                 let size = match raw.len() {
                     4 | 8 => raw.len(),
                     n => {
                         return Err(err(
-                            path,
+                            &path,
                             format!("a variable-size integer of {n} bytes (4 or 8 expected)"),
                         ));
                     }
                 };
-                let v = int_bytes(raw, size, signed, def.big_endian, path)?;
-                self.shape_int(
-                    v,
-                    enumeration,
-                    def.enum_as_flags,
-                    def.display_hint,
-                    def.big_endian,
-                )
-            }
-            k if k.fixed_int().is_some() => {
-                let (size, signed) = k.fixed_int().unwrap_or((0, false));
-                let v = int_bytes(raw, size, signed, def.big_endian, path)?;
-                self.shape_int(
-                    v,
-                    enumeration,
-                    def.enum_as_flags,
-                    def.display_hint,
-                    def.big_endian,
-                )
+                shape(
+                    int_at(raw, size, def.kind == AttrKind::Sint, def.big_endian, &path)?,
+                    out,
+                );
             }
             AttrKind::Binary => {
                 if let Some(s) = &def.structure {
-                    Value::Object(self.decode_struct(s, raw, path)?)
-                } else if let Some(t) = def.sub_type.and_then(AttrKind::fixed_int) {
-                    let (size, signed) = t;
-                    raw.chunks_exact(size)
-                        .map(|c| int_bytes(c, size, signed, def.big_endian, path).map(Int::value))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(Value::Array)?
+                    self.write_struct(s, raw, &path, out)?;
+                } else if let Some((size, signed)) = def.sub_type.and_then(AttrKind::fixed_int) {
+                    out.push('[');
+                    let mut items = Items::new();
+                    for c in raw.chunks_exact(size) {
+                        items.next(out);
+                        int_at(c, size, signed, def.big_endian, &path)?.write(out);
+                    }
+                    out.push(']');
                 } else {
-                    bytes_shown(raw, def.display_hint)
+                    write_bytes(out, raw, def.display_hint);
                 }
             }
             AttrKind::Nest => {
-                let set = self.nested_set(links, path)?;
-                Value::Object(self.decode_set(set, raw, scope, path)?)
+                let set = self.nested_set(links, &path)?;
+                self.write_set(set, raw, Some(scope), &path, out)?;
             }
             AttrKind::IndexedArray => {
-                let mut items = Vec::new();
+                out.push('[');
+                let mut items = Items::new();
                 for item in Attrs::new(raw) {
-                    let item = item.map_err(|e| err(path, e.to_string()))?;
-                    let at = format!("{path}[{}]", item.kind());
-                    items.push(match def.sub_type {
+                    let item = item.map_err(|e| err(&path, e.to_string()))?;
+                    let at = Path::Index(&path, item.kind());
+                    items.next(out);
+                    match def.sub_type {
                         Some(AttrKind::Nest) => {
-                            let set = self.nested_set(links, path)?;
-                            Value::Object(self.decode_set(set, item.bytes(), scope, &at)?)
+                            let set = self.nested_set(links, &path)?;
+                            self.write_set(set, item.bytes(), Some(scope), &at, out)?;
                         }
                         Some(t) if t.fixed_int().is_some() => {
                             let (size, signed) = t.fixed_int().unwrap_or((0, false));
-                            let v = int_bytes(item.bytes(), size, signed, def.big_endian, &at)?;
-                            self.shape_int(v, None, false, def.display_hint, def.big_endian)
+                            let v = int_at(item.bytes(), size, signed, def.big_endian, &at)?;
+                            self.write_int(v, None, false, def.display_hint, def.big_endian, out);
                         }
-                        _ => bytes_shown(item.bytes(), def.display_hint),
-                    });
+                        _ => write_bytes(out, item.bytes(), def.display_hint),
+                    }
                 }
-                Value::Array(items)
+                out.push(']');
             }
             AttrKind::NestTypeValue => {
-                let mut out = Map::new();
+                out.push('{');
+                let mut members = Members::new();
                 let mut level = raw;
                 for name in &def.type_value {
                     let first = Attrs::new(level)
                         .next()
-                        .ok_or_else(|| err(path, format!("missing the '{name}' level")))?
-                        .map_err(|e| err(path, e.to_string()))?;
-                    out.insert(name.clone(), Value::from(first.kind()));
+                        .ok_or_else(|| err(&path, format!("missing the '{name}' level")))?
+                        .map_err(|e| err(&path, e.to_string()))?;
+                    members.key(out, name);
+                    json_text::uint(out, u64::from(first.kind()));
                     level = first.bytes();
                 }
-                let set = self.nested_set(links, path)?;
-                out.extend(self.decode_set(set, level, scope, path)?);
-                Value::Object(out)
+                let set = self.nested_set(links, &path)?;
+                self.write_members(set, level, Some(scope), &path, &mut members, out)?;
+                out.push('}');
             }
             AttrKind::Bitfield32 => {
-                let v = int_bytes(raw, 4, false, false, path)?;
-                let s = int_bytes(raw.get(4..).unwrap_or_default(), 4, false, false, path)?;
-                let mut out = Map::new();
-                out.insert(
-                    "value".into(),
-                    self.shape_int(v, enumeration, def.enum_as_flags, None, false),
-                );
-                out.insert(
-                    "selector".into(),
-                    self.shape_int(s, enumeration, def.enum_as_flags, None, false),
-                );
-                Value::Object(out)
+                let v = int_at(raw, 4, false, false, &path)?;
+                let s = int_at(raw.get(4..).unwrap_or_default(), 4, false, false, &path)?;
+                out.push_str("{\"value\":");
+                self.write_int(v, enumeration, def.enum_as_flags, None, false, out);
+                out.push_str(",\"selector\":");
+                self.write_int(s, enumeration, def.enum_as_flags, None, false, out);
+                out.push('}');
             }
-            AttrKind::SubMessage => self.decode_sub_message(def, raw, scope, path)?,
-            _ => Value::String(hex(raw)),
-        })
+            AttrKind::SubMessage => self.write_sub_message(def, raw, scope, &path, out)?,
+            k => match k.fixed_int() {
+                Some((size, signed)) => shape(int_at(raw, size, signed, def.big_endian, &path)?, out),
+                None => json_text::hex(out, raw, None),
+            },
+        }
+        Ok(())
     }
 
-    fn nested_set(&self, links: Links, path: &str) -> Result<&AttrSet, DecodeError> {
+    fn nested_set(&self, links: Links, path: &Path<'_>) -> Result<&AttrSet, DecodeError> {
         links
             .nested
             .and_then(|i| self.set_at(i))
             .ok_or_else(|| err(path, "the spec names no nested attribute set"))
     }
 
-    fn decode_sub_message(
+    fn write_sub_message(
         &self,
         def: &AttrDef,
         raw: &[u8],
-        scope: &[&Map<String, Value>],
-        path: &str,
-    ) -> Result<Value, DecodeError> {
-        let format = self.sub_message_format(def, scope).map_err(|m| err(path, m))?;
-        let mut out = Map::new();
+        scope: &Scope<'_>,
+        path: &Path<'_>,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        let selector = def.selector.as_deref().unwrap_or_default();
+        let text = self
+            .selector_text(selector, scope)
+            .ok_or_else(|| err(path, format!("its selector '{selector}' must come before it")))?;
+        let format = self.sub_message_format(def, &text).map_err(|m| err(path, m))?;
+        out.push('{');
+        let mut members = Members::new();
         let mut offset = 0;
         if let Some(h) = &format.fixed_header {
-            out.extend(self.decode_struct(h, raw, path)?);
+            self.write_struct_members(h, raw, path, &mut members, out)?;
             offset = self.struct_size(Some(h));
         }
         if let Some(s) = &format.attribute_set
             && let Some(set) = self.set(s)
         {
-            out.extend(self.decode_set(set, raw.get(offset..).unwrap_or_default(), scope, path)?);
+            let attrs = raw.get(offset..).unwrap_or_default();
+            self.write_members(set, attrs, Some(scope), path, &mut members, out)?;
         }
-        Ok(Value::Object(out))
+        out.push('}');
+        Ok(())
     }
 
-    /// The format a sub-message attribute has, from its selector's value in
-    /// the enclosing sets (innermost first).
-    pub(super) fn sub_message_format(
-        &self,
-        def: &AttrDef,
-        scope: &[&Map<String, Value>],
-    ) -> Result<&super::spec::SubMessageFormat, String> {
+    /// The value of attribute `name` as a sub-message selector compares
+    /// it: from the innermost enclosing set that has it before the
+    /// sub-message (its last occurrence there), an enum's name or the
+    /// number's text.
+    fn selector_text(&self, name: &str, scope: &Scope<'_>) -> Option<String> {
+        scope.iter().find_map(|s| {
+            let def = s.set.by_name(name)?;
+            let (def, links) = s.set.linked(def.value)?;
+            let raw = Attrs::new(s.before)
+                .map_while(Result::ok)
+                .filter(|a| a.kind() == def.value)
+                .last()?
+                .bytes();
+            let mut text = String::new();
+            let path = Path::Root(name);
+            // A selector is a scalar: the scope is never consulted.
+            self.write_value(def, links, raw, s, &path, &mut text).ok()?;
+            Some(match serde_json::from_str::<Value>(&text) {
+                Ok(Value::String(s)) => s,
+                _ => text,
+            })
+        })
+    }
+
+    /// The format of sub-message attribute `def` its selector's value
+    /// `text` picks.
+    pub(super) fn sub_message_format(&self, def: &AttrDef, text: &str) -> Result<&SubMessageFormat, String> {
         let selector = def.selector.as_deref().unwrap_or_default();
-        let value = scope
-            .iter()
-            .find_map(|m| m.get(selector))
-            .ok_or_else(|| format!("its selector '{selector}' must come before it"))?;
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let formats = self
-            .sub_message(def.sub_message.as_deref().unwrap_or_default())
-            .unwrap_or_default();
-        formats
+        self.sub_message(def.sub_message.as_deref().unwrap_or_default())
+            .unwrap_or_default()
             .iter()
             .find(|f| f.value == text)
             .ok_or_else(|| format!("'{text}' (from '{selector}') selects no format of this sub-message"))
@@ -366,6 +522,32 @@ impl Spec {
         raw: &[u8],
         path: &str,
     ) -> Result<Map<String, Value>, DecodeError> {
+        let mut text = String::new();
+        self.write_struct(name, raw, &Path::Root(path), &mut text)?;
+        parse_object(&text, path)
+    }
+
+    fn write_struct(
+        &self,
+        name: &str,
+        raw: &[u8],
+        path: &Path<'_>,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        out.push('{');
+        self.write_struct_members(name, raw, path, &mut Members::new(), out)?;
+        out.push('}');
+        Ok(())
+    }
+
+    fn write_struct_members(
+        &self,
+        name: &str,
+        raw: &[u8],
+        path: &Path<'_>,
+        members: &mut Members,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
         let def = self
             .structure(name)
             .ok_or_else(|| err(path, format!("no struct '{name}'")))?;
@@ -379,125 +561,175 @@ impl Spec {
                 ),
             ));
         }
-        let mut out = Map::new();
         let mut offset = 0;
         for m in &def.members {
-            let bytes = &raw[offset..offset + m.len];
+            let bytes = raw.get(offset..offset + m.len).unwrap_or_default();
             offset += m.len;
-            if let Some(v) = self.decode_member(m, bytes, path)? {
-                out.insert(m.name.clone(), v);
+            if m.kind != AttrKind::Pad {
+                members.key(out, &m.name);
+                self.write_member(m, bytes, path, out)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn decode_member(&self, m: &MemberDef, bytes: &[u8], path: &str) -> Result<Option<Value>, DecodeError> {
-        Ok(Some(match m.kind {
-            AttrKind::Pad => return Ok(None),
+    fn write_member(
+        &self,
+        m: &MemberDef,
+        bytes: &[u8],
+        path: &Path<'_>,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        match m.kind {
             AttrKind::Binary => match &m.structure {
-                Some(s) => Value::Object(self.decode_struct(s, bytes, path)?),
-                None => bytes_shown(bytes, m.display_hint),
+                Some(s) => self.write_struct(s, bytes, path, out)?,
+                None => write_bytes(out, bytes, m.display_hint),
             },
             k => {
                 let (size, signed) = k.fixed_int().unwrap_or((bytes.len(), false));
-                let v = int_bytes(bytes, size, signed, m.big_endian, path)?;
-                self.shape_int(
+                let v = int_at(bytes, size, signed, m.big_endian, path)?;
+                self.write_int(
                     v,
                     m.enumeration.as_deref().and_then(|e| self.enumeration(e)),
                     m.enum_as_flags,
                     m.display_hint,
                     m.big_endian,
-                )
+                    out,
+                );
             }
-        }))
+        }
+        Ok(())
     }
 
     /// An integer as the spec shows it: an enum name, a list of flag names,
     /// or text per its display hint.
-    fn shape_int(
+    fn write_int(
         &self,
         v: Int,
         enumeration: Option<&EnumDef>,
         as_flags: bool,
         hint: Option<DisplayHint>,
         big_endian: bool,
-    ) -> Value {
+        out: &mut String,
+    ) {
         if let Some(e) = enumeration {
             let raw = v.bits();
             if e.flags || as_flags {
                 // Set bits only, lowest first (the order the names had when
                 // every one of the 64 bits was tried).
-                let mut names = Vec::new();
+                out.push('[');
+                let mut items = Items::new();
                 let mut rest = raw;
                 while rest != 0 {
                     let bit = u64::from(rest.trailing_zeros());
                     rest &= rest - 1;
-                    names.push(match e.name_of(bit) {
-                        Some(n) => Value::String(n.to_owned()),
-                        None => Value::from(1u64 << bit),
-                    });
+                    items.next(out);
+                    match e.name_of(bit) {
+                        Some(n) => json_text::string(out, n),
+                        None => json_text::uint(out, 1u64 << bit),
+                    }
                 }
-                return Value::Array(names);
+                out.push(']');
+                return;
             }
-            return e
-                .name_of(raw)
-                .map_or_else(|| v.value(), |n| Value::String(n.to_owned()));
+            match e.name_of(raw) {
+                Some(n) => json_text::string(out, n),
+                None => v.write(out),
+            }
+            return;
         }
         match (hint, v.unsigned()) {
-            (Some(DisplayHint::Hex), Some(n)) => Value::String(format!("{n:#x}")),
+            (Some(DisplayHint::Hex), Some(n)) => {
+                let _ = write!(out, "\"{n:#x}\"");
+            }
             (Some(DisplayHint::Ipv4), Some(n)) => {
                 // A big-endian u32 already reads as the address's number.
                 let n = u32::try_from(n).unwrap_or_default();
                 let n = if big_endian { n } else { n.swap_bytes() };
-                Value::String(Ipv4Addr::from(n).to_string())
+                let _ = write!(out, "\"{}\"", Ipv4Addr::from(n));
             }
-            _ => v.value(),
+            _ => v.write(out),
         }
     }
 }
 
+/// Whether an attribute number occurs twice in `buf` (then members need
+/// grouping); the first malformed attribute's error.
+fn repeats(buf: &[u8]) -> Result<bool, String> {
+    // The kernel's sets number their attributes below 128 (the largest,
+    // nl80211's, is near 340): a bitmap for those, a scan for the rest.
+    let mut seen = 0u128;
+    let mut high: Vec<u16> = Vec::new();
+    for attr in Attrs::new(buf) {
+        let kind = attr.map_err(|e| e.to_string())?.kind();
+        if kind < 128 {
+            let bit = 1u128 << kind;
+            if seen & bit != 0 {
+                return Ok(true);
+            }
+            seen |= bit;
+        } else if high.contains(&kind) {
+            return Ok(true);
+        } else {
+            high.push(kind);
+            if high.len() > 64 {
+                // Many high numbers: group rather than scan quadratically.
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Bytes as text: per the display hint, else hex without separators (what
 /// the YNL CLI prints for bytes).
-fn bytes_shown(raw: &[u8], hint: Option<DisplayHint>) -> Value {
-    let s = match hint {
-        Some(DisplayHint::Mac) => raw
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-        Some(DisplayHint::Hex) => raw
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+fn write_bytes(out: &mut String, raw: &[u8], hint: Option<DisplayHint>) {
+    match hint {
+        Some(DisplayHint::Mac) => json_text::hex(out, raw, Some(':')),
+        Some(DisplayHint::Hex) => json_text::hex(out, raw, Some(' ')),
         Some(DisplayHint::Ipv4 | DisplayHint::Ipv4OrV6) if raw.len() == 4 => {
-            Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+            let _ = write!(out, "\"{}\"", Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]));
         }
         Some(DisplayHint::Ipv6 | DisplayHint::Ipv4OrV6) if raw.len() == 16 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(raw);
-            Ipv6Addr::from(b).to_string()
+            let _ = write!(out, "\"{}\"", Ipv6Addr::from(b));
         }
         Some(DisplayHint::Uuid) if raw.len() == 16 => {
-            let h = hex(raw);
-            format!(
-                "{}-{}-{}-{}-{}",
+            let mut h = String::with_capacity(34);
+            json_text::hex(&mut h, raw, None);
+            let h = h.trim_matches('"');
+            let _ = write!(
+                out,
+                "\"{}-{}-{}-{}-{}\"",
                 &h[..8],
                 &h[8..12],
                 &h[12..16],
                 &h[16..20],
                 &h[20..]
-            )
+            );
         }
-        _ => hex(raw),
-    };
-    Value::String(s)
+        _ => json_text::hex(out, raw, None),
+    }
 }
 
 /// A kernel string: up to its NUL, invalid UTF-8 replaced.
-fn string(raw: &[u8]) -> String {
+fn write_kernel_string(out: &mut String, raw: &[u8]) {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    json_text::string(out, &String::from_utf8_lossy(&raw[..end]));
+}
+
+/// Text the decoder wrote, as the object it is.
+fn parse_object(text: &str, path: &str) -> Result<Map<String, Value>, DecodeError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        // The writer only writes objects here; a failure is a bug in it,
+        // reported rather than panicking on a kernel message.
+        _ => Err(DecodeError {
+            path: path.to_owned(),
+            message: "the decoder wrote no JSON object (a bug: please report it)".into(),
+        }),
+    }
 }
 
 #[cfg(test)]

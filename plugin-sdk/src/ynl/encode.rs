@@ -344,7 +344,16 @@ impl Spec {
             }
             AttrKind::SubMessage => {
                 let obj = value.as_object().ok_or_else(|| err(path, "expected an object"))?;
-                let format = self.sub_message_format(def, scope).map_err(|m| err(path, m))?;
+                let selector = def.selector.as_deref().unwrap_or_default();
+                let text = scope
+                    .iter()
+                    .find_map(|m| m.get(selector))
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .ok_or_else(|| err(path, format!("its selector '{selector}' must come before it")))?;
+                let format = self.sub_message_format(def, &text).map_err(|m| err(path, m))?;
                 let mut kind = def.value;
                 let at = w.begin(kind);
                 let mut header_names = Vec::new();

@@ -15,6 +15,7 @@
 pub mod bundled;
 mod decode;
 mod encode;
+mod json_text;
 mod raw;
 pub mod schema;
 mod service;

@@ -6,7 +6,7 @@
 //! `do` is offered as `NAME`, its `dump` as `NAME-dump`. Notifications are
 //! published with the spec operation's name as the topic.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::spec::{Operation, Spec};
 use crate::types::{CallError, Message, PluginDescription};
@@ -132,22 +132,27 @@ impl Service {
     /// One reply or notification message as JSON: the fixed header's
     /// members and the attributes, side by side (as the YNL CLI shows them).
     pub fn decode(&self, op: &Operation, payload: &[u8]) -> Result<Value, CallError> {
-        let decode_err =
-            |e: super::DecodeError| CallError::new("decode", format!("malformed kernel reply: {e}"));
-        let mut out = Map::new();
-        let header = op.fixed_header.as_deref();
-        let skip = self.spec.struct_size(header);
-        if let Some(h) = header {
-            out.extend(self.spec.decode_struct(h, payload, h).map_err(decode_err)?);
-        }
-        if let Some(set) = op.attribute_set.as_deref() {
-            out.extend(
-                self.spec
-                    .decode_attrs(set, payload.get(skip..).unwrap_or_default())
-                    .map_err(decode_err)?,
-            );
-        }
-        Ok(Value::Object(out))
+        let mut text = String::new();
+        self.decode_text(op, payload, &mut text)?;
+        serde_json::from_str(&text).map_err(|e| {
+            CallError::new(
+                "internal",
+                format!("the decoder wrote no JSON ({e}); please report it"),
+            )
+        })
+    }
+
+    /// [`Service::decode`] as JSON text, appended to `out`: what a client
+    /// gets, without building values on the way.
+    pub fn decode_text(&self, op: &Operation, payload: &[u8], out: &mut String) -> Result<(), CallError> {
+        self.spec
+            .write_message(
+                op.fixed_header.as_deref(),
+                op.attribute_set.as_deref(),
+                payload,
+                out,
+            )
+            .map_err(|e| CallError::new("decode", format!("malformed kernel reply: {e}")))
     }
 
     /// Call client operation `name` with `input` through the kernel and
@@ -155,15 +160,56 @@ impl Service {
     /// the answer inside the plugin; to answer a client, [`Service::serve`]
     /// streams a dump instead.
     pub fn call(&self, name: &str, input: &Value) -> Result<Value, CallError> {
-        self.run(name, input, false, &mut |v| v)
+        let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
+        let (cmd, payload) = self.request(&op, input)?;
+        match op.mode {
+            Mode::Do => Self::do_reply(cmd, &payload, |t| self.decode(op.op, t)),
+            Mode::Dump => {
+                let mut out = Vec::new();
+                for part in crate::kernel::dump_start(cmd, &payload)? {
+                    for m in part?.messages() {
+                        out.push(self.decode(op.op, m?.payload)?);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+        }
     }
 
     /// Serve a client's call of operation `name`: a `do`'s reply as one
     /// document, a dump's objects decoded and streamed part by part as the
     /// call's output items ([`crate::output::Items`]; natively, in tests,
     /// the result is their array). Return the result from `Plugin::call`.
+    /// The output goes out as the decoder writes it, JSON text, never
+    /// built as values.
     pub fn serve(&self, name: &str, input: &Value) -> Result<Value, CallError> {
-        self.run(name, input, true, &mut |v| v)
+        let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
+        let (cmd, payload) = self.request(&op, input)?;
+        match op.mode {
+            Mode::Do => Self::do_reply(cmd, &payload, |payload| {
+                let mut text = String::new();
+                self.decode_text(op.op, payload, &mut text)?;
+                crate::output::document(text)
+            }),
+            // Decoded part by part: a dump of any size costs a part of
+            // memory here and in the host.
+            Mode::Dump => {
+                let mut dump = crate::kernel::dump_start(cmd, &payload)?;
+                let mut items = crate::output::Items::new();
+                while let Some(part) = dump.next_part()? {
+                    let batch = part
+                        .messages()
+                        .map(|m| {
+                            let mut text = String::new();
+                            self.decode_text(op.op, m?.payload, &mut text)?;
+                            Ok(text)
+                        })
+                        .collect::<Result<Vec<_>, CallError>>()?;
+                    items.send_texts(batch)?;
+                }
+                Ok(items.finish())
+            }
+        }
     }
 
     /// [`Service::serve`], each output object (a `do`'s document, or each
@@ -174,41 +220,35 @@ impl Service {
         input: &Value,
         mut map: impl FnMut(Value) -> Value,
     ) -> Result<Value, CallError> {
-        self.run(name, input, true, &mut map)
+        let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
+        let (cmd, payload) = self.request(&op, input)?;
+        match op.mode {
+            Mode::Do => Self::do_reply(cmd, &payload, |t| self.decode(op.op, t).map(&mut map)),
+            Mode::Dump => {
+                crate::ops::dump_items(cmd, &payload, |m| self.decode(op.op, m.payload).map(&mut map))
+            }
+        }
     }
 
-    fn run(
-        &self,
-        name: &str,
-        input: &Value,
-        stream: bool,
-        map: &mut dyn FnMut(Value) -> Value,
+    /// The command and request payload of client operation `op`.
+    fn request(&self, op: &ClientOp<'_>, input: &Value) -> Result<(u8, Vec<u8>), CallError> {
+        let cmd = op
+            .op
+            .request_value
+            .ok_or_else(|| CallError::unknown_op(&op.name))?;
+        Ok((cmd, self.encode(op, input)?))
+    }
+
+    /// A `do`: its reply's payload through `reply`, or `null` for a bare
+    /// acknowledgement.
+    fn do_reply(
+        cmd: u8,
+        payload: &[u8],
+        reply: impl FnOnce(&[u8]) -> Result<Value, CallError>,
     ) -> Result<Value, CallError> {
-        let op = self.client_op(name).ok_or_else(|| CallError::unknown_op(name))?;
-        let cmd = op.op.request_value.ok_or_else(|| CallError::unknown_op(name))?;
-        let payload = self.encode(&op, input)?;
-        match op.mode {
-            Mode::Do => {
-                let replies = crate::kernel::do_request(cmd, &payload)?;
-                match replies.first() {
-                    Some(m) => self.decode(op.op, &m.payload).map(map),
-                    None => Ok(Value::Null),
-                }
-            }
-            // Decoded part by part: a dump of any size costs a part of
-            // memory here and in the host.
-            Mode::Dump if stream => {
-                crate::ops::dump_items(cmd, &payload, |m| self.decode(op.op, m.payload).map(&mut *map))
-            }
-            Mode::Dump => {
-                let mut out = Vec::new();
-                for part in crate::kernel::dump_start(cmd, &payload)? {
-                    for m in part?.messages() {
-                        out.push(map(self.decode(op.op, m?.payload)?));
-                    }
-                }
-                Ok(Value::Array(out))
-            }
+        match crate::kernel::do_request(cmd, payload)?.first() {
+            Some(m) => reply(&m.payload),
+            None => Ok(Value::Null),
         }
     }
 
