@@ -89,7 +89,7 @@ fn parse_args() -> anyhow::Result<Opts> {
                 let list = args.next().context("--only SECTION[,SECTION...]")?;
                 o.only = list.split(',').map(str::to_owned).collect();
             }
-            "--profile-plugin-do" | "--profile-http" | "--fleet-calls-only" => {}
+            "--profile-plugin-do" | "--profile-plugin-dump" | "--profile-http" | "--fleet-calls-only" => {}
             other => {
                 bail!(
                     "unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH, --only SECTIONS"
@@ -497,6 +497,18 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(async {
             for _ in 0..300_000 {
                 gw.call("netdev", "dev-get", r#"{"ifindex":1}"#)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            anyhow::Ok(())
+        })?;
+        return Ok(());
+    }
+    // `--profile-plugin-dump`: only the plugin path's 1001-device dump.
+    if std::env::args().any(|a| a == "--profile-plugin-dump") {
+        rt.block_on(async {
+            for _ in 0..3_000 {
+                gw.call("netdev", "dev-dump", "null")
                     .await
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }

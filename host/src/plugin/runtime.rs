@@ -140,6 +140,10 @@ fn engine_config(opts: &RuntimeOptions, pooling: bool) -> Config {
     // and compare per loop back-edge, far cheaper than fuel.
     config.epoch_interruption(true);
     config.consume_fuel(opts.fuel);
+    // For `perf`: name the plugins' compiled functions in /tmp/perf-PID.map.
+    if std::env::var_os("GENL_GATEWAY_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         // Slots for a few dozen plugins; each memory slot reserves address
         // space (not memory) up to the largest plugin memory limit.
