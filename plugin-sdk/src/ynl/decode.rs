@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 
 use super::json_text::{self, Items, Members};
 use super::spec::{
-    AttrDef, AttrKind, AttrSet, DisplayHint, EnumDef, Links, MemberDef, Spec, SubMessageFormat,
+    AttrDef, AttrKind, AttrSet, DisplayHint, EnumDef, Linked, Links, MemberDef, Spec, StructDef,
+    SubMessageFormat,
 };
 use genl_wire::{Attr, Attrs};
 
@@ -112,6 +113,21 @@ impl Int {
 }
 
 fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<Int, String> {
+    // The common cases (host order u32 and u64) without the general path's
+    // byte shuffling.
+    if !signed && !big_endian {
+        match (size, raw) {
+            (4, [a, b, c, d, ..]) => {
+                return Ok(Int::Unsigned(u64::from(u32::from_le_bytes([*a, *b, *c, *d]))));
+            }
+            (8, [a, b, c, d, e, f, g, h, ..]) => {
+                return Ok(Int::Unsigned(u64::from_le_bytes([
+                    *a, *b, *c, *d, *e, *f, *g, *h,
+                ])));
+            }
+            _ => {}
+        }
+    }
     let b = raw
         .get(..size)
         .ok_or_else(|| format!("{} bytes where {size} are needed", raw.len()))?;
@@ -148,6 +164,44 @@ fn offset_of(buf: &[u8], attr: &Attr<'_>) -> usize {
     at.saturating_sub(4).min(buf.len())
 }
 
+/// How the messages of one operation are decoded: its fixed header and
+/// attribute set, resolved (see [`Spec::message_shape`]).
+#[derive(Clone, Copy)]
+pub struct MessageShape<'a> {
+    spec: &'a Spec,
+    header: Option<&'a StructDef>,
+    set: Option<&'a AttrSet>,
+}
+
+impl MessageShape<'_> {
+    /// One message as a JSON object appended to `out`: the fixed header's
+    /// members, then the attributes. `out` is left as it was on an error.
+    pub fn write(&self, payload: &[u8], out: &mut String) -> Result<(), DecodeError> {
+        let start = out.len();
+        let result = (|| {
+            out.push('{');
+            let mut members = Members::new();
+            let mut attrs = payload;
+            if let Some(h) = self.header {
+                self.spec
+                    .write_struct_members(h, payload, &Path::Root(&h.name), &mut members, out)?;
+                attrs = payload.get(h.size..).unwrap_or_default();
+            }
+            if let Some(set) = self.set {
+                let path = Path::Root(&set.name);
+                self.spec
+                    .write_members(set, attrs, None, &path, &mut members, out)?;
+            }
+            out.push('}');
+            Ok(())
+        })();
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+}
+
 impl Spec {
     /// Decode the attributes in `buf` with set `set`, as values.
     pub fn decode_attrs(&self, set: &str, buf: &[u8]) -> Result<Map<String, Value>, DecodeError> {
@@ -182,28 +236,35 @@ impl Spec {
         payload: &[u8],
         out: &mut String,
     ) -> Result<(), DecodeError> {
-        let start = out.len();
-        let result = (|| {
-            out.push('{');
-            let mut members = Members::new();
-            if let Some(h) = header {
-                self.write_struct_members(h, payload, &Path::Root(h), &mut members, out)?;
-            }
-            if let Some(name) = set {
-                let path = Path::Root(name);
-                let set = self
-                    .set(name)
-                    .ok_or_else(|| err(&path, "no such attribute set in the spec"))?;
-                let attrs = payload.get(self.struct_size(header)..).unwrap_or_default();
-                self.write_members(set, attrs, None, &path, &mut members, out)?;
-            }
-            out.push('}');
-            Ok(())
-        })();
-        if result.is_err() {
-            out.truncate(start);
-        }
-        result
+        self.message_shape(header, set)?.write(payload, out)
+    }
+
+    /// The shape of messages with fixed header `header` and attribute set
+    /// `set`, looked up once for the many messages of a dump.
+    pub fn message_shape(
+        &self,
+        header: Option<&str>,
+        set: Option<&str>,
+    ) -> Result<MessageShape<'_>, DecodeError> {
+        let header = match header {
+            Some(h) => Some(
+                self.structure(h)
+                    .ok_or_else(|| err(&Path::Root(h), format!("no struct '{h}'")))?,
+            ),
+            None => None,
+        };
+        let set = match set {
+            Some(name) => Some(
+                self.set(name)
+                    .ok_or_else(|| err(&Path::Root(name), "no such attribute set in the spec"))?,
+            ),
+            None => None,
+        };
+        Ok(MessageShape {
+            spec: self,
+            header,
+            set,
+        })
     }
 
     fn write_set(
@@ -248,9 +309,9 @@ impl Spec {
                     members.unknown_key(out, attr.kind());
                     json_text::hex(out, attr.bytes(), None);
                 }
-                Some((def, _)) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
-                Some((def, links)) => {
-                    members.key(out, &def.name);
+                Some(Linked { def, .. }) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some(Linked { def, links, key }) => {
+                    members.quoted_key(out, key);
                     if def.multi {
                         out.push('[');
                     }
@@ -299,9 +360,9 @@ impl Spec {
                     members.unknown_key(out, kind);
                     json_text::hex(out, all[last].bytes(), None);
                 }
-                Some((def, _)) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
-                Some((def, links)) if def.multi => {
-                    members.key(out, &def.name);
+                Some(Linked { def, .. }) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some(Linked { def, links, key }) if def.multi => {
+                    members.quoted_key(out, key);
                     out.push('[');
                     let mut items = Items::new();
                     for &i in group {
@@ -310,7 +371,7 @@ impl Spec {
                     }
                     out.push(']');
                 }
-                Some((def, links)) => {
+                Some(Linked { def, links, key }) => {
                     // The last occurrence is the value, but each must
                     // decode, as when every one was decoded in turn.
                     let mut discarded = String::new();
@@ -318,7 +379,7 @@ impl Spec {
                         self.write_value(def, links, all[i].bytes(), &scope_of(i), path, &mut discarded)?;
                         discarded.clear();
                     }
-                    members.key(out, &def.name);
+                    members.quoted_key(out, key);
                     self.write_value(def, links, all[last].bytes(), &scope_of(last), path, out)?;
                 }
             }
@@ -467,8 +528,11 @@ impl Spec {
         let mut members = Members::new();
         let mut offset = 0;
         if let Some(h) = &format.fixed_header {
-            self.write_struct_members(h, raw, path, &mut members, out)?;
-            offset = self.struct_size(Some(h));
+            let def = self
+                .structure(h)
+                .ok_or_else(|| err(path, format!("no struct '{h}'")))?;
+            self.write_struct_members(def, raw, path, &mut members, out)?;
+            offset = def.size;
         }
         if let Some(s) = &format.attribute_set
             && let Some(set) = self.set(s)
@@ -486,8 +550,8 @@ impl Spec {
     /// number's text.
     fn selector_text(&self, name: &str, scope: &Scope<'_>) -> Option<String> {
         scope.iter().find_map(|s| {
-            let def = s.set.by_name(name)?;
-            let (def, links) = s.set.linked(def.value)?;
+            let value = s.set.by_name(name)?.value;
+            let Linked { def, links, .. } = s.set.linked(value)?;
             let raw = Attrs::new(s.before)
                 .map_while(Result::ok)
                 .filter(|a| a.kind() == def.value)
@@ -534,23 +598,24 @@ impl Spec {
         path: &Path<'_>,
         out: &mut String,
     ) -> Result<(), DecodeError> {
+        let def = self
+            .structure(name)
+            .ok_or_else(|| err(path, format!("no struct '{name}'")))?;
         out.push('{');
-        self.write_struct_members(name, raw, path, &mut Members::new(), out)?;
+        self.write_struct_members(def, raw, path, &mut Members::new(), out)?;
         out.push('}');
         Ok(())
     }
 
     fn write_struct_members(
         &self,
-        name: &str,
+        def: &StructDef,
         raw: &[u8],
         path: &Path<'_>,
         members: &mut Members,
         out: &mut String,
     ) -> Result<(), DecodeError> {
-        let def = self
-            .structure(name)
-            .ok_or_else(|| err(path, format!("no struct '{name}'")))?;
+        let name = &def.name;
         if raw.len() < def.size {
             return Err(err(
                 path,
@@ -624,16 +689,16 @@ impl Spec {
                     let bit = u64::from(rest.trailing_zeros());
                     rest &= rest - 1;
                     items.next(out);
-                    match e.name_of(bit) {
-                        Some(n) => json_text::string(out, n),
+                    match e.quoted_name_of(bit) {
+                        Some(n) => out.push_str(n),
                         None => json_text::uint(out, 1u64 << bit),
                     }
                 }
                 out.push(']');
                 return;
             }
-            match e.name_of(raw) {
-                Some(n) => json_text::string(out, n),
+            match e.quoted_name_of(raw) {
+                Some(n) => out.push_str(n),
                 None => v.write(out),
             }
             return;
@@ -658,16 +723,16 @@ impl Spec {
 fn repeats(buf: &[u8]) -> Result<bool, String> {
     // The kernel's sets number their attributes below 128 (the largest,
     // nl80211's, is near 340): a bitmap for those, a scan for the rest.
-    let mut seen = 0u128;
+    let mut seen = [0u64; 2];
     let mut high: Vec<u16> = Vec::new();
     for attr in Attrs::new(buf) {
         let kind = attr.map_err(|e| e.to_string())?.kind();
-        if kind < 128 {
-            let bit = 1u128 << kind;
-            if seen & bit != 0 {
+        if let Some(word) = seen.get_mut(usize::from(kind / 64)) {
+            let bit = 1u64 << (kind % 64);
+            if *word & bit != 0 {
                 return Ok(true);
             }
-            seen |= bit;
+            *word |= bit;
         } else if high.contains(&kind) {
             return Ok(true);
         } else {

@@ -22,6 +22,12 @@ impl Members {
         out.push(':');
     }
 
+    /// Write a key already quoted, with its colon (`"name":`).
+    pub fn quoted_key(&mut self, out: &mut String, key: &str) {
+        self.comma(out);
+        out.push_str(key);
+    }
+
     /// Write `"attr-N":`, the key of an attribute the spec does not know.
     pub fn unknown_key(&mut self, out: &mut String, kind: u16) {
         self.comma(out);
@@ -84,6 +90,13 @@ pub(super) fn string(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// `s` as a JSON string, on its own.
+pub(super) fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    string(&mut out, s);
+    out
 }
 
 /// An unsigned number.

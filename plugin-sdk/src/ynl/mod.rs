@@ -21,7 +21,7 @@ pub mod schema;
 mod service;
 mod spec;
 
-pub use decode::{DecodeError, unknown_key};
+pub use decode::{DecodeError, MessageShape, unknown_key};
 pub use encode::EncodeError;
 pub use service::{ClientOp, Mode, Service};
 pub use spec::{

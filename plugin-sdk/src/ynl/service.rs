@@ -9,6 +9,7 @@
 use serde_json::Value;
 
 use super::spec::{Operation, Spec};
+use super::{DecodeError, MessageShape};
 use crate::types::{CallError, Message, PluginDescription};
 
 /// How a client operation reaches the kernel.
@@ -145,14 +146,20 @@ impl Service {
     /// [`Service::decode`] as JSON text, appended to `out`: what a client
     /// gets, without building values on the way.
     pub fn decode_text(&self, op: &Operation, payload: &[u8], out: &mut String) -> Result<(), CallError> {
+        self.shape(op)?.write(payload, out).map_err(malformed)
+    }
+
+    /// How `op`'s replies are decoded.
+    fn shape(&self, op: &Operation) -> Result<MessageShape<'_>, CallError> {
         self.spec
-            .write_message(
-                op.fixed_header.as_deref(),
-                op.attribute_set.as_deref(),
-                payload,
-                out,
-            )
-            .map_err(|e| CallError::new("decode", format!("malformed kernel reply: {e}")))
+            .message_shape(op.fixed_header.as_deref(), op.attribute_set.as_deref())
+            .map_err(malformed)
+    }
+
+    /// A buffer for one message's JSON text, about the payload's size:
+    /// sized once instead of regrown as it is written.
+    fn text_for(payload: &[u8]) -> String {
+        String::with_capacity(payload.len() + payload.len() / 2 + 32)
     }
 
     /// Call client operation `name` with `input` through the kernel and
@@ -187,21 +194,23 @@ impl Service {
         let (cmd, payload) = self.request(&op, input)?;
         match op.mode {
             Mode::Do => Self::do_reply(cmd, &payload, |payload| {
-                let mut text = String::new();
+                let mut text = Self::text_for(payload);
                 self.decode_text(op.op, payload, &mut text)?;
                 crate::output::document(text)
             }),
             // Decoded part by part: a dump of any size costs a part of
             // memory here and in the host.
             Mode::Dump => {
+                let shape = self.shape(op.op)?;
                 let mut dump = crate::kernel::dump_start(cmd, &payload)?;
                 let mut items = crate::output::Items::new();
                 while let Some(part) = dump.next_part()? {
                     let batch = part
                         .messages()
                         .map(|m| {
-                            let mut text = String::new();
-                            self.decode_text(op.op, m?.payload, &mut text)?;
+                            let payload = m?.payload;
+                            let mut text = Self::text_for(payload);
+                            shape.write(payload, &mut text).map_err(malformed)?;
                             Ok(text)
                         })
                         .collect::<Result<Vec<_>, CallError>>()?;
@@ -263,4 +272,8 @@ impl Service {
             .find(|o| o.notification.is_some() && o.reply_value == Some(message.cmd))?;
         Some((op.name.clone(), self.decode(op, &message.payload)))
     }
+}
+
+fn malformed(e: DecodeError) -> CallError {
+    CallError::new("decode", format!("malformed kernel reply: {e}"))
 }

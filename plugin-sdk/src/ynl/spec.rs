@@ -168,6 +168,9 @@ pub struct EnumDef {
     pub flags: bool,
     /// Entries with their raw values (bit numbers for flags).
     pub entries: Vec<(String, u64)>,
+    /// Each entry's name as a JSON string (same order as `entries`),
+    /// escaped once at load instead of on every value decoded.
+    quoted: Vec<String>,
 }
 
 impl EnumDef {
@@ -177,6 +180,12 @@ impl EnumDef {
             .iter()
             .find(|(_, v)| *v == raw)
             .map(|(n, _)| n.as_str())
+    }
+
+    /// The name of the entry whose raw value is `raw`, as a JSON string.
+    pub(super) fn quoted_name_of(&self, raw: u64) -> Option<&str> {
+        let i = self.entries.iter().position(|(_, v)| *v == raw)?;
+        self.quoted.get(i).map(String::as_str)
     }
 
     /// The raw value of entry `name`.
@@ -279,6 +288,19 @@ pub struct AttrSet {
     /// Per attribute (same order as `attrs`): its references resolved to
     /// positions in the spec's tables, filled by [`Spec::link`].
     links: Vec<Links>,
+    /// Per attribute: its JSON key, `"name":`, escaped once at load.
+    keys: Vec<String>,
+}
+
+/// An attribute of a set as the decoder needs it.
+#[derive(Clone, Copy)]
+pub(super) struct Linked<'a> {
+    /// Its definition.
+    pub def: &'a AttrDef,
+    /// Its references, resolved.
+    pub links: Links,
+    /// Its JSON key with the colon: `"name":`.
+    pub key: &'a str,
 }
 
 /// Where an attribute's named references point, as positions in the
@@ -345,6 +367,10 @@ impl AttrSet {
         Self {
             name,
             links: vec![Links::default(); attrs.len()],
+            keys: attrs
+                .iter()
+                .map(|a| super::json_text::quoted(&a.name) + ":")
+                .collect(),
             attrs,
             by_name,
             by_value,
@@ -362,9 +388,13 @@ impl AttrSet {
     }
 
     /// The attribute numbered `value` with its resolved references.
-    pub(super) fn linked(&self, value: u16) -> Option<(&AttrDef, Links)> {
+    pub(super) fn linked(&self, value: u16) -> Option<Linked<'_>> {
         let i = self.by_value.get(value)?;
-        Some((&self.attrs[i], self.links.get(i).copied().unwrap_or_default()))
+        Some(Linked {
+            def: &self.attrs[i],
+            links: self.links.get(i).copied().unwrap_or_default(),
+            key: self.keys.get(i).map_or("", String::as_str),
+        })
     }
 }
 
@@ -625,6 +655,7 @@ impl Spec {
                 EnumDef {
                     name: d.name.clone(),
                     flags: d.kind == "flags",
+                    quoted: entries.iter().map(|(n, _)| super::json_text::quoted(n)).collect(),
                     entries,
                 },
             );
