@@ -54,12 +54,29 @@ impl ClientOp<'_> {
 #[derive(Debug, Clone)]
 pub struct Service {
     spec: Spec,
+    /// Every client operation: its name, its spec operation's position,
+    /// do or dump. Named once here, not on every call.
+    ops: Vec<(String, usize, Mode)>,
 }
 
 impl Service {
     /// Serve `spec`.
     pub fn new(spec: Spec) -> Self {
-        Self { spec }
+        let mut ops = Vec::new();
+        for (i, op) in spec
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.request_value.is_some())
+        {
+            if op.do_.is_some() {
+                ops.push((op.name.clone(), i, Mode::Do));
+            }
+            if op.dump.is_some() {
+                ops.push((format!("{}-dump", op.name), i, Mode::Dump));
+            }
+        }
+        Self { spec, ops }
     }
 
     /// The spec.
@@ -69,29 +86,23 @@ impl Service {
 
     /// Every operation clients can call, in spec order.
     pub fn client_ops(&self) -> Vec<ClientOp<'_>> {
-        let mut out = Vec::new();
-        for op in self.spec.ops.iter().filter(|o| o.request_value.is_some()) {
-            if op.do_.is_some() {
-                out.push(ClientOp {
-                    name: op.name.clone(),
-                    op,
-                    mode: Mode::Do,
-                });
-            }
-            if op.dump.is_some() {
-                out.push(ClientOp {
-                    name: format!("{}-dump", op.name),
-                    op,
-                    mode: Mode::Dump,
-                });
-            }
-        }
-        out
+        self.ops.iter().filter_map(|e| self.entry(e)).collect()
     }
 
     /// The client operation named `name`.
     pub fn client_op(&self, name: &str) -> Option<ClientOp<'_>> {
-        self.client_ops().into_iter().find(|o| o.name == name)
+        self.ops
+            .iter()
+            .find(|(n, ..)| n == name)
+            .and_then(|e| self.entry(e))
+    }
+
+    fn entry(&self, (name, i, mode): &(String, usize, Mode)) -> Option<ClientOp<'_>> {
+        Some(ClientOp {
+            name: name.clone(),
+            op: self.spec.ops.get(*i)?,
+            mode: *mode,
+        })
     }
 
     /// What the plugin offers: the spec's operations and notifications.
