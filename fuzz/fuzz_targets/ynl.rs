@@ -2,7 +2,8 @@
 //! attribute set and operation of the bundled specs (the first byte picks
 //! the spec, the second the set), and arbitrary text loaded as a spec (and,
 //! if it loads, described with every op's JSON Schemas). None may panic; a
-//! malformed spec must be an error, not a crash.
+//! malformed spec must be an error, not a crash; a decode that succeeds
+//! must have written valid JSON.
 
 #![no_main]
 
@@ -36,11 +37,26 @@ fuzz_target!(|data: &[u8]| {
     names.sort();
     names.dedup();
     if let Some(name) = names.get(usize::from(*set) % names.len().max(1)) {
-        let _ = spec.decode_attrs(name, rest);
+        // The decoder writes JSON text itself: whatever it accepts must
+        // come out as exactly one JSON value (decode_attrs parsing it
+        // would only turn a writer bug into an error).
+        let mut text = String::new();
+        if spec.write_attrs(name, rest, &mut text).is_ok() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "the decoder wrote invalid JSON: {text}"
+            );
+        }
     }
     let service = genl_plugin_sdk::ynl::Service::new(spec.clone());
     if let Some(op) = spec.ops.get(usize::from(*set) % spec.ops.len().max(1)) {
-        let _ = service.decode(op, rest);
+        let mut text = String::new();
+        if service.decode_text(op, rest, &mut text).is_ok() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "the decoder wrote invalid JSON: {text}"
+            );
+        }
         // Encoding arbitrary JSON must be refused cleanly, never panic.
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest)
             && let Some(set) = &op.attribute_set
