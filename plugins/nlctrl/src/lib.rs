@@ -116,7 +116,10 @@ fn get(input: &Value) -> Result<Value, CallError> {
     let reply = replies
         .first()
         .ok_or_else(|| CallError::new("kernel", "GETFAMILY was acknowledged without a reply"))?;
-    Ok(family_json(&FamilyInfo::decode(&reply.payload)?))
+    // Serialised straight from the decoded family, no `Value` between.
+    let text = serde_json::to_string(&FamilyOut::from(&FamilyInfo::decode(&reply.payload)?))
+        .map_err(|e| CallError::new("internal", format!("the family is not JSON: {e}")))?;
+    genl_plugin_sdk::output::document(text)
 }
 
 fn policy(input: &Value) -> Result<Value, CallError> {
@@ -164,16 +167,62 @@ fn op_caps(flags: u32) -> Vec<&'static str> {
     .collect()
 }
 
+/// A family as clients see it (`get`, `list`, the `family` topic).
+#[derive(serde::Serialize)]
+struct FamilyOut<'a> {
+    name: &'a str,
+    id: u16,
+    version: u32,
+    hdrsize: u32,
+    maxattr: u32,
+    ops: Vec<OpOut>,
+    mcast_groups: Vec<GroupOut<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OpOut {
+    id: u32,
+    flags: u32,
+    caps: Vec<&'static str>,
+}
+
+#[derive(serde::Serialize)]
+struct GroupOut<'a> {
+    name: &'a str,
+    id: u32,
+}
+
+impl<'a> From<&'a FamilyInfo> for FamilyOut<'a> {
+    fn from(f: &'a FamilyInfo) -> Self {
+        Self {
+            name: &f.name,
+            id: f.id,
+            version: f.version,
+            hdrsize: f.hdrsize,
+            maxattr: f.maxattr,
+            ops: f
+                .ops
+                .iter()
+                .map(|o| OpOut {
+                    id: o.id,
+                    flags: o.flags,
+                    caps: op_caps(o.flags),
+                })
+                .collect(),
+            mcast_groups: f
+                .mcast_groups
+                .iter()
+                .map(|g| GroupOut {
+                    name: &g.name,
+                    id: g.id,
+                })
+                .collect(),
+        }
+    }
+}
+
 fn family_json(f: &FamilyInfo) -> Value {
-    json!({
-        "name": f.name,
-        "id": f.id,
-        "version": f.version,
-        "hdrsize": f.hdrsize,
-        "maxattr": f.maxattr,
-        "ops": f.ops.iter().map(|o| json!({"id": o.id, "flags": o.flags, "caps": op_caps(o.flags)})).collect::<Vec<_>>(),
-        "mcast_groups": f.mcast_groups.iter().map(|g| json!({"name": g.name, "id": g.id})).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(FamilyOut::from(f)).unwrap_or(Value::Null)
 }
 
 export_plugin!(Nlctrl);
