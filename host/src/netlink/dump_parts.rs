@@ -48,10 +48,11 @@ enum State {
 /// A dump in progress on a request socket of its own (see
 /// [`super::Requester::dump_parts`]), its next part read ahead.
 pub struct DumpParts {
-    /// Until the first part is taken: the socket, read by the consumer
-    /// itself (a reader would make the first part wait for a thread to
-    /// wake); the reader takes it over after that.
-    first: Option<FirstRead>,
+    /// For the first [`READ_IN_LINE`] datagrams: the socket, read by the
+    /// consumer itself; the reader takes it over after that.
+    first: Option<InLineRead>,
+    /// Datagrams read so far by the consumer itself.
+    read_in_line: usize,
     parts: mpsc::Receiver<Result<Part, RequestError>>,
     deadline: Instant,
     bounds: RequestBounds,
@@ -60,8 +61,16 @@ pub struct DumpParts {
     state: State,
 }
 
-/// The dump before its reader starts.
-struct FirstRead {
+/// Datagrams the consumer reads itself before a reader takes over. The
+/// first part always comes back with the second already built (the kernel
+/// builds inside the `recvmsg` that takes the last queued part), so a
+/// reader could overlap nothing before the second part is taken; and a
+/// dump of two parts, common for a thousand objects, then ends without a
+/// reader at all: its thread wakeups cost more than they could save.
+const READ_IN_LINE: usize = 2;
+
+/// The dump while the consumer reads it itself.
+struct InLineRead {
     lease: Lease,
     seq: u32,
     /// The reader's wait for each datagram.
@@ -85,12 +94,13 @@ impl DumpParts {
     pub(super) fn start(lease: Lease, seq: u32, bounds: RequestBounds) -> Self {
         let (tx, parts) = mpsc::channel(1);
         Self {
-            first: Some(FirstRead {
+            first: Some(InLineRead {
                 lease,
                 seq,
                 wait: bounds.wait,
                 tx,
             }),
+            read_in_line: 0,
             parts,
             deadline: Instant::now() + bounds.wait,
             bounds,
@@ -112,7 +122,7 @@ impl DumpParts {
                 State::Failed(e) => return Err(e.clone()),
             }
             let part = match self.first.take() {
-                Some(first) => self.read_first(first).await?,
+                Some(first) => self.read_here(first).await?,
                 None => {
                     // A timeout leaves the reader running: the part may
                     // still come and a later call take it, as when the
@@ -142,9 +152,9 @@ impl DumpParts {
         }
     }
 
-    /// Read the first datagram here, then hand the socket to the reader
-    /// (or, when the dump ended in it, back to the pool).
-    async fn read_first(&mut self, mut first: FirstRead) -> Result<Part, RequestError> {
+    /// Read a datagram here; after the last of [`READ_IN_LINE`], hand the
+    /// socket to the reader (or, when the dump ended, back to the pool).
+    async fn read_here(&mut self, mut first: InLineRead) -> Result<Part, RequestError> {
         let step = read_datagram(&mut first.lease, first.seq, self.deadline, self.bounds.wait).await;
         let (part, end) = match step {
             Ok(got) => got,
@@ -155,7 +165,12 @@ impl DumpParts {
             }
             Err(e) => return Err(self.fail(e)),
         };
-        let FirstRead { mut lease, seq, wait, tx } = first;
+        self.read_in_line += 1;
+        if end.is_none() && self.read_in_line < READ_IN_LINE {
+            self.first = Some(first);
+            return Ok(part);
+        }
+        let InLineRead { mut lease, seq, wait, tx } = first;
         match end {
             None => start_reader(lease, seq, wait, tx),
             Some(end) => {

@@ -4,7 +4,9 @@
 //! The gateway's [`Requester`] is a bounded pool of request sockets (see
 //! `pool.rs`): each request owns one socket from send to completion and
 //! reads its own replies, so no other task is woken for them, and dumps of
-//! different families run at once on different sockets.
+//! different families run at once on different sockets. (A dump read part
+//! by part hands its socket to a reader of its own after the first part,
+//! so the kernel builds while the plugin decodes: `dump_parts.rs`.)
 //!
 //! The same type serves a family's listener socket (see
 //! `listener_socket.rs`): there a reader task takes notifications, and
