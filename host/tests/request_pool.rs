@@ -60,7 +60,10 @@ fn socket_rows(ns: &str) -> Vec<SocketRow> {
         .filter(|cols| cols.get(eth) == Some(&"16") && cols.get(pid) != Some(&"0"))
         .map(|cols| SocketRow {
             dumping: cols.get(dump) != Some(&"0"),
-            queued: cols.get(rmem).and_then(|v| v.parse().ok()).expect("a numeric Rmem"),
+            queued: cols
+                .get(rmem)
+                .and_then(|v| v.parse().ok())
+                .expect("a numeric Rmem"),
         })
         .collect()
 }
@@ -324,7 +327,10 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
             cmd: netdev_get,
             version: netdev.version as u8,
         };
-        let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+        let mut dump = r
+            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+            .await
+            .unwrap();
         // The first two parts are read as they are asked for (a reader
         // could overlap nothing before the second).
         let mut read = 0;
@@ -361,7 +367,11 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
             rows.len() == 1 && rows[0].dumping && rows[0].queued > 0
         })
         .await;
-        assert!(held, "the kernel should hold a queued part: {:?}", socket_rows(&ns.name));
+        assert!(
+            held,
+            "the kernel should hold a queued part: {:?}",
+            socket_rows(&ns.name)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rows = socket_rows(&ns.name);
         assert!(
@@ -392,7 +402,10 @@ fn a_kernel_error_ends_a_dump_read_part_by_part_and_is_repeated() {
         // A command nlctrl does not have: the kernel refuses the dump
         // with EOPNOTSUPP (<asm-generic/errno.h>).
         let unknown = GenlHeader { cmd: 200, version: 2 };
-        let mut dump = r.dump_parts(NLCTRL, unknown, &[], r.default_bounds()).await.unwrap();
+        let mut dump = r
+            .dump_parts(NLCTRL, unknown, &[], r.default_bounds())
+            .await
+            .unwrap();
         for attempt in 0..2 {
             match dump.next_part().await {
                 Err(RequestError::Kernel(k)) => {

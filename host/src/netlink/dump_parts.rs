@@ -3,17 +3,20 @@
 //! The kernel makes part n+1 of a dump inside the `recvmsg` that takes
 //! part n (netlink_recvmsg calls netlink_dump once the receive queue has
 //! room). Read in turn with the decoding, the kernel's work and the
-//! plugin's add up. So a reader task of its own owns the dump's socket and
-//! takes the next part while the previous one is decoded: the kernel builds
-//! part n+2 on one core while the plugin decodes part n on the other.
+//! plugin's add up. So after the first two parts (read in line, see
+//! [`READ_IN_LINE`]) a reader on a thread of its own owns the dump's socket
+//! and takes the next part while the previous one is decoded: the kernel
+//! builds part n+2 on one core while the plugin decodes part n on the
+//! other (decisions/0020).
 //!
 //! The read-ahead is bounded: the reader takes a datagram only when the
 //! one-part queue to the consumer has room, so the host holds at most one
 //! part beyond the one being decoded (and the kernel one more in the
 //! socket). Everything the reader learns (parts, NLM_F_DUMP_INTR, kernel
 //! errors, timeouts, the end) reaches the consumer in the kernel's order.
-//! Dropping the [`DumpParts`] stops the reader at once; the socket it held
-//! mid-dump is closed, which ends the kernel's dump.
+//! Dropping the [`DumpParts`] closes the queue, which the reader watches:
+//! it stops, and the socket it held mid-dump is closed, which ends the
+//! kernel's dump.
 
 use std::time::Duration;
 
@@ -170,7 +173,12 @@ impl DumpParts {
             self.first = Some(first);
             return Ok(part);
         }
-        let InLineRead { mut lease, seq, wait, tx } = first;
+        let InLineRead {
+            mut lease,
+            seq,
+            wait,
+            tx,
+        } = first;
         match end {
             None => start_reader(lease, seq, wait, tx),
             Some(end) => {

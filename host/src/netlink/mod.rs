@@ -11,7 +11,7 @@ mod socket;
 pub use dump_parts::DumpParts;
 pub use pool::DEFAULT_REQUEST_SOCKETS;
 pub use requester::{
-    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError,
-    Requester, SocketOptions,
+    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError, Requester,
+    SocketOptions,
 };
 pub use socket::NlSocket;
