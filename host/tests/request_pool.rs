@@ -1,6 +1,7 @@
 //! The request socket pool against the real kernel, each test in a private
 //! network namespace it creates: dumps of two families in flight at once
-//! on sockets of their own, and the pool's bound. What is running is read
+//! on sockets of their own, the pool's bound, and a dump's read-ahead
+//! (one part, no further, gone with the dump). What is running is read
 //! from the kernel's /proc/net/netlink inside the namespace (one row per
 //! socket, its `Dump` column set while a dump is in progress on it), so no
 //! test depends on timing.
@@ -24,10 +25,18 @@ const GETFAMILY: GenlHeader = GenlHeader {
     version: 2,
 };
 
+/// One generic netlink socket as the kernel's /proc/net/netlink shows it.
+#[derive(Debug, Clone, Copy)]
+struct SocketRow {
+    /// A dump is in progress on it (`Dump` column).
+    dumping: bool,
+    /// Bytes queued in its receive buffer (`Rmem` column).
+    queued: u64,
+}
+
 /// The namespace's generic netlink sockets (protocol 16) from the
-/// kernel's own table, less the kernel's own (port id 0): whether a dump
-/// is running on each.
-fn generic_sockets(ns: &str) -> Vec<bool> {
+/// kernel's own table, less the kernel's own (port id 0).
+fn socket_rows(ns: &str) -> Vec<SocketRow> {
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "cat", "/proc/net/netlink"])
         .output()
@@ -39,14 +48,30 @@ fn generic_sockets(ns: &str) -> Vec<bool> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("a header line").split_whitespace().collect();
-    let eth = header.iter().position(|c| *c == "Eth").expect("an Eth column");
-    let pid = header.iter().position(|c| *c == "Pid").expect("a Pid column");
-    let dump = header.iter().position(|c| *c == "Dump").expect("a Dump column");
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("a {name} column"))
+    };
+    let (eth, pid, dump, rmem) = (column("Eth"), column("Pid"), column("Dump"), column("Rmem"));
     lines
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|cols| cols.get(eth) == Some(&"16") && cols.get(pid) != Some(&"0"))
-        .map(|cols| cols.get(dump) != Some(&"0"))
+        .map(|cols| SocketRow {
+            dumping: cols.get(dump) != Some(&"0"),
+            queued: cols
+                .get(rmem)
+                .and_then(|v| v.parse().ok())
+                .expect("a numeric Rmem"),
+        })
         .collect()
+}
+
+/// The namespace's generic netlink sockets: whether a dump is running on
+/// each.
+fn generic_sockets(ns: &str) -> Vec<bool> {
+    socket_rows(ns).iter().map(|s| s.dumping).collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -270,5 +295,127 @@ fn the_pool_never_opens_more_sockets_than_its_bound() {
             (1..=2).contains(&most),
             "{most} sockets open at once; the bound is 2"
         );
+    });
+}
+
+/// Wait, polling, until `what` holds; false if it never did within a
+/// generous bound (for conditions that need the reader task to get a
+/// turn; never a measure of speed).
+async fn eventually(mut what: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if what().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[test]
+fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_reader() {
+    let ns = Netns::new("readahead");
+    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+    ns.ip_batch(&batch);
+    let devices = ns.ifindexes().len();
+    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
+    runtime().block_on(async {
+        // One socket: the dump's reader must give it back before anything
+        // else can be asked.
+        let r = open_in(&ns, 1);
+        let netdev = family(&r, "netdev").await;
+        let dev_get = GenlHeader {
+            cmd: netdev_get,
+            version: netdev.version as u8,
+        };
+        let mut dump = r
+            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+            .await
+            .unwrap();
+        // The first two parts are read as they are asked for (a reader
+        // could overlap nothing before the second).
+        let mut read = 0;
+        for _ in 0..2 {
+            read += messages(&dump.next_part().await.unwrap().expect("a part")).len();
+        }
+        assert!(read < devices, "the dump spans more than two parts");
+
+        // While the second part is in hand, the third is taken from the
+        // kernel: asked for with no wait at all, it is there.
+        let no_wait = RequestBounds {
+            wait: Duration::ZERO,
+            reply_bytes: usize::MAX,
+        };
+        let mut third = None;
+        let ready = eventually(async || match dump.next_part_within(no_wait).await {
+            Ok(part) => {
+                third = part;
+                true
+            }
+            Err(RequestError::Timeout(_)) => false,
+            Err(e) => panic!("the dump failed: {e}"),
+        })
+        .await;
+        assert!(ready, "the third part was never read ahead");
+        read += messages(&third.expect("a third part")).len();
+        assert!(read < devices, "more parts are left in the kernel");
+
+        // With nobody taking parts, the reader stops one part ahead: the
+        // kernel keeps the dump running with its next part queued on the
+        // socket (an unbounded reader would have read the dump to its end).
+        let held = eventually(async || {
+            let rows = socket_rows(&ns.name);
+            rows.len() == 1 && rows[0].dumping && rows[0].queued > 0
+        })
+        .await;
+        assert!(
+            held,
+            "the kernel should hold a queued part: {:?}",
+            socket_rows(&ns.name)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rows = socket_rows(&ns.name);
+        assert!(
+            rows.len() == 1 && rows[0].dumping,
+            "the dump should still be running, paused: {rows:?}"
+        );
+
+        // Dropped mid-way: the reader goes, its socket is closed (ending
+        // the kernel's dump), and the pool's next user gets its own reply.
+        drop(dump);
+        let info = family(&r, "nlctrl").await;
+        assert_eq!(info.name, "nlctrl", "a reply reached the wrong request");
+        let rows = socket_rows(&ns.name);
+        assert!(
+            rows.len() == 1 && !rows[0].dumping,
+            "one socket, a fresh one, not dumping: {rows:?}"
+        );
+        let n = r.dump(netdev.id, dev_get, &[]).await.unwrap().len();
+        assert_eq!(n, devices, "a later dump is whole, with no stray part");
+    });
+}
+
+#[test]
+fn a_kernel_error_ends_a_dump_read_part_by_part_and_is_repeated() {
+    let ns = Netns::new("dumperr");
+    runtime().block_on(async {
+        let r = open_in(&ns, 1);
+        // A command nlctrl does not have: the kernel refuses the dump
+        // with EOPNOTSUPP (<asm-generic/errno.h>).
+        let unknown = GenlHeader { cmd: 200, version: 2 };
+        let mut dump = r
+            .dump_parts(NLCTRL, unknown, &[], r.default_bounds())
+            .await
+            .unwrap();
+        for attempt in 0..2 {
+            match dump.next_part().await {
+                Err(RequestError::Kernel(k)) => {
+                    assert_eq!(k.errno, libc::EOPNOTSUPP, "attempt {attempt}: {k:?}")
+                }
+                other => panic!("attempt {attempt}: a kernel error, not {other:?}"),
+            }
+        }
+        drop(dump);
+        let info = family(&r, "nlctrl").await;
+        assert_eq!(info.name, "nlctrl", "the socket serves the next request");
     });
 }

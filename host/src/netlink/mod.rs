@@ -2,14 +2,16 @@
 //! lacks set in `socket.rs`), a bounded pool of request sockets, listener
 //! sockets for notifications, and family resolution through nlctrl.
 
+mod dump_parts;
 mod listener_socket;
 mod pool;
 mod requester;
 mod socket;
 
+pub use dump_parts::DumpParts;
 pub use pool::DEFAULT_REQUEST_SOCKETS;
 pub use requester::{
-    DumpParts, ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError,
-    Requester, SocketOptions,
+    ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError, Requester,
+    SocketOptions,
 };
 pub use socket::NlSocket;

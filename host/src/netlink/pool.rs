@@ -160,15 +160,16 @@ impl Lease {
     }
 
     /// Read the next datagram answering `seq` and hand each of its data
-    /// messages to `on_data` (with the message's bytes, header included);
-    /// messages with another sequence number are dropped. Waits for the
+    /// messages to `on_data` (with the message's bytes, header included,
+    /// and the datagram's length, to size a copy once); messages with
+    /// another sequence number are dropped. Waits for the
     /// kernel until `deadline` when the socket is empty.
     pub(super) async fn next(
         &mut self,
         seq: u32,
         deadline: Instant,
         wait: Duration,
-        mut on_data: impl FnMut(Message<'_>, &[u8]) -> Result<(), RequestError>,
+        mut on_data: impl FnMut(Message<'_>, &[u8], usize) -> Result<(), RequestError>,
     ) -> Result<Scan, RequestError> {
         loop {
             // Let other tasks of this worker run during a long dump; free
@@ -220,7 +221,7 @@ impl Lease {
 fn scan(
     datagram: &[u8],
     seq: u32,
-    on_data: &mut impl FnMut(Message<'_>, &[u8]) -> Result<(), RequestError>,
+    on_data: &mut impl FnMut(Message<'_>, &[u8], usize) -> Result<(), RequestError>,
 ) -> Result<Scan, RequestError> {
     let mut out = Scan::default();
     let base = datagram.as_ptr() as usize;
@@ -244,7 +245,7 @@ fn scan(
             Ok(None) => {
                 let start = msg.payload.as_ptr() as usize - base - genl_wire::NlHeader::SIZE;
                 let end = start + msg.header.len as usize;
-                on_data(msg, &datagram[start..end])?;
+                on_data(msg, &datagram[start..end], datagram.len())?;
             }
             Ok(Some(result)) => {
                 out.end = Some(result.map_err(RequestError::Kernel));

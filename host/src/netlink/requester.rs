@@ -4,7 +4,9 @@
 //! The gateway's [`Requester`] is a bounded pool of request sockets (see
 //! `pool.rs`): each request owns one socket from send to completion and
 //! reads its own replies, so no other task is woken for them, and dumps of
-//! different families run at once on different sockets.
+//! different families run at once on different sockets. (A dump read part
+//! by part hands its socket to a reader of its own after the first part,
+//! so the kernel builds while the plugin decodes: `dump_parts.rs`.)
 //!
 //! The same type serves a family's listener socket (see
 //! `listener_socket.rs`): there a reader task takes notifications, and
@@ -22,6 +24,7 @@ use genl_wire::{GenlHeader, KernelError, NlHeader};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::dump_parts::DumpParts;
 use super::listener_socket::ListenerSocket;
 use super::pool::{DEFAULT_REQUEST_SOCKETS, Lease, SocketPool};
 use super::socket::NlSocket;
@@ -322,9 +325,9 @@ impl Requester {
     }
 
     /// A dump read part by part: each [`DumpParts::next_part`] is one
-    /// datagram's worth of messages, raw, as the kernel sent them. The dump
-    /// holds a request socket until it ends or is dropped. Request
-    /// sockets only.
+    /// datagram's worth of messages, raw, as the kernel sent them, the
+    /// next one read ahead by a task of its own. The dump holds a request
+    /// socket until it ends or is dropped. Request sockets only.
     pub async fn dump_parts(
         &self,
         family: u16,
@@ -341,15 +344,7 @@ impl Requester {
         let mut lease = pool.take(deadline, bounds.wait).await?;
         let (seq, request) = self.request(family, NLM_F_REQUEST | NLM_F_DUMP, genl, payload);
         lease.send(&request)?;
-        Ok(DumpParts {
-            lease,
-            seq,
-            deadline,
-            bounds,
-            bytes: 0,
-            interrupted: false,
-            done: false,
-        })
+        Ok(DumpParts::start(lease, seq, bounds))
     }
 }
 
@@ -368,7 +363,7 @@ async fn collect(
     let mut interrupted = false;
     loop {
         let scan = lease
-            .next(seq, deadline, bounds.wait, |msg, _| {
+            .next(seq, deadline, bounds.wait, |msg, _, _| {
                 bytes = bytes.saturating_add(msg.payload.len());
                 if bytes > bounds.reply_bytes {
                     // The socket is closed, not drained: that also ends the
@@ -388,72 +383,6 @@ async fn collect(
             lease.complete();
             return end.map(|()| (parts, interrupted));
         }
-    }
-}
-
-/// A dump in progress on a request socket of its own (see
-/// [`Requester::dump_parts`]).
-pub struct DumpParts {
-    lease: Lease,
-    seq: u32,
-    deadline: Instant,
-    bounds: RequestBounds,
-    bytes: usize,
-    interrupted: bool,
-    done: bool,
-}
-
-impl DumpParts {
-    /// The next part: whole netlink messages (headers included, each
-    /// padded to 4 bytes) from one datagram, NLMSG_DONE left out; `None`
-    /// once the dump has ended. The bounds given to
-    /// [`Requester::dump_parts`] hold for the whole dump.
-    pub async fn next_part(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
-        while !self.done {
-            let mut part = Vec::new();
-            let (limit, mut bytes) = (self.bounds.reply_bytes, self.bytes);
-            let scan = self
-                .lease
-                .next(self.seq, self.deadline, self.bounds.wait, |msg, raw| {
-                    bytes = bytes.saturating_add(msg.payload.len());
-                    if bytes > limit {
-                        return Err(RequestError::ReplyTooLarge(limit));
-                    }
-                    part.extend_from_slice(raw);
-                    part.resize(part.len().next_multiple_of(4), 0);
-                    Ok(())
-                })
-                .await?;
-            self.bytes = bytes;
-            self.interrupted |= scan.interrupted;
-            if let Some(end) = scan.end {
-                self.done = true;
-                self.lease.complete();
-                end?;
-            }
-            if !part.is_empty() {
-                return Ok(Some(part));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The next part, waited for at most `bounds.wait` from now and refused
-    /// over `bounds.reply_bytes`: for a dump read as a stream, which its
-    /// reader bounds as a whole (the call's deadline, the client's pace),
-    /// each part is bounded on its own.
-    pub async fn next_part_within(&mut self, bounds: RequestBounds) -> Result<Option<Vec<u8>>, RequestError> {
-        self.deadline = Instant::now() + bounds.wait;
-        self.bounds = bounds;
-        self.bytes = 0;
-        self.next_part().await
-    }
-
-    /// Whether the kernel flagged a part read so far as interrupted by a
-    /// concurrent change (NLM_F_DUMP_INTR): the dump may be inconsistent
-    /// and is worth starting again.
-    pub fn interrupted(&self) -> bool {
-        self.interrupted
     }
 }
 

@@ -1,0 +1,299 @@
+//! A dump read part by part, with the next part read ahead.
+//!
+//! The kernel makes part n+1 of a dump inside the `recvmsg` that takes
+//! part n (netlink_recvmsg calls netlink_dump once the receive queue has
+//! room). Read in turn with the decoding, the kernel's work and the
+//! plugin's add up. So after the first two parts (read in line, see
+//! [`READ_IN_LINE`]) a reader on a thread of its own owns the dump's socket
+//! and takes the next part while the previous one is decoded: the kernel
+//! builds part n+2 on one core while the plugin decodes part n on the
+//! other (decisions/0020).
+//!
+//! The read-ahead is bounded: the reader takes a datagram only when the
+//! one-part queue to the consumer has room, so the host holds at most one
+//! part beyond the one being decoded (and the kernel one more in the
+//! socket). Everything the reader learns (parts, NLM_F_DUMP_INTR, kernel
+//! errors, timeouts, the end) reaches the consumer in the kernel's order.
+//! Dropping the [`DumpParts`] closes the queue, which the reader watches:
+//! it stops, and the socket it held mid-dump is closed, which ends the
+//! kernel's dump.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pool::Lease;
+use super::requester::{RequestBounds, RequestError};
+
+/// What the reader hands over for one datagram.
+struct Part {
+    /// Whole messages (headers included, each padded to 4 bytes),
+    /// NLMSG_DONE left out; may be empty (a datagram with only the end).
+    bytes: Vec<u8>,
+    /// The messages' netlink payload bytes, counted against the bound.
+    payload: usize,
+    /// A message of the datagram carried NLM_F_DUMP_INTR.
+    interrupted: bool,
+}
+
+/// Where a dump stands, seen from its consumer.
+#[derive(Debug)]
+enum State {
+    /// Parts may still come.
+    Reading,
+    /// NLMSG_DONE was read and every part handed over.
+    Ended,
+    /// The dump failed; the error is repeated to every later call.
+    Failed(RequestError),
+}
+
+/// A dump in progress on a request socket of its own (see
+/// [`super::Requester::dump_parts`]), its next part read ahead.
+pub struct DumpParts {
+    /// For the first [`READ_IN_LINE`] datagrams: the socket, read by the
+    /// consumer itself; the reader takes it over after that.
+    first: Option<InLineRead>,
+    /// Datagrams read so far by the consumer itself.
+    read_in_line: usize,
+    parts: mpsc::Receiver<Result<Part, RequestError>>,
+    deadline: Instant,
+    bounds: RequestBounds,
+    bytes: usize,
+    interrupted: bool,
+    state: State,
+}
+
+/// Datagrams the consumer reads itself before a reader takes over. The
+/// first part always comes back with the second already built (the kernel
+/// builds inside the `recvmsg` that takes the last queued part), so a
+/// reader could overlap nothing before the second part is taken; and a
+/// dump of two parts, common for a thousand objects, then ends without a
+/// reader at all: its thread wakeups cost more than they could save.
+const READ_IN_LINE: usize = 2;
+
+/// The dump while the consumer reads it itself.
+struct InLineRead {
+    lease: Lease,
+    seq: u32,
+    /// The reader's wait for each datagram.
+    wait: Duration,
+    tx: mpsc::Sender<Result<Part, RequestError>>,
+}
+
+impl Drop for DumpParts {
+    fn drop(&mut self) {
+        // The reader must not outlive its consumer: with the queue closed
+        // it stops at once and drops the socket, closed mid-dump (never
+        // back in the pool half-read).
+        self.parts.close();
+    }
+}
+
+impl DumpParts {
+    /// A dump sent with sequence number `seq` on `lease`. `bounds.wait`
+    /// also bounds the reader's wait for each datagram, counted from when
+    /// it has room to take one.
+    pub(super) fn start(lease: Lease, seq: u32, bounds: RequestBounds) -> Self {
+        let (tx, parts) = mpsc::channel(1);
+        Self {
+            first: Some(InLineRead {
+                lease,
+                seq,
+                wait: bounds.wait,
+                tx,
+            }),
+            read_in_line: 0,
+            parts,
+            deadline: Instant::now() + bounds.wait,
+            bounds,
+            bytes: 0,
+            interrupted: false,
+            state: State::Reading,
+        }
+    }
+
+    /// The next part: whole netlink messages (headers included, each
+    /// padded to 4 bytes) from one datagram, NLMSG_DONE left out; `None`
+    /// once the dump has ended. The bounds given to
+    /// [`super::Requester::dump_parts`] hold for the whole dump.
+    pub async fn next_part(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+        loop {
+            match &self.state {
+                State::Reading => {}
+                State::Ended => return Ok(None),
+                State::Failed(e) => return Err(e.clone()),
+            }
+            let part = match self.first.take() {
+                Some(first) => self.read_here(first).await?,
+                None => {
+                    // A timeout leaves the reader running: the part may
+                    // still come and a later call take it, as when the
+                    // socket was read here.
+                    let next = tokio::time::timeout_at(self.deadline, self.parts.recv())
+                        .await
+                        .map_err(|_| RequestError::Timeout(self.bounds.wait))?;
+                    match next {
+                        Some(Ok(part)) => part,
+                        // The reader hung up after handing over the end.
+                        None => {
+                            self.state = State::Ended;
+                            return Ok(None);
+                        }
+                        Some(Err(e)) => return Err(self.fail(e)),
+                    }
+                }
+            };
+            self.interrupted |= part.interrupted;
+            self.bytes = self.bytes.saturating_add(part.payload);
+            if self.bytes > self.bounds.reply_bytes {
+                return Err(self.fail(RequestError::ReplyTooLarge(self.bounds.reply_bytes)));
+            }
+            if !part.bytes.is_empty() {
+                return Ok(Some(part.bytes));
+            }
+        }
+    }
+
+    /// Read a datagram here; after the last of [`READ_IN_LINE`], hand the
+    /// socket to the reader (or, when the dump ended, back to the pool).
+    async fn read_here(&mut self, mut first: InLineRead) -> Result<Part, RequestError> {
+        let step = read_datagram(&mut first.lease, first.seq, self.deadline, self.bounds.wait).await;
+        let (part, end) = match step {
+            Ok(got) => got,
+            Err(e @ RequestError::Timeout(_)) => {
+                // Nothing lost: the next call waits again.
+                self.first = Some(first);
+                return Err(e);
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        self.read_in_line += 1;
+        if end.is_none() && self.read_in_line < READ_IN_LINE {
+            self.first = Some(first);
+            return Ok(part);
+        }
+        let InLineRead {
+            mut lease,
+            seq,
+            wait,
+            tx,
+        } = first;
+        match end {
+            None => start_reader(lease, seq, wait, tx),
+            Some(end) => {
+                lease.complete();
+                drop(lease);
+                // With the sender gone, the next call sees the end.
+                drop(tx);
+                end.map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(part)
+    }
+
+    /// The next part, waited for at most `bounds.wait` from now and refused
+    /// over `bounds.reply_bytes`: for a dump read as a stream, which its
+    /// reader bounds as a whole (the call's deadline, the client's pace),
+    /// each part is bounded on its own.
+    pub async fn next_part_within(&mut self, bounds: RequestBounds) -> Result<Option<Vec<u8>>, RequestError> {
+        self.deadline = Instant::now() + bounds.wait;
+        self.bounds = bounds;
+        self.bytes = 0;
+        self.next_part().await
+    }
+
+    /// Whether the kernel flagged a part read so far as interrupted by a
+    /// concurrent change (NLM_F_DUMP_INTR): the dump may be inconsistent
+    /// and is worth starting again.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    /// End the dump with `e`: the reader stops (closing the socket if the
+    /// dump was still running) and later calls get `e` again.
+    fn fail(&mut self, e: RequestError) -> RequestError {
+        self.first = None;
+        self.parts.close();
+        self.state = State::Failed(e.clone());
+        e
+    }
+}
+
+/// Start the reader on a thread of the blocking pool. A task would not do:
+/// woken by the consumer, tokio runs it on the consumer's own worker (its
+/// LIFO slot) once the consumer yields, so nothing would overlap. The
+/// reader ends when the dump does, or when the consumer closes the queue.
+fn start_reader(lease: Lease, seq: u32, wait: Duration, tx: mpsc::Sender<Result<Part, RequestError>>) {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let closed = tx.clone();
+        handle.block_on(async move {
+            tokio::select! {
+                () = closed.closed() => {}
+                () = read_ahead(lease, seq, wait, tx) => {}
+            }
+        });
+    });
+}
+
+/// Read one datagram of the dump: its messages as a part, and the dump's
+/// end if the datagram carried it.
+async fn read_datagram(
+    lease: &mut Lease,
+    seq: u32,
+    deadline: Instant,
+    wait: Duration,
+) -> Result<(Part, Option<Result<(), RequestError>>), RequestError> {
+    let mut part = Part {
+        bytes: Vec::new(),
+        payload: 0,
+        interrupted: false,
+    };
+    let scan = lease
+        .next(seq, deadline, wait, |msg, raw, datagram| {
+            if part.bytes.is_empty() {
+                // One allocation a part: the datagram holds the rest.
+                part.bytes.reserve(datagram);
+            }
+            part.payload = part.payload.saturating_add(msg.payload.len());
+            part.bytes.extend_from_slice(raw);
+            part.bytes.resize(part.bytes.len().next_multiple_of(4), 0);
+            Ok(())
+        })
+        .await?;
+    part.interrupted = scan.interrupted;
+    Ok((part, scan.end))
+}
+
+/// The reader: one datagram at a time, each taken only once the consumer's
+/// queue has room for it, until the dump ends, fails or the consumer goes.
+async fn read_ahead(
+    mut lease: Lease,
+    seq: u32,
+    wait: Duration,
+    tx: mpsc::Sender<Result<Part, RequestError>>,
+) {
+    loop {
+        // No room: the consumer has a part queued and one in hand. Gone:
+        // returning drops the lease, which closes the socket mid-dump.
+        let Ok(slot) = tx.reserve().await else { return };
+        let deadline = Instant::now() + wait;
+        match read_datagram(&mut lease, seq, deadline, wait).await {
+            Ok((part, None)) => slot.send(Ok(part)),
+            Ok((part, Some(end))) => {
+                // The dump is over in the kernel: the socket is clean and
+                // goes back to the pool before the consumer is told.
+                lease.complete();
+                drop(lease);
+                // A kernel error replaces the datagram's messages.
+                slot.send(end.map(|()| part));
+                return;
+            }
+            Err(e) => {
+                slot.send(Err(e));
+                return;
+            }
+        }
+    }
+}
