@@ -7,7 +7,7 @@
 //! [`READ_IN_LINE`]) a reader on a thread of its own owns the dump's socket
 //! and takes the next part while the previous one is decoded: the kernel
 //! builds part n+2 on one core while the plugin decodes part n on the
-//! other (decisions/0020).
+//! other (decisions/0021).
 //!
 //! The read-ahead is bounded: the reader takes a datagram only when the
 //! one-part queue to the consumer has room, so the host holds at most one

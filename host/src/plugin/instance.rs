@@ -812,7 +812,10 @@ impl LoadedPlugin {
                 let output =
                     output.ok_or_else(|| self.bad_output("the call's output went missing".into()))?;
                 let returned = match answer {
-                    Ok(types::CallOutput::Document(doc)) => Some(doc),
+                    // A document the plugin returned is checked here; items
+                    // were each checked as they came, and an array collected
+                    // from them is not parsed again.
+                    Ok(types::CallOutput::Document(doc)) => Some(self.check_output(doc)?),
                     Ok(types::CallOutput::Items) => None,
                     // An output that failed explains the plugin's error
                     // better than the plugin can.
@@ -822,11 +825,7 @@ impl LoadedPlugin {
                             .map_or_else(|| self.plugin_error(e), |f| self.output_fault(f)));
                     }
                 };
-                match output.finish(returned) {
-                    Ok(CallOutput::Document(doc)) => self.check_output(doc).map(CallOutput::Document),
-                    Ok(streamed) => Ok(streamed),
-                    Err(fault) => Err(self.output_fault(fault)),
-                }
+                output.finish(returned).map_err(|fault| self.output_fault(fault))
             }
             Err(Stop::Deadline) => {
                 let msg = format!(
