@@ -202,9 +202,7 @@ pub(crate) mod kernel {
 }
 
 pub(crate) mod output {
-    use std::cell::Cell;
-
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     thread_local! {
         // Whether the running call's output is "the items".
