@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
-use common::{Gateway, NLCTRL, Netns, TestConfig, http};
+use common::{Gateway, NLCTRL, Netns, TestConfig};
 
 fn bus_state(gw: &Gateway) -> String {
     gw.health()["bus"]["state"]
@@ -31,15 +31,6 @@ fn wait_state(gw: &Gateway, want: &str, secs: u64) {
     }
 }
 
-fn metric(gw: &Gateway, name: &str) -> u64 {
-    let (status, body) = http(&gw.socket.display().to_string(), "GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).expect("metrics are text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 #[test]
 fn the_gateway_joins_the_bus_survives_its_loss_and_reconnects() {
     let mut nats = NatsCluster::start(3, "");
@@ -57,12 +48,12 @@ fn the_gateway_joins_the_bus_survives_its_loss_and_reconnects() {
     let plugins = gw.cli(&["plugins"]);
     let text = String::from_utf8_lossy(&plugins.stdout);
     assert!(text.contains("bus: connected as host host-a"), "{text}");
-    assert_eq!(metric(&gw, "genl_gateway_bus_connected"), 1);
+    assert_eq!(gw.metric("genl_gateway_bus_connected"), 1);
 
     // The whole bus goes away: the local API serves exactly as before.
     nats.kill_all();
     wait_state(&gw, "disconnected", 30);
-    assert_eq!(metric(&gw, "genl_gateway_bus_connected"), 0);
+    assert_eq!(gw.metric("genl_gateway_bus_connected"), 0);
     let (ok, out) = gw.call("nlctrl", "list", "{}");
     assert!(ok, "nlctrl list while the bus is down: {out}");
     assert!(gw.log_text().contains("bus: lost the NATS server"));
@@ -70,8 +61,8 @@ fn the_gateway_joins_the_bus_survives_its_loss_and_reconnects() {
     // It comes back: the gateway reconnects by itself.
     nats.restart_all();
     wait_state(&gw, "connected", 30);
-    assert!(metric(&gw, "genl_gateway_bus_connects_total") >= 2);
-    assert!(metric(&gw, "genl_gateway_bus_disconnects_total") >= 1);
+    assert!(gw.metric("genl_gateway_bus_connects_total") >= 2);
+    assert!(gw.metric("genl_gateway_bus_disconnects_total") >= 1);
 }
 
 #[test]

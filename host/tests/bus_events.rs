@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
-use common::{Gateway, Netns, Subscription, TestConfig, http};
+use common::{Gateway, Netns, Subscription, TestConfig};
 use serde_json::Value;
 
 /// netdev with its `mgmt` group joined and only device adds and deletes
@@ -21,15 +21,6 @@ const NETDEV_BUS: &str = "family = \"netdev\"\nplugin = \"netdev.wasm\"\ngroups 
 [commands]\ndo = [1]\ndump = [1]\n[bus]\ntopics = [\"dev-add-ntf\", \"dev-del-ntf\"]\n";
 const TOPICS: &str = "dev-add-ntf,dev-del-ntf";
 const STREAM: &str = "GENL_EVENTS";
-
-fn metric(gw: &Gateway, name: &str) -> u64 {
-    let (status, body) = http(&gw.socket.display().to_string(), "GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).expect("metrics are text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
 
 fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -224,16 +215,16 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
         wait_for(
             60,
             "h4 queued every event",
-            || metric(h4.gw(), "genl_gateway_bus_events_queued_total") == 4 * N as u64,
+            || h4.gw().metric("genl_gateway_bus_events_queued_total") == 4 * N as u64,
             || h4.gw().log_text(),
         );
-        assert!(metric(h4.gw(), "genl_gateway_bus_events_buffered") >= N as u64);
+        assert!(h4.gw().metric("genl_gateway_bus_events_buffered") >= N as u64);
     }
     hosts[4].gw = None;
     hosts[4].gw = Some(Gateway::start(&hosts[4].config));
     let restarted = hosts[4].gw();
     assert!(
-        metric(restarted, "genl_gateway_bus_events_buffered") >= 2 * N as u64,
+        restarted.metric("genl_gateway_bus_events_buffered") >= 2 * N as u64,
         "the restarted gateway must hold phase 2's spooled events:\n{}",
         restarted.log_text()
     );
@@ -260,11 +251,11 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
         wait_for(
             180,
             &format!("{}'s events all acknowledged", h.name),
-            || metric(h.gw(), "genl_gateway_bus_events_buffered") == 0,
+            || h.gw().metric("genl_gateway_bus_events_buffered") == 0,
             || format!("{}\n{}", h.gw().log_text(), nats.log(0)),
         );
         assert_eq!(
-            metric(h.gw(), "genl_gateway_bus_events_lost_total"),
+            h.gw().metric("genl_gateway_bus_events_lost_total"),
             0,
             "{}",
             h.name
@@ -272,8 +263,8 @@ fn every_event_of_every_host_reaches_the_replicated_stream_once_and_in_order() {
         eprintln!(
             "{}: retries {}, duplicates dropped by id {}",
             h.name,
-            metric(h.gw(), "genl_gateway_bus_events_retries_total"),
-            metric(h.gw(), "genl_gateway_bus_events_duplicates_total")
+            h.gw().metric("genl_gateway_bus_events_retries_total"),
+            h.gw().metric("genl_gateway_bus_events_duplicates_total")
         );
     }
 
@@ -378,7 +369,7 @@ fn an_overflow_beyond_the_buffer_is_a_counted_gap_in_the_stream() {
     wait_for(
         60,
         "overflow counted",
-        || metric(gw, "genl_gateway_bus_events_lost_total") == lost,
+        || gw.metric("genl_gateway_bus_events_lost_total") == lost,
         || gw.log_text(),
     );
     assert!(gw.log_text().contains("events buffer is full"));
@@ -388,8 +379,8 @@ fn an_overflow_beyond_the_buffer_is_a_counted_gap_in_the_stream() {
         120,
         "backlog and gap published",
         || {
-            metric(gw, "genl_gateway_bus_events_buffered") == 0
-                && metric(gw, "genl_gateway_bus_events_gaps_total") == 1
+            gw.metric("genl_gateway_bus_events_buffered") == 0
+                && gw.metric("genl_gateway_bus_events_gaps_total") == 1
         },
         || gw.log_text(),
     );
@@ -540,13 +531,13 @@ fn a_retried_publish_whose_acknowledgement_was_lost_is_stored_once() {
     wait_for(
         60,
         "both events acknowledged",
-        || metric(gw, "genl_gateway_bus_events_acked_total") == 2,
+        || gw.metric("genl_gateway_bus_events_acked_total") == 2,
         || gw.log_text(),
     );
     // The first publish was stored and its acknowledgement lost: the retry
     // was acknowledged as a duplicate (JetStream's word, not ours).
-    assert!(metric(gw, "genl_gateway_bus_events_retries_total") >= 1);
-    assert_eq!(metric(gw, "genl_gateway_bus_events_duplicates_total"), 1);
+    assert!(gw.metric("genl_gateway_bus_events_retries_total") >= 1);
+    assert_eq!(gw.metric("genl_gateway_bus_events_duplicates_total"), 1);
     let (stored, _) = read_stream(&nats.urls());
     let got: Vec<(String, u64)> = stored
         .iter()
@@ -586,7 +577,7 @@ fn a_kernel_overrun_is_marked_in_the_stream_like_an_overflow() {
         60,
         "a kernel-overrun gap in the stream",
         || {
-            if metric(&gw, "genl_gateway_bus_events_buffered") != 0 {
+            if gw.metric("genl_gateway_bus_events_buffered") != 0 {
                 return false;
             }
             stored = read_stream(&nats.urls()).0;
@@ -613,7 +604,7 @@ fn a_kernel_overrun_is_marked_in_the_stream_like_an_overflow() {
         "the kernel does not say how many"
     );
     assert_eq!(
-        metric(&gw, "genl_gateway_bus_events_lost_total"),
+        gw.metric("genl_gateway_bus_events_lost_total"),
         0,
         "nothing lost by the buffer"
     );

@@ -28,16 +28,6 @@ fn get(gw: &Gateway, path: &str) -> (u16, Vec<u8>) {
     http(&gw.socket.display().to_string(), "GET", path, &[], b"")
 }
 
-/// One sample of `/metrics`, by its full name with labels.
-fn metric(gw: &Gateway, sample: &str) -> u64 {
-    let (status, body) = get(gw, "/metrics");
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).expect("metrics are text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
-}
-
 #[test]
 fn junk_family_names_are_refused_and_the_resolver_caches_stay_bounded() {
     let ns = Netns::new("names");
@@ -91,8 +81,8 @@ fn junk_family_names_are_refused_and_the_resolver_caches_stay_bounded() {
         after.saturating_sub(before) < 32 * 1024,
         "the gateway grew from {before} KiB to {after} KiB on junk names"
     );
-    let families = metric(&gw, "genl_gateway_resolver_cache_entries{cache=\"families\"}");
-    let policies = metric(&gw, "genl_gateway_resolver_cache_entries{cache=\"policies\"}");
+    let families = gw.metric("genl_gateway_resolver_cache_entries{cache=\"families\"}");
+    let policies = gw.metric("genl_gateway_resolver_cache_entries{cache=\"policies\"}");
     assert!(
         families <= kernel_families && policies <= kernel_families,
         "cached {families} families and {policies} policies; the kernel has {kernel_families}"
@@ -187,14 +177,14 @@ fn metrics_counters_survive_a_reload() {
     let (ok, _) = gw.call("TASKSTATS", "no-such-op", "null");
     assert!(!ok);
     let calls = "genl_gateway_plugin_calls_total{family=\"TASKSTATS\"}";
-    assert_eq!(metric(&gw, calls), 6);
+    assert_eq!(gw.metric(calls), 6);
 
     config.family("chaos.toml", &chaos("[config]\ntag = \"v2\"\n"));
     let out = gw.cli(&["reload", "TASKSTATS"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"], "reloaded", "{v}");
     assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v2");
-    assert_eq!(metric(&gw, calls), 7, "the reload reset the counters");
+    assert_eq!(gw.metric(calls), 7, "the reload reset the counters");
 }
 
 /// `families_loading` from /healthz.

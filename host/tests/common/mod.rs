@@ -205,6 +205,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// One sample of `/metrics`, by its full name with labels.
+    pub fn metric(&self, sample: &str) -> u64 {
+        let (status, body) = http(&self.socket.display().to_string(), "GET", "/metrics", &[], b"");
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).expect("metrics are text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no sample {sample} in /metrics:
+{text}"
+                )
+            })
+    }
+
     /// Start `serve` with `config` and wait until its socket answers and
     /// every plugin has loaded (plugins load in the background).
     pub fn start(config: &TestConfig) -> Self {
