@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::kernel::{self, PartMessage};
-use crate::output::Items;
+use crate::output::{Item, Items};
 use crate::schema::{Field, decode, encode};
 use crate::types::{CallError, Message};
 
@@ -63,11 +63,12 @@ pub fn dump_json(cmd: u8, input: &Value, request: &[Field], reply: &[Field]) -> 
 /// A dump of `cmd` with `payload`, each message turned into an item by
 /// `item` and streamed to the client one dump part at a time: neither the
 /// dump nor the output is ever whole in memory. Return the result from
-/// `call` (natively, in tests, it is the array of items).
-pub fn dump_items(
+/// `call` (natively, in tests, it is the array of items). An item is a
+/// `Value`, or a `String` of JSON text already written ([`Item`]).
+pub fn dump_items<T: Item>(
     cmd: u8,
     payload: &[u8],
-    mut item: impl FnMut(PartMessage<'_>) -> Result<Value, CallError>,
+    mut item: impl FnMut(PartMessage<'_>) -> Result<T, CallError>,
 ) -> Result<Value, CallError> {
     let mut dump = kernel::dump_start(cmd, payload)?;
     let mut items = Items::new();
@@ -76,7 +77,7 @@ pub fn dump_items(
             .messages()
             .map(|m| item(m?))
             .collect::<Result<Vec<_>, CallError>>()?;
-        items.send(batch)?;
+        T::send(&mut items, batch)?;
     }
     Ok(items.finish())
 }

@@ -104,6 +104,25 @@ impl Items {
     }
 }
 
+/// What can be sent as an item: a value, or JSON text already written
+/// (see [`Items::send_texts`]).
+pub trait Item: Sized {
+    /// Send `batch` as items of `items`.
+    fn send(items: &mut Items, batch: Vec<Self>) -> Result<(), CallError>;
+}
+
+impl Item for Value {
+    fn send(items: &mut Items, batch: Vec<Self>) -> Result<(), CallError> {
+        items.send(batch)
+    }
+}
+
+impl Item for String {
+    fn send(items: &mut Items, batch: Vec<Self>) -> Result<(), CallError> {
+        items.send_texts(batch)
+    }
+}
+
 /// Make `text`, one JSON document, the running call's output as it is:
 /// return the result from `call`. For output already written as JSON text
 /// (the YNL engine's decoder writes text), it saves parsing it into a

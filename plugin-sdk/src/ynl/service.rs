@@ -213,21 +213,11 @@ impl Service {
             // memory here and in the host.
             Mode::Dump => {
                 let shape = self.shape(op.op)?;
-                let mut dump = crate::kernel::dump_start(cmd, &payload)?;
-                let mut items = crate::output::Items::new();
-                while let Some(part) = dump.next_part()? {
-                    let batch = part
-                        .messages()
-                        .map(|m| {
-                            let payload = m?.payload;
-                            let mut text = Self::text_for(payload);
-                            shape.write(payload, &mut text).map_err(malformed)?;
-                            Ok(text)
-                        })
-                        .collect::<Result<Vec<_>, CallError>>()?;
-                    items.send_texts(batch)?;
-                }
-                Ok(items.finish())
+                crate::ops::dump_items(cmd, &payload, |m| {
+                    let mut text = Self::text_for(m.payload);
+                    shape.write(m.payload, &mut text).map_err(malformed)?;
+                    Ok(text)
+                })
             }
         }
     }
