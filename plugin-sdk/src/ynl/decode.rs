@@ -299,7 +299,28 @@ impl Spec {
         }
         for attr in Attrs::new(buf) {
             let attr = attr.map_err(|e| err(path, e.to_string()))?;
-            self.write_occurrences(set, buf, outer, path, std::slice::from_ref(&attr), members, out)?;
+            let scope = Scope {
+                set,
+                before: &buf[..offset_of(buf, &attr)],
+                outer,
+            };
+            match set.linked(attr.kind()) {
+                None => {
+                    members.unknown_key(out, attr.kind());
+                    json_text::hex(out, attr.bytes(), None);
+                }
+                Some(Linked { def, .. }) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some(Linked { def, links, key }) => {
+                    members.quoted_key(out, key);
+                    if def.multi {
+                        out.push('[');
+                    }
+                    self.write_value(def, links, attr.bytes(), &scope, path, out)?;
+                    if def.multi {
+                        out.push(']');
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -325,58 +346,42 @@ impl Spec {
         let mut groups: Vec<&[usize]> = order.chunk_by(|&a, &b| all[a].kind() == all[b].kind()).collect();
         groups.sort_by_key(|g| g.first().copied().unwrap_or_default());
         for group in groups {
-            let occurrences: Vec<Attr<'_>> = group.iter().map(|&i| all[i]).collect();
-            self.write_occurrences(set, buf, outer, path, &occurrences, members, out)?;
-        }
-        Ok(())
-    }
-
-    /// The occurrences of one attribute number, in wire order, as one
-    /// member: a multi-attr as an array of all; any other as its last
-    /// (each must still decode, as when every one was decoded in turn).
-    #[allow(clippy::too_many_arguments)]
-    fn write_occurrences(
-        &self,
-        set: &AttrSet,
-        buf: &[u8],
-        outer: Option<&Scope<'_>>,
-        path: &Path<'_>,
-        occurrences: &[Attr<'_>],
-        members: &mut Members,
-        out: &mut String,
-    ) -> Result<(), DecodeError> {
-        let Some((last, earlier)) = occurrences.split_last() else {
-            return Ok(());
-        };
-        let scope_of = |a: &Attr<'_>| Scope {
-            set,
-            before: &buf[..offset_of(buf, a)],
-            outer,
-        };
-        match set.linked(last.kind()) {
-            None => {
-                members.unknown_key(out, last.kind());
-                json_text::hex(out, last.bytes(), None);
-            }
-            Some(Linked { def, .. }) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
-            Some(Linked { def, links, key }) if def.multi => {
-                members.quoted_key(out, key);
-                out.push('[');
-                let mut items = Items::new();
-                for a in occurrences {
-                    items.next(out);
-                    self.write_value(def, links, a.bytes(), &scope_of(a), path, out)?;
+            let (Some(&first), Some(&last)) = (group.first(), group.last()) else {
+                continue;
+            };
+            let kind = all[first].kind();
+            let scope_of = |i: usize| Scope {
+                set,
+                before: &buf[..offset_of(buf, &all[i])],
+                outer,
+            };
+            match set.linked(kind) {
+                None => {
+                    members.unknown_key(out, kind);
+                    json_text::hex(out, all[last].bytes(), None);
                 }
-                out.push(']');
-            }
-            Some(Linked { def, links, key }) => {
-                let mut discarded = String::new();
-                for a in earlier {
-                    self.write_value(def, links, a.bytes(), &scope_of(a), path, &mut discarded)?;
-                    discarded.clear();
+                Some(Linked { def, .. }) if matches!(def.kind, AttrKind::Pad | AttrKind::Unused) => {}
+                Some(Linked { def, links, key }) if def.multi => {
+                    members.quoted_key(out, key);
+                    out.push('[');
+                    let mut items = Items::new();
+                    for &i in group {
+                        items.next(out);
+                        self.write_value(def, links, all[i].bytes(), &scope_of(i), path, out)?;
+                    }
+                    out.push(']');
                 }
-                members.quoted_key(out, key);
-                self.write_value(def, links, last.bytes(), &scope_of(last), path, out)?;
+                Some(Linked { def, links, key }) => {
+                    // The last occurrence is the value, but each must
+                    // decode, as when every one was decoded in turn.
+                    let mut discarded = String::new();
+                    for &i in group.iter().take(group.len() - 1) {
+                        self.write_value(def, links, all[i].bytes(), &scope_of(i), path, &mut discarded)?;
+                        discarded.clear();
+                    }
+                    members.quoted_key(out, key);
+                    self.write_value(def, links, all[last].bytes(), &scope_of(last), path, out)?;
+                }
             }
         }
         Ok(())
