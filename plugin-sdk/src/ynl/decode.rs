@@ -297,6 +297,10 @@ impl Spec {
         if repeats(buf).map_err(|m| err(path, m))? {
             return self.write_grouped(set, buf, outer, path, members, out);
         }
+        // The same four cases as write_grouped, for one occurrence each:
+        // kept apart because this is the path of nearly every message, and
+        // sharing one function with the grouped path measured 25% slower
+        // (73 -> 92 us for the bench's 1001 devices).
         for attr in Attrs::new(buf) {
             let attr = attr.map_err(|e| err(path, e.to_string()))?;
             let scope = Scope {
