@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, NLCTRL, Netns, TestConfig, http};
+use common::{Gateway, NLCTRL, Netns, TestConfig, http, socket_rows};
 use serde_json::Value;
 
 /// nlctrl `list` (a dump through the dump turn) until stopped (and at
@@ -470,4 +470,71 @@ fn a_slow_kernel_request_ends_in_timeout_not_a_crash() {
         &format!(r#"{{"cmd": 1, "payload": "{header}"}}"#),
     );
     assert_eq!((status, v["replies"].as_u64()), (200, Some(1)), "{v}");
+}
+
+#[test]
+fn hoarded_dumps_stop_at_four_and_end_with_the_plugin_that_held_them() {
+    // A plugin that starts dumps, reads a few parts of each (so the host
+    // reads the next one ahead) and keeps them open across calls. Each
+    // holds a pooled request socket and a reader; the host allows four.
+    // What is open is read from the kernel's own /proc/net/netlink in the
+    // namespace: one row per socket, `Dump` set while a dump runs on it.
+    // 3000 ifb devices make a netdev dump (NETDEV_CMD_DEV_GET, 1, from
+    // <linux/netdev.h>) many parts long, so none ends on its own.
+    let ns = Netns::new("hoard");
+    let batch: String = (0..3000).map(|i| format!("link add hd{i} type ifb\n")).collect();
+    ns.ip_batch(&batch);
+    let dumping = || socket_rows(&ns.name).iter().filter(|s| s.dumping).count();
+    let config = TestConfig::new();
+    config.netns(&ns).family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[commands]\ndump = [1]\n[limits]\ninstances = 1\n",
+    );
+    let gw = Gateway::start(&config);
+    assert_eq!(dumping(), 0);
+
+    let (status, v) = call_http(&gw, "netdev", "hoard-dumps", r#"{"cmd": 1, "n": 4, "parts": 3}"#);
+    assert_eq!((status, v["hoarded"].as_u64()), (200, Some(4)), "{v}");
+    assert_eq!(dumping(), 4, "four dumps held open, in the kernel's table");
+
+    // A fifth is refused, with the bound named; the four stay.
+    let (status, v) = call_http(&gw, "netdev", "hoard-dumps", r#"{"cmd": 1, "n": 1, "parts": 3}"#);
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert_ne!(status, 200, "{v}");
+    assert!(msg.contains("at most 4 dumps open"), "{v}");
+    assert_eq!(dumping(), 4);
+
+    // Other families still get sockets and answer.
+    let (status, v) = call_http(&gw, "nlctrl", "list", "null");
+    assert_eq!(status, 200, "{v}");
+
+    // Dropped by the plugin: the readers stop and the sockets, left
+    // mid-dump, are closed, which ends the kernel's dumps.
+    let (status, v) = call_http(&gw, "netdev", "hoard-dumps", r#"{"release": true}"#);
+    assert_eq!((status, v["released"].as_u64()), (200, Some(4)), "{v}");
+    wait_for(15, "the released dumps to end in the kernel", || dumping() == 0);
+
+    // Held again, then the family file changed and reloaded: the dumps go
+    // with the old instance.
+    let (status, v) = call_http(&gw, "netdev", "hoard-dumps", r#"{"cmd": 1, "n": 4, "parts": 3}"#);
+    assert_eq!((status, v["hoarded"].as_u64()), (200, Some(4)), "{v}");
+    assert_eq!(dumping(), 4);
+    config.family(
+        "chaos.toml",
+        "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[commands]\ndump = [1]\n[limits]\ninstances = 1\ncall_timeout_ms = 4000\n",
+    );
+    let out = gw.cli(&["reload", "netdev"]);
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        v.to_string().contains("reloaded"),
+        "the plugin was not replaced: {v}"
+    );
+    wait_for(30, "the reloaded plugin's old dumps to end in the kernel", || {
+        dumping() == 0
+    });
 }

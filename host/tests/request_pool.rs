@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::Netns;
+use common::{Netns, socket_rows};
 use genl_gateway::netlink::{RequestBounds, RequestError, Requester, SocketOptions};
 use genl_plugin_sdk::uapi;
 use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
@@ -24,49 +24,6 @@ const GETFAMILY: GenlHeader = GenlHeader {
     cmd: CTRL_CMD_GETFAMILY,
     version: 2,
 };
-
-/// One generic netlink socket as the kernel's /proc/net/netlink shows it.
-#[derive(Debug, Clone, Copy)]
-struct SocketRow {
-    /// A dump is in progress on it (`Dump` column).
-    dumping: bool,
-    /// Bytes queued in its receive buffer (`Rmem` column).
-    queued: u64,
-}
-
-/// The namespace's generic netlink sockets (protocol 16) from the
-/// kernel's own table, less the kernel's own (port id 0).
-fn socket_rows(ns: &str) -> Vec<SocketRow> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "cat", "/proc/net/netlink"])
-        .output()
-        .expect("ip netns exec");
-    assert!(
-        out.status.success(),
-        "reading /proc/net/netlink in the namespace failed"
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("a header line").split_whitespace().collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|c| *c == name)
-            .unwrap_or_else(|| panic!("a {name} column"))
-    };
-    let (eth, pid, dump, rmem) = (column("Eth"), column("Pid"), column("Dump"), column("Rmem"));
-    lines
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|cols| cols.get(eth) == Some(&"16") && cols.get(pid) != Some(&"0"))
-        .map(|cols| SocketRow {
-            dumping: cols.get(dump) != Some(&"0"),
-            queued: cols
-                .get(rmem)
-                .and_then(|v| v.parse().ok())
-                .expect("a numeric Rmem"),
-        })
-        .collect()
-}
 
 /// The namespace's generic netlink sockets: whether a dump is running on
 /// each.

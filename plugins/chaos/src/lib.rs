@@ -26,6 +26,8 @@ pub struct Chaos {
     sleep_ms: u64,
     notifications: u64,
     held: Vec<Vec<u8>>,
+    /// Dumps started and never finished, kept across calls.
+    hoarded: Vec<kernel::Dump>,
 }
 
 fn spin() -> ! {
@@ -107,6 +109,7 @@ impl Plugin for Chaos {
             sleep_ms: sleep,
             notifications: 0,
             held: Vec::new(),
+            hoarded: Vec::new(),
         })
     }
 
@@ -162,6 +165,11 @@ impl Plugin for Chaos {
             .op(
                 "hold",
                 "Keep {\"mib\": N} more MiB in this instance's state; answer the total held",
+                false,
+            )
+            .op(
+                "hoard-dumps",
+                "Start {\"n\"} dumps of {\"cmd\"}, read {\"parts\"} parts of each and keep them open across calls ({\"release\": true} drops them)",
                 false,
             )
     }
@@ -282,6 +290,23 @@ impl Plugin for Chaos {
                     }
                     sleep_ms(5);
                 }
+            }
+            "hoard-dumps" => {
+                if input.get("release").and_then(Value::as_bool) == Some(true) {
+                    let n = self.hoarded.len();
+                    self.hoarded.clear();
+                    return Ok(json!({"released": n}));
+                }
+                let cmd =
+                    u8::try_from(arg(&input, "cmd", 1)).map_err(|_| CallError::bad_input("cmd is 0..255"))?;
+                for _ in 0..arg(&input, "n", 1) {
+                    let mut dump = kernel::dump_start(cmd, &[])?;
+                    for _ in 0..arg(&input, "parts", 2) {
+                        dump.next_part()?;
+                    }
+                    self.hoarded.push(dump);
+                }
+                Ok(json!({"hoarded": self.hoarded.len()}))
             }
             "hold" => {
                 let mib = usize::try_from(arg(&input, "mib", 1)).unwrap_or(1);
