@@ -1,29 +1,36 @@
-//! A dump read part by part, with the next part read ahead.
+//! A dump read part by part, with the next part made while the previous
+//! one is decoded.
 //!
 //! The kernel makes part n+1 of a dump inside the `recvmsg` that takes
 //! part n (netlink_recvmsg calls netlink_dump once the receive queue has
-//! room). Read in turn with the decoding, the kernel's work and the
-//! plugin's add up. So after the first two parts (read in line, see
-//! [`READ_IN_LINE`]) a reader on a thread of its own owns the dump's socket
-//! and takes the next part while the previous one is decoded: the kernel
-//! builds part n+2 on one core while the plugin decodes part n on the
-//! other (decisions/0021).
+//! room), so a plain read returns a part only after the next one is built:
+//! read in turn with the decoding, the kernel's work and the plugin's add
+//! up, and for a dump of two parts nothing could overlap. So each part is
+//! read with MSG_PEEK, which leaves it queued and, with the receive buffer
+//! lowered for the dump, makes nothing (`pool.rs`,
+//! `PEEKED_DUMP_RECEIVE_BUFFER`); the consumer decodes the copy while a
+//! reader on a thread of its own takes the part off the socket, which has
+//! the kernel make the next one on the other core (decisions/0021).
 //!
-//! The read-ahead is bounded: the reader takes a datagram only when the
-//! one-part queue to the consumer has room, so the host holds at most one
-//! part beyond the one being decoded (and the kernel one more in the
-//! socket). Everything the reader learns (parts, NLM_F_DUMP_INTR, kernel
-//! errors, timeouts, the end) reaches the consumer in the kernel's order.
-//! Dropping the [`DumpParts`] closes the queue, which the reader watches:
-//! it stops, and the socket it held mid-dump is closed, which ends the
-//! kernel's dump.
+//! The consumer peeks the first part itself: the send made it, and a dump
+//! of one part then ends without a reader. After that the reader owns the
+//! socket.
+//!
+//! The read-ahead is bounded: the reader takes a part off the socket (so
+//! lets the kernel make the next) only when the one-part queue to the
+//! consumer has room, so the host holds at most one part beyond the one
+//! being decoded (and the kernel one more in the socket). Everything the
+//! reader learns (parts, NLM_F_DUMP_INTR, kernel errors, timeouts, the
+//! end) reaches the consumer in the kernel's order. Dropping the
+//! [`DumpParts`] closes the queue, which the reader watches: it stops, and
+//! the socket it held mid-dump is closed, which ends the kernel's dump.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::pool::Lease;
+use super::pool::{Lease, Read};
 use super::requester::{RequestBounds, RequestError};
 
 /// What the reader hands over for one datagram.
@@ -49,13 +56,11 @@ enum State {
 }
 
 /// A dump in progress on a request socket of its own (see
-/// [`super::Requester::dump_parts`]), its next part read ahead.
+/// [`super::Requester::dump_parts`]), its next part made ahead.
 pub struct DumpParts {
-    /// For the first [`READ_IN_LINE`] datagrams: the socket, read by the
-    /// consumer itself; the reader takes it over after that.
+    /// Until the first datagram is read: the socket, read by the consumer
+    /// itself; the reader takes it over after that.
     first: Option<InLineRead>,
-    /// Datagrams read so far by the consumer itself.
-    read_in_line: usize,
     parts: mpsc::Receiver<Result<Part, RequestError>>,
     deadline: Instant,
     bounds: RequestBounds,
@@ -64,15 +69,7 @@ pub struct DumpParts {
     state: State,
 }
 
-/// Datagrams the consumer reads itself before a reader takes over. The
-/// first part always comes back with the second already built (the kernel
-/// builds inside the `recvmsg` that takes the last queued part), so a
-/// reader could overlap nothing before the second part is taken; and a
-/// dump of two parts, common for a thousand objects, then ends without a
-/// reader at all: its thread wakeups cost more than they could save.
-const READ_IN_LINE: usize = 2;
-
-/// The dump while the consumer reads it itself.
+/// The dump before its first datagram is read.
 struct InLineRead {
     lease: Lease,
     seq: u32,
@@ -103,7 +100,6 @@ impl DumpParts {
                 wait: bounds.wait,
                 tx,
             }),
-            read_in_line: 0,
             parts,
             deadline: Instant::now() + bounds.wait,
             bounds,
@@ -155,8 +151,8 @@ impl DumpParts {
         }
     }
 
-    /// Read a datagram here; after the last of [`READ_IN_LINE`], hand the
-    /// socket to the reader (or, when the dump ended, back to the pool).
+    /// Peek at the first datagram here; then hand the socket to the
+    /// reader, or, when the dump ended in it, back to the pool.
     async fn read_here(&mut self, mut first: InLineRead) -> Result<Part, RequestError> {
         let step = read_datagram(&mut first.lease, first.seq, self.deadline, self.bounds.wait).await;
         let (part, end) = match step {
@@ -168,11 +164,6 @@ impl DumpParts {
             }
             Err(e) => return Err(self.fail(e)),
         };
-        self.read_in_line += 1;
-        if end.is_none() && self.read_in_line < READ_IN_LINE {
-            self.first = Some(first);
-            return Ok(part);
-        }
         let InLineRead {
             mut lease,
             seq,
@@ -182,6 +173,7 @@ impl DumpParts {
         match end {
             None => start_reader(lease, seq, wait, tx),
             Some(end) => {
+                lease.discard().map_err(|e| self.fail(e))?;
                 lease.complete();
                 drop(lease);
                 // With the sender gone, the next call sees the end.
@@ -237,8 +229,9 @@ fn start_reader(lease: Lease, seq: u32, wait: Duration, tx: mpsc::Sender<Result<
     });
 }
 
-/// Read one datagram of the dump: its messages as a part, and the dump's
-/// end if the datagram carried it.
+/// Peek at the datagram at the head of the dump's socket: its messages as
+/// a part, and the dump's end if the datagram carried it. The datagram
+/// stays queued until [`Lease::discard`].
 async fn read_datagram(
     lease: &mut Lease,
     seq: u32,
@@ -251,7 +244,7 @@ async fn read_datagram(
         interrupted: false,
     };
     let scan = lease
-        .next(seq, deadline, wait, |msg, raw, datagram| {
+        .next(Read::Peek, seq, deadline, wait, |msg, raw, datagram| {
             if part.bytes.is_empty() {
                 // One allocation a part: the datagram holds the rest.
                 part.bytes.reserve(datagram);
@@ -266,8 +259,9 @@ async fn read_datagram(
     Ok((part, scan.end))
 }
 
-/// The reader: one datagram at a time, each taken only once the consumer's
-/// queue has room for it, until the dump ends, fails or the consumer goes.
+/// The reader: once the consumer's queue has room, take the datagram last
+/// peeked at off the socket (the kernel makes the next part meanwhile),
+/// then peek at the next; until the dump ends, fails or the consumer goes.
 async fn read_ahead(
     mut lease: Lease,
     seq: u32,
@@ -278,13 +272,23 @@ async fn read_ahead(
         // No room: the consumer has a part queued and one in hand. Gone:
         // returning drops the lease, which closes the socket mid-dump.
         let Ok(slot) = tx.reserve().await else { return };
+        if let Err(e) = lease.discard() {
+            slot.send(Err(e));
+            return;
+        }
         let deadline = Instant::now() + wait;
         match read_datagram(&mut lease, seq, deadline, wait).await {
             Ok((part, None)) => slot.send(Ok(part)),
             Ok((part, Some(end))) => {
                 // The dump is over in the kernel: the socket is clean and
                 // goes back to the pool before the consumer is told.
-                lease.complete();
+                let end = match lease.discard() {
+                    Ok(()) => {
+                        lease.complete();
+                        end
+                    }
+                    Err(e) => Err(e),
+                };
                 drop(lease);
                 // A kernel error replaces the datagram's messages.
                 slot.send(end.map(|()| part));

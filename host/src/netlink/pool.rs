@@ -27,6 +27,19 @@ use super::socket::NlSocket;
 /// current kernels, but a family may size a `do` reply as it likes.
 const RECV_BUF: usize = 256 << 10;
 
+/// The receive buffer asked for while a dump is read by peeking (see
+/// [`Lease::send_peeked_dump`]); the kernel doubles it, to 48 KiB.
+///
+/// `netlink_recvmsg` makes the next dump part after taking one, when the
+/// queue holds at most half the buffer. A part is allocated at the size of
+/// the largest read (32 KiB here, ~33 KiB counted with its overhead), more
+/// than half of 48 KiB: a peek at a queued part makes nothing, and the read
+/// that takes it off the emptied queue makes the next. So the consumer
+/// decodes a peeked part while a reader's discard has the kernel make the
+/// next one on the other core. Any buffer would do for correctness; this
+/// one only decides where the kernel's work happens.
+const PEEKED_DUMP_RECEIVE_BUFFER: usize = 24 << 10;
+
 /// Request sockets when the configuration names no number.
 pub const DEFAULT_REQUEST_SOCKETS: usize = 8;
 
@@ -89,6 +102,7 @@ impl SocketPool {
             pool: self.clone(),
             socket: Some(socket),
             reusable: true,
+            lowered_buffer: false,
             _permit: permit,
         })
     }
@@ -112,12 +126,24 @@ pub(super) struct Scan {
     pub end: Option<Result<(), RequestError>>,
 }
 
+/// How [`Lease::next`] reads a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Take it off the socket.
+    Take,
+    /// Copy it and leave it queued, for a [`Lease::discard`] to take.
+    Peek,
+}
+
 /// One socket, held by one request from send to completion.
 pub(super) struct Lease {
     pool: Arc<SocketPool>,
     socket: Option<Pooled>,
     /// False from a send until the exchange completes.
     reusable: bool,
+    /// The receive buffer was lowered for a peeked dump and is restored
+    /// before the socket is reused.
+    lowered_buffer: bool,
     // Released after `drop` has put the socket back.
     _permit: OwnedSemaphorePermit,
 }
@@ -154,9 +180,52 @@ impl Lease {
             .map_err(|e| RequestError::Io(format!("send: {e}")))
     }
 
+    /// Send a dump request whose parts will be read with [`Read::Peek`]
+    /// and [`Lease::discard`], the receive buffer lowered meanwhile (see
+    /// [`PEEKED_DUMP_RECEIVE_BUFFER`]).
+    pub(super) fn send_peeked_dump(&mut self, request: &[u8]) -> Result<(), RequestError> {
+        // Not lowered, the dump is still read whole and in order, only
+        // without the overlap: worth a log line, not a failed request.
+        match self.pooled()?.sock.set_receive_buffer(PEEKED_DUMP_RECEIVE_BUFFER) {
+            Ok(()) => self.lowered_buffer = true,
+            Err(e) => tracing::debug!("lowering a dump socket's receive buffer: {e}"),
+        }
+        self.send(request)
+    }
+
     /// Mark the exchange complete: the socket may serve the next request.
     pub(super) fn complete(&mut self) {
+        if self.lowered_buffer {
+            // A `do` reply and its ACK must fit whatever their size: a
+            // socket left with the dump's small buffer is closed instead.
+            let restored = self
+                .socket
+                .as_ref()
+                .is_some_and(|s| s.sock.set_receive_buffer(self.pool.receive_buffer).is_ok());
+            if !restored {
+                return;
+            }
+            self.lowered_buffer = false;
+        }
         self.reusable = true;
+    }
+
+    /// Take the datagram at the head of the socket, read before with
+    /// [`Read::Peek`], without copying it. On a dump, the kernel makes
+    /// the next part inside this call.
+    pub(super) fn discard(&mut self) -> Result<(), RequestError> {
+        let pooled = self.pooled()?;
+        // A pending socket error is reported before the queue is looked at
+        // and leaves the datagram queued: see `next` for why these two
+        // lose nothing during a dump. Each is reported once.
+        for _ in 0..3 {
+            match pooled.sock.discard() {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOBUFS)) => {}
+                Err(e) => return Err(RequestError::Io(format!("receive: {e}"))),
+            }
+        }
+        Err(RequestError::Io("receive: the socket kept reporting errors".into()))
     }
 
     /// Read the next datagram answering `seq` and hand each of its data
@@ -166,6 +235,7 @@ impl Lease {
     /// kernel until `deadline` when the socket is empty.
     pub(super) async fn next(
         &mut self,
+        read: Read,
         seq: u32,
         deadline: Instant,
         wait: Duration,
@@ -179,7 +249,11 @@ impl Lease {
                 return Err(RequestError::Timeout(wait));
             }
             let pooled = self.pooled()?;
-            match pooled.sock.recv(&mut pooled.buf) {
+            let received = match read {
+                Read::Take => pooled.sock.recv(&mut pooled.buf),
+                Read::Peek => pooled.sock.peek(&mut pooled.buf),
+            };
+            match received {
                 Ok(n) => {
                     let datagram = &pooled.buf[..n];
                     return scan(datagram, seq, &mut on_data);
@@ -206,6 +280,14 @@ impl Lease {
                     // finished, netlink_dump returns -EINVAL and the next
                     // recvmsg reports it. The queued messages are intact.
                     tracing::debug!("netlink socket: spurious EINVAL from a finished dump; ignored");
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && read == Read::Peek => {
+                    // Nothing lost: a dump's parts are queued past the
+                    // receive buffer's check, so during a peeked dump this
+                    // only says netlink_dump declined to make a part while
+                    // others were queued (checked before it makes one).
+                    // It makes it on a later read.
+                    tracing::debug!("netlink socket: dump part deferred while the queue was full");
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(RequestError::Io(

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::dump_parts::DumpParts;
 use super::listener_socket::ListenerSocket;
-use super::pool::{DEFAULT_REQUEST_SOCKETS, Lease, SocketPool};
+use super::pool::{DEFAULT_REQUEST_SOCKETS, Lease, Read, SocketPool};
 use super::socket::NlSocket;
 
 /// How many times a dump interrupted by a concurrent change is retried.
@@ -343,7 +343,7 @@ impl Requester {
         let deadline = Instant::now() + bounds.wait;
         let mut lease = pool.take(deadline, bounds.wait).await?;
         let (seq, request) = self.request(family, NLM_F_REQUEST | NLM_F_DUMP, genl, payload);
-        lease.send(&request)?;
+        lease.send_peeked_dump(&request)?;
         Ok(DumpParts::start(lease, seq, bounds))
     }
 }
@@ -363,7 +363,7 @@ async fn collect(
     let mut interrupted = false;
     loop {
         let scan = lease
-            .next(seq, deadline, bounds.wait, |msg, _, _| {
+            .next(Read::Take, seq, deadline, bounds.wait, |msg, _, _| {
                 bytes = bytes.saturating_add(msg.payload.len());
                 if bytes > bounds.reply_bytes {
                     // The socket is closed, not drained: that also ends the

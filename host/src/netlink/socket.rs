@@ -138,6 +138,22 @@ impl NlSocket {
         fits(n, buf.len())
     }
 
+    /// Copy the datagram at the head of the queue into `buf` and leave it
+    /// queued (MSG_PEEK); as [`NlSocket::recv`] otherwise. For a dump read
+    /// with [`NlSocket::discard`]: see `pool.rs`, `Lease::peek_dump`.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, _) = self.inner.recv(&mut *buf, Msg::PEEK | Msg::TRUNC)?;
+        fits(n, buf.len())
+    }
+
+    /// Take the datagram at the head of the queue without copying it (one
+    /// already read with [`NlSocket::peek`]); its length. WouldBlock when
+    /// the socket is empty.
+    pub fn discard(&self) -> io::Result<usize> {
+        let (n, _) = self.inner.recv(&mut [][..], Msg::TRUNC)?;
+        Ok(n)
+    }
+
     /// Receive one datagram into `buf`, with the multicast group it was
     /// sent to (0 for unicast; needs [`NlSocket::enable_pktinfo`]). A
     /// datagram larger than `buf` is an error, never silently truncated.
