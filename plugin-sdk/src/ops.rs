@@ -81,3 +81,26 @@ pub fn dump_items<T: Item>(
     }
     Ok(items.finish())
 }
+
+/// [`dump_items`] for items written as JSON text: `write` appends each
+/// message's item to the part's text, and each part crosses to the host
+/// as one string ([`Items::send_joined`]), not a string an item. The
+/// text's memory is reused from part to part.
+pub fn dump_joined(
+    cmd: u8,
+    payload: &[u8],
+    mut write: impl FnMut(PartMessage<'_>, &mut String) -> Result<(), CallError>,
+) -> Result<Value, CallError> {
+    let mut dump = kernel::dump_start(cmd, payload)?;
+    let mut items = Items::new();
+    let mut text = String::new();
+    while let Some(part) = dump.next_part()? {
+        text.clear();
+        for m in part.messages() {
+            write(m?, &mut text)?;
+            text.push('\n');
+        }
+        items.send_joined(&text)?;
+    }
+    Ok(items.finish())
+}

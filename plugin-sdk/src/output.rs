@@ -104,6 +104,33 @@ impl Items {
     }
 }
 
+impl Items {
+    /// Send the items written one after another in `text`, each one JSON
+    /// value, separated by whitespace (a line break after each, say): a
+    /// batch as one string, where [`Items::send_texts`] takes a string an
+    /// item, so a dump part of a thousand objects crosses to the host as
+    /// one string. The host checks every item, and refuses the output if
+    /// one is not JSON.
+    pub fn send_joined(&mut self, text: &str) -> Result<(), CallError> {
+        if text.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::wasm::output::items_joined(text).map_err(|m| CallError::new("output-closed", m))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+                let value = value
+                    .map_err(|e| CallError::new("internal", format!("an output is not JSON: {e}")))?;
+                self.collected.push(value);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What can be sent as an item: a value, or JSON text already written
 /// (see [`Items::send_texts`]).
 pub trait Item: Sized {

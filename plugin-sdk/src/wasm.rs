@@ -234,6 +234,10 @@ pub(crate) mod output {
     pub fn items(items: &[String]) -> Result<(), String> {
         super::bindings::genl::gateway::output::items(items)
     }
+
+    pub fn items_joined(text: &str) -> Result<(), String> {
+        super::bindings::genl::gateway::output::items_joined(text)
+    }
 }
 
 pub(crate) mod log {

@@ -441,6 +441,14 @@ impl output::Host for PluginState {
             None => Err("output.items works only while `call` runs".into()),
         }
     }
+
+    async fn items_joined(&mut self, text: String) -> Result<(), String> {
+        let wait = self.request_bounds().wait;
+        match self.output.as_mut() {
+            Some(out) => out.send_joined(text, wait).await,
+            None => Err("output.items-joined works only while `call` runs".into()),
+        }
+    }
 }
 
 impl log::Host for PluginState {

@@ -26,7 +26,7 @@ use super::metrics::PluginMetrics;
 use super::output::{CallOutput, CallOutputState, OutputFault, OutputSink};
 use super::phase::PluginPhase;
 use super::pool::{Lease, Pool, PoolCounts};
-use super::runtime::{MAX_EXTRA_PER_FAMILY, PluginError, Runtime, WIT_PACKAGE};
+use super::runtime::{MAX_EXTRA_PER_FAMILY, PluginError, Runtime, WIT_PACKAGES_LOADED};
 use super::stdio::LogStream;
 use crate::config::{FamilyConfig, Limits};
 use crate::netlink::OwnedMessage;
@@ -348,7 +348,7 @@ fn check_contract_version(
         };
         let version = rest.split_once('@').map_or("", |(_, v)| v);
         let found = format!("genl:gateway@{version}");
-        if found != WIT_PACKAGE {
+        if !WIT_PACKAGES_LOADED.contains(&found.as_str()) {
             return Err(PluginError::WitVersion {
                 path: path.display().to_string(),
                 found: if version.is_empty() {

@@ -85,21 +85,37 @@ impl CallOutputState {
     /// make room. An error ends the output: the plugin should stop, and the
     /// call fails with the fault.
     pub async fn send(&mut self, items: Vec<String>, wait: Duration) -> Result<(), String> {
+        let result = match self.fault {
+            Some(_) => Ok(()),
+            None => self.write(Batch::Each(&items), wait).await,
+        };
+        self.settle(result)
+    }
+
+    /// Send the items written one after another in `text` (each one JSON
+    /// document, separated by whitespace), as [`CallOutputState::send`].
+    pub async fn send_joined(&mut self, text: String, wait: Duration) -> Result<(), String> {
+        let result = match self.fault {
+            Some(_) => Ok(()),
+            None => self.write(Batch::Joined(&text), wait).await,
+        };
+        self.settle(result)
+    }
+
+    /// The plugin's answer to a batch: the earlier fault, this one's, or ok.
+    fn settle(&mut self, result: Result<(), OutputFault>) -> Result<(), String> {
         if let Some(fault) = &self.fault {
             return Err(fault_message(fault));
         }
-        match self.write(items, wait).await {
-            Ok(()) => Ok(()),
-            Err(fault) => {
-                let msg = fault_message(&fault);
-                self.fault = Some(fault);
-                Err(msg)
-            }
-        }
+        result.map_err(|fault| {
+            let msg = fault_message(&fault);
+            self.fault = Some(fault);
+            msg
+        })
     }
 
-    async fn write(&mut self, items: Vec<String>, wait: Duration) -> Result<(), OutputFault> {
-        let size: usize = items.iter().map(String::len).sum();
+    async fn write(&mut self, batch: Batch<'_>, wait: Duration) -> Result<(), OutputFault> {
+        let size = batch.size();
         if size > self.max_bytes {
             return Err(OutputFault::BadOutput(format!(
                 "a batch of items of {size} bytes, over its {}-byte limit (limits.output_kib); send smaller batches",
@@ -110,11 +126,9 @@ impl CallOutputState {
             OutputSink::Collect => OutputFormat::JsonArray,
             OutputSink::Stream { format, .. } => *format,
         };
-        let mut chunk = Vec::with_capacity(size + items.len() + 1);
-        for item in &items {
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(item) {
-                return Err(OutputFault::BadOutput(format!("an item is not JSON ({e})")));
-            }
+        let mut chunk = Vec::with_capacity(size + size / 32 + 1);
+        for item in batch.items() {
+            let item = item.map_err(|e| OutputFault::BadOutput(format!("an item is not JSON ({e})")))?;
             match format {
                 OutputFormat::JsonArray => {
                     chunk.push(if self.items == 0 { b'[' } else { b',' });
@@ -180,6 +194,46 @@ impl CallOutputState {
                     .map_err(|_| OutputFault::BadOutput("the items are not UTF-8".into()))
             }
             (None, OutputSink::Stream { .. }) => Ok(CallOutput::Streamed { items: self.items }),
+        }
+    }
+}
+
+/// One batch of items from the plugin.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    /// One string an item (`output.items`).
+    Each(&'a [String]),
+    /// The items one after another in one text (`output.items-joined`).
+    Joined(&'a str),
+}
+
+impl<'a> Batch<'a> {
+    fn size(self) -> usize {
+        match self {
+            Self::Each(items) => items.iter().map(String::len).sum(),
+            Self::Joined(text) => text.len(),
+        }
+    }
+
+    /// Each item's text, checked to be one JSON value (the first that is
+    /// not ends the batch).
+    fn items(self) -> Box<dyn Iterator<Item = Result<&'a str, serde_json::Error>> + 'a> {
+        match self {
+            Self::Each(items) => Box::new(items.iter().map(|item| {
+                serde_json::from_str::<serde::de::IgnoredAny>(item).map(|_| item.as_str())
+            })),
+            Self::Joined(text) => {
+                let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+                let mut end = 0;
+                Box::new(std::iter::from_fn(move || {
+                    let next = values.next()?;
+                    let start = end;
+                    end = values.byte_offset();
+                    // The value's own text: what follows the whitespace
+                    // the deserializer skipped before it.
+                    Some(next.map(|_| text.get(start..end).unwrap_or_default().trim_start()))
+                }))
+            }
         }
     }
 }

@@ -37,7 +37,12 @@ pub const EXTRA_PLUGIN_INSTANCES: u32 = 64;
 pub const MAX_EXTRA_PER_FAMILY: usize = (EXTRA_PLUGIN_INSTANCES / 4) as usize;
 
 /// The contract this host implements (`wit/gateway.wit`'s package).
-pub const WIT_PACKAGE: &str = "genl:gateway@0.3.0";
+pub const WIT_PACKAGE: &str = "genl:gateway@0.3.1";
+
+/// The contracts whose plugins this host loads: its own and the earlier
+/// ones of the same minor version, whose imports are a subset of its own
+/// (wasmtime's linker matches 0.3.0 imports to the 0.3.1 definitions).
+pub const WIT_PACKAGES_LOADED: [&str; 2] = ["genl:gateway@0.3.0", WIT_PACKAGE];
 
 /// Why a plugin could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

@@ -170,7 +170,12 @@ impl Service {
     /// A buffer for one message's JSON text, about the payload's size:
     /// sized once instead of regrown as it is written.
     fn text_for(payload: &[u8]) -> String {
-        String::with_capacity(payload.len() + payload.len() / 2 + 32)
+        String::with_capacity(Self::text_len(payload))
+    }
+
+    /// About the length of the JSON text of a message of `payload`'s size.
+    fn text_len(payload: &[u8]) -> usize {
+        payload.len() + payload.len() / 2 + 32
     }
 
     /// Call client operation `name` with `input` through the kernel and
@@ -213,10 +218,9 @@ impl Service {
             // memory here and in the host.
             Mode::Dump => {
                 let shape = self.shape(op.op)?;
-                crate::ops::dump_items(cmd, &payload, |m| {
-                    let mut text = Self::text_for(m.payload);
-                    shape.write(m.payload, &mut text).map_err(malformed)?;
-                    Ok(text)
+                crate::ops::dump_joined(cmd, &payload, |m, text| {
+                    text.reserve(Self::text_len(m.payload));
+                    shape.write(m.payload, text).map_err(malformed)
                 })
             }
         }
