@@ -529,7 +529,7 @@ fn check_catches_each_kind_of_bad_config() {
     config.family("netdev.toml", "family = \"netdev\"\nplugin = \"netdev.wasm\"\n");
     let (code, out, _) = run_check(&config);
     assert_eq!(code, Some(1));
-    assert!(out.contains("not a usable genl:gateway@0.3.0 component"), "{out}");
+    assert!(out.contains("not a usable genl:gateway@0.3.1 component"), "{out}");
 
     // A broken gateway.toml: one line on stderr, exit 1.
     let config = TestConfig::new();

@@ -439,7 +439,7 @@ fn refused_with_one_clear_line(fixture: &str, old: &str) {
     let line = lines[0];
     for part in [
         &format!("built against genl:gateway@{old}"),
-        "this gateway implements genl:gateway@0.3.0",
+        "this gateway implements genl:gateway@0.3.1",
         "rebuild it with the current genl-plugin-sdk",
     ] {
         assert!(line.contains(part), "{line}");
@@ -453,6 +453,6 @@ fn a_component_built_against_0_1_0_is_refused_with_one_clear_line() {
 
 #[test]
 fn a_component_built_against_0_2_0_is_refused_with_one_clear_line() {
-    // 0.2.0 collected a dump into one list; 0.3.0 streams it.
+    // 0.2.0 collected a dump into one list; 0.3 streams it.
     refused_with_one_clear_line("plugin-wit-0.2.0.wasm", "0.2.0");
 }

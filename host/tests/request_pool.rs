@@ -57,6 +57,21 @@ async fn family(r: &Requester, name: &str) -> FamilyInfo {
     FamilyInfo::decode(&replies[0].payload[GenlHeader::SIZE..]).unwrap()
 }
 
+/// The receive buffer (`rb` of `skmem`, as `ss` reads it from the kernel's
+/// sock_diag) of each of the namespace's generic netlink sockets but the
+/// kernel's own.
+fn receive_buffers(ns: &Netns) -> Vec<u64> {
+    let out = ns.exec(&["ss", "-A", "netlink", "-m", "-a"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" genl:") && !l.contains("genl:kernel"))
+        .filter_map(|l| {
+            let rb = l.split("rb").nth(1)?;
+            rb.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
 /// The messages of one dump part, as (genl payload after the genl header).
 fn messages(part: &[u8]) -> Vec<Vec<u8>> {
     Messages::new(part)
@@ -288,8 +303,10 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
             .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
             .await
             .unwrap();
-        // The first two parts are read as they are asked for (a reader
-        // could overlap nothing before the second).
+        // The dump's socket runs with a small receive buffer (the kernel
+        // doubles the 24 KiB asked for), so a peek at a queued part makes
+        // nothing and the reader's discard makes the next (pool.rs).
+        assert_eq!(receive_buffers(&ns), [48 << 10], "while the dump runs");
         let mut read = 0;
         for _ in 0..2 {
             read += messages(&dump.next_part().await.unwrap().expect("a part")).len();
@@ -348,6 +365,23 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
         );
         let n = r.dump(netdev.id, dev_get, &[]).await.unwrap().len();
         assert_eq!(n, devices, "a later dump is whole, with no stray part");
+
+        // A dump read part by part to its end gives its socket back to
+        // the pool with the configured buffer (1 MiB, doubled), so a
+        // large `do` reply and its ACK still fit.
+        let mut dump = r
+            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+            .await
+            .unwrap();
+        let mut n = 0;
+        while let Some(part) = dump.next_part().await.unwrap() {
+            n += messages(&part).len();
+        }
+        assert_eq!(n, devices, "the whole dump, part by part");
+        drop(dump);
+        assert_eq!(receive_buffers(&ns), [2 << 20], "after the dump");
+        let info = family(&r, "netdev").await;
+        assert_eq!(info.name, "netdev", "the pooled socket answers the next request");
     });
 }
 

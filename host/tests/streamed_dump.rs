@@ -1,4 +1,4 @@
-//! Dumps stream end to end (contract 0.3.0): the kernel's parts reach the
+//! Dumps stream end to end (contract 0.3): the kernel's parts reach the
 //! plugin one datagram at a time and the HTTP body is written as they are
 //! decoded, as a JSON array or NDJSON. Expected values come from the kernel
 //! through iproute2 and the kernel's YNL CLI; memory from /proc.
@@ -20,11 +20,16 @@ const NETDEV_CMD_DEV_GET: u8 = 1;
 const OUTPUT_KIB: usize = 256;
 
 fn netdev_family(config: &TestConfig, call_timeout_ms: u64) {
+    netdev_family_from(config, &common::plugin("netdev"), call_timeout_ms);
+}
+
+/// The netdev family served by the plugin at `plugin`.
+fn netdev_family_from(config: &TestConfig, plugin: &std::path::Path, call_timeout_ms: u64) {
     config.family(
         "netdev.toml",
         &format!(
             "family = \"netdev\"\nplugin = \"{}\"\n[commands]\ndo = [{NETDEV_CMD_DEV_GET}]\ndump = [{NETDEV_CMD_DEV_GET}]\n[limits]\ncall_timeout_ms = {call_timeout_ms}\noutput_kib = {OUTPUT_KIB}\n",
-            common::plugin("netdev").display()
+            plugin.display()
         ),
     );
 }
@@ -125,11 +130,27 @@ fn ifindexes(items: &[Value]) -> Vec<u64> {
 
 #[test]
 fn a_dump_of_2000_devices_streams_as_a_json_array_and_as_ndjson_equal_to_the_kernels() {
+    // Today's plugin sends each dump part's objects as one string
+    // (`output.items-joined`, contract 0.3.1).
+    dump_of_2000_devices_equal_to_the_kernels(&common::plugin("netdev"));
+}
+
+#[test]
+fn a_plugin_built_against_0_3_0_still_streams_its_dumps_through_output_items() {
+    // The netdev plugin as built before 0.3.1: a string an object
+    // (`output.items`), imports `genl:gateway/*@0.3.0` (fixtures/README.md).
+    let fixture = common::workspace().join("host/tests/fixtures/plugin-wit-0.3.0.wasm");
+    dump_of_2000_devices_equal_to_the_kernels(&fixture);
+}
+
+/// A 2000-device dump through the netdev plugin at `plugin`, as a JSON
+/// array and as NDJSON, against the kernel's YNL CLI and iproute2.
+fn dump_of_2000_devices_equal_to_the_kernels(plugin: &std::path::Path) {
     let ns = Netns::new("stream-2k");
     add_ifbs(&ns, 2000);
     let config = TestConfig::new();
     config.netns(&ns);
-    netdev_family(&config, 60_000);
+    netdev_family_from(&config, plugin, 60_000);
     let gw = Gateway::start(&config);
     let theirs = ynl_cli(&ns, "netdev", "--dump", "dev-get", &Value::Null).expect("YNL CLI dump");
     let listed = ns.ifindexes();

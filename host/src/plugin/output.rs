@@ -290,6 +290,61 @@ mod tests {
         assert_eq!(out.finish(None), Ok(CallOutput::Streamed { items: 2 }));
     }
 
+    /// Items joined in one text reach the client as the same items: each
+    /// value as serde_json reads the text, whatever whitespace (or none,
+    /// between self-delimiting values) separates them.
+    #[tokio::test]
+    async fn joined_items_are_the_values_of_the_text_in_order() {
+        let text = "1 {\"a\":2}\n[3]\n\"x\"\"y\"\t{\n \"b\": \"p\\nq\"\n}\n  \n";
+        let expected: Vec<serde_json::Value> = serde_json::Deserializer::from_str(text)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(expected.len(), 6);
+
+        let mut out = CallOutputState::new(OutputSink::Collect, 1000);
+        out.send_joined(text.into(), WAIT).await.unwrap();
+        out.send_joined("7".into(), WAIT).await.unwrap();
+        let Ok(CallOutput::Document(doc)) = out.finish(None) else {
+            panic!("a collected output is one document")
+        };
+        let mut all = expected.clone();
+        all.push(serde_json::json!(7));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&doc).unwrap(), serde_json::Value::Array(all));
+
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut out = CallOutputState::new(
+            OutputSink::Stream {
+                tx,
+                format: OutputFormat::Ndjson,
+            },
+            1000,
+        );
+        out.send_joined(text.into(), WAIT).await.unwrap();
+        let chunk = rx.recv().await.unwrap();
+        let lines: Vec<serde_json::Value> = std::str::from_utf8(&chunk)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, expected, "one item a line");
+        assert_eq!(out.finish(None), Ok(CallOutput::Streamed { items: 6 }));
+    }
+
+    #[tokio::test]
+    async fn a_joined_text_with_anything_but_json_values_ends_the_output() {
+        for bad in ["1 {", "{\"a\":1} x", "]", "1,2", "\"open"] {
+            let mut out = CallOutputState::new(OutputSink::Collect, 1000);
+            let err = out.send_joined(bad.into(), WAIT).await.unwrap_err();
+            assert!(err.contains("not JSON"), "{bad}: {err}");
+            assert!(matches!(out.finish(None), Err(OutputFault::BadOutput(_))), "{bad}");
+        }
+        // The batch limit counts the whole text.
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        let err = out.send_joined("1 2 3 4 5 6".into(), WAIT).await.unwrap_err();
+        assert!(err.contains("over its 10-byte limit"), "{err}");
+    }
+
     #[tokio::test]
     async fn bad_items_and_a_gone_client_end_the_output() {
         let mut out = CallOutputState::new(OutputSink::Collect, 10);
