@@ -89,7 +89,8 @@ fn parse_args() -> anyhow::Result<Opts> {
                 let list = args.next().context("--only SECTION[,SECTION...]")?;
                 o.only = list.split(',').map(str::to_owned).collect();
             }
-            "--profile-plugin-do" | "--profile-plugin-dump" | "--profile-http" | "--fleet-calls-only" => {}
+            "--profile-plugin-do" | "--profile-plugin-dump" | "--profile-http" | "--profile-http-dump"
+            | "--fleet-calls-only" => {}
             other => {
                 bail!(
                     "unknown argument {other}; use --quick, --python PATH, --gateway PATH, --out PATH, --only SECTIONS"
@@ -298,7 +299,7 @@ impl DoWorkload<'_> {
         let plugin = rt.block_on(plugin_rate(gw, n, self.family, self.op, self.input))?;
         rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
         let path = format!("/v1/families/{}/ops/{}", self.family, self.op);
-        let (r, p50, p99, _) = rt.block_on(http_rate(sock, n / 2, &path, self.input, |_| 1.0))?;
+        let (r, p50, p99, _) = http_rate(sock, n / 2, &path, self.input, |_| 1.0)?;
         rows.push(row(
             w,
             "HTTP API (unix, keep-alive)",
@@ -337,8 +338,25 @@ async fn plugin_rate(
     Ok(summarise(&mut samples, start.elapsed(), n as f64))
 }
 
-/// N calls over one keep-alive connection.
-async fn http_rate(
+/// N calls over one keep-alive connection, from a client on one thread of
+/// its own (a current-thread runtime), as a single-connection client such
+/// as curl is: with the connection driven on a worker of a multi-thread
+/// runtime, every body frame woke the waiting thread from another one,
+/// work the gateway is not doing.
+fn http_rate(
+    sock: &Path,
+    n: usize,
+    path: &str,
+    body: &str,
+    units: impl Fn(&Bytes) -> f64,
+) -> anyhow::Result<(f64, Duration, Duration, f64)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(http_rate_here(sock, n, path, body, units))
+}
+
+async fn http_rate_here(
     sock: &Path,
     n: usize,
     path: &str,
@@ -499,6 +517,15 @@ fn main() -> anyhow::Result<()> {
         eprintln!("gateway pid {}", _server.0.id());
         std::thread::sleep(Duration::from_secs(3));
         return server_load::profile_http(&rt, &sock);
+    }
+
+    // `--profile-http-dump`: only the 1001-device dump over HTTP (gateway
+    // pid on stderr), for `perf record -p` or a system-wide trace.
+    if std::env::args().any(|a| a == "--profile-http-dump") {
+        eprintln!("gateway pid {}", _server.0.id());
+        let m = http_rate(&sock, 3_000, "/v1/families/netdev/ops/dev-dump", "null", |_| 1.0)?;
+        eprintln!("dump over HTTP: p50 {:?}", m.1);
+        return Ok(());
     }
 
     // `--profile-plugin-do`: only the plugin path's dev-get, for a profiler.
@@ -671,13 +698,13 @@ fn dump_rows(
             .and_then(|v| v.as_array().map(|a| a.len() as f64))
             .unwrap_or(0.0)
     };
-    let (r, p50, p99, per) = rt.block_on(http_rate(
+    let (r, p50, p99, per) = http_rate(
         sock,
         dumps,
         "/v1/families/netdev/ops/dev-dump",
         "",
         count_devices,
-    ))?;
+    )?;
     rows.push(row(
         w,
         "HTTP API (unix, keep-alive)",
