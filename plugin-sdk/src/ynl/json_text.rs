@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 /// A JSON object's members being written: puts the commas in.
+#[derive(Clone, Copy)]
 pub(super) struct Members {
     first: bool,
 }
