@@ -516,7 +516,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--profile-http") {
         eprintln!("gateway pid {}", _server.0.id());
         std::thread::sleep(Duration::from_secs(3));
-        return server_load::profile_http(&sock);
+        return server_load::profile_http(&rt, &sock);
     }
 
     // `--profile-http-dump`: only the 1001-device dump over HTTP (gateway
@@ -585,7 +585,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if o.wants("server") {
-        server_rows(&o, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
+        server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
     }
     if o.wants("dump") {
         dump_rows(&o, &rt, &mut raw, netdev, &gw, &sock, &ns.0, dumps, &mut rows)?;
@@ -722,8 +722,10 @@ fn dump_rows(
 
 /// The server rows of the `do` workloads (1, 8 and 64 HTTP clients,
 /// pyroute2 per core) and the batch of mixed calls.
+#[allow(clippy::too_many_arguments)]
 fn server_rows(
     o: &Opts,
+    rt: &tokio::runtime::Runtime,
     raw: &mut Raw,
     netdev: u16,
     sock: &Path,
@@ -746,9 +748,9 @@ fn server_rows(
         },
     ];
     for w in &loads {
-        rows.extend(server_load::do_rows(o, sock, netns, n, w)?);
+        rows.extend(server_load::do_rows(o, rt, sock, netns, n, w)?);
     }
-    rows.extend(server_load::batch_rows(raw, netdev, sock, n)?);
+    rows.extend(server_load::batch_rows(rt, raw, netdev, sock, n)?);
     Ok(())
 }
 

@@ -26,25 +26,7 @@ type Call = (String, String);
 /// `total` calls spread over `clients` keep-alive connections running at
 /// once, each client cycling through `calls`; rate over all of them and
 /// the latency of one call.
-///
-/// All clients run on one thread of their own (a current-thread runtime,
-/// as `wrk -t1` runs its connections): on a multi-thread runtime each
-/// answer could wake the client task on one worker and its connection on
-/// another, load the benchmark adds and the gateway then competes with
-/// for the same two cores.
-fn http_clients(
-    sock: &Path,
-    clients: usize,
-    total: usize,
-    calls: &[Call],
-) -> anyhow::Result<(f64, Duration, Duration)> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(http_clients_here(sock, clients, total, calls))
-}
-
-async fn http_clients_here(
+async fn http_clients(
     sock: &Path,
     clients: usize,
     total: usize,
@@ -150,6 +132,7 @@ pub struct DoLoad {
 /// core, for one `do` workload.
 pub fn do_rows(
     o: &Opts,
+    rt: &tokio::runtime::Runtime,
     sock: &Path,
     netns: &str,
     n: usize,
@@ -159,7 +142,7 @@ pub fn do_rows(
     let calls = [(w.path.clone(), w.body.to_owned())];
     for clients in CLIENTS {
         eprintln!("{}: HTTP, {clients} client(s)", w.label);
-        let m = http_clients(sock, clients, n, &calls)?;
+        let m = rt.block_on(http_clients(sock, clients, n, &calls))?;
         rows.push(row(
             w.label,
             &format!("HTTP API, {clients} keep-alive client(s)"),
@@ -196,6 +179,7 @@ fn mix() -> Vec<Call> {
 /// A batch of mixed calls: the same mix through raw netlink (one socket,
 /// in turn) and through the HTTP API with 8 clients.
 pub fn batch_rows(
+    rt: &tokio::runtime::Runtime,
     raw: &mut Raw,
     netdev: u16,
     sock: &Path,
@@ -227,7 +211,7 @@ pub fn batch_rows(
     );
     // One sample is a batch of 10 calls here.
     let mut rows = vec![row(w, "raw", "call/s", m, "p50/p99 of a batch of 10".into())];
-    let m = http_clients(sock, 8, n, &mix)?;
+    let m = rt.block_on(http_clients(sock, 8, n, &mix))?;
     rows.push(row(
         w,
         "HTTP API, 8 keep-alive clients",
@@ -240,14 +224,14 @@ pub fn batch_rows(
 
 /// HTTP load only, for a profiler attached to the gateway: the mixed
 /// batch from 8 clients, then dev-get from 64.
-pub fn profile_http(sock: &Path) -> anyhow::Result<()> {
-    let m = http_clients(sock, 8, 100_000, &mix())?;
+pub fn profile_http(rt: &tokio::runtime::Runtime, sock: &Path) -> anyhow::Result<()> {
+    let m = rt.block_on(http_clients(sock, 8, 100_000, &mix()))?;
     eprintln!("mix, 8 clients: {:.0} call/s", m.0);
     let dev = [(
         "/v1/families/netdev/ops/dev-get".to_owned(),
         r#"{"ifindex":1}"#.to_owned(),
     )];
-    let m = http_clients(sock, 64, 100_000, &dev)?;
+    let m = rt.block_on(http_clients(sock, 64, 100_000, &dev))?;
     eprintln!("dev-get, 64 clients: {:.0} op/s", m.0);
     Ok(())
 }
