@@ -89,7 +89,10 @@ fn parse_args() -> anyhow::Result<Opts> {
                 let list = args.next().context("--only SECTION[,SECTION...]")?;
                 o.only = list.split(',').map(str::to_owned).collect();
             }
-            "--profile-plugin-do" | "--profile-plugin-dump" | "--profile-http" | "--profile-http-dump"
+            "--profile-plugin-do"
+            | "--profile-plugin-dump"
+            | "--profile-http"
+            | "--profile-http-dump"
             | "--fleet-calls-only" => {}
             other => {
                 bail!(
@@ -698,13 +701,7 @@ fn dump_rows(
             .and_then(|v| v.as_array().map(|a| a.len() as f64))
             .unwrap_or(0.0)
     };
-    let (r, p50, p99, per) = http_rate(
-        sock,
-        dumps,
-        "/v1/families/netdev/ops/dev-dump",
-        "",
-        count_devices,
-    )?;
+    let (r, p50, p99, per) = http_rate(sock, dumps, "/v1/families/netdev/ops/dev-dump", "", count_devices)?;
     rows.push(row(
         w,
         "HTTP API (unix, keep-alive)",

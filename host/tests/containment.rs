@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, NLCTRL, Netns, TestConfig, http, socket_rows};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// nlctrl `list` (a dump through the dump turn) until stopped (and at
 /// least three times), from another thread; returns how many answered, how many failed (with the first
@@ -258,6 +258,25 @@ fn outputs_error_codes_and_events_are_bounded() {
     );
     let (status, _) = call_http(&gw, "TASKSTATS", "big-output", r#"{"bytes": 1000}"#);
     assert_eq!(status, 200);
+
+    // Items joined in one text (output.items-joined): each JSON value of
+    // the text is one element, as serde_json reads the same text; anything
+    // else in it, or a text over the output limit, is refused whole.
+    let text = "{\"a\": 1}\n[2, \"x\"]\n3";
+    let expected: Vec<Value> = serde_json::Deserializer::from_str(text)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (status, v) = call_http(&gw, "TASKSTATS", "joined", &json!({"text": text}).to_string());
+    assert_eq!((status, v), (200, Value::Array(expected)));
+    for bad in ["{\"a\": 1} nope".to_owned(), "]".to_owned(), "1 ".repeat(40_000)] {
+        let (status, v) = call_http(&gw, "TASKSTATS", "joined", &json!({"text": bad}).to_string());
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (502, Some("bad-plugin-output")),
+            "{v}"
+        );
+    }
 
     let (_, v) = call_http(&gw, "TASKSTATS", "bad-code", r#"{"code": "Not A Code\n"}"#);
     assert_eq!(v["error"]["code"], "bad-plugin-output", "{v}");

@@ -122,8 +122,8 @@ impl Items {
         #[cfg(not(target_arch = "wasm32"))]
         {
             for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
-                let value = value
-                    .map_err(|e| CallError::new("internal", format!("an output is not JSON: {e}")))?;
+                let value =
+                    value.map_err(|e| CallError::new("internal", format!("an output is not JSON: {e}")))?;
                 self.collected.push(value);
             }
             Ok(())

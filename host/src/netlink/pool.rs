@@ -225,7 +225,9 @@ impl Lease {
                 Err(e) => return Err(RequestError::Io(format!("receive: {e}"))),
             }
         }
-        Err(RequestError::Io("receive: the socket kept reporting errors".into()))
+        Err(RequestError::Io(
+            "receive: the socket kept reporting errors".into(),
+        ))
     }
 
     /// Read the next datagram answering `seq` and hand each of its data

@@ -219,11 +219,14 @@ impl<'a> Batch<'a> {
     /// not ends the batch).
     fn items(self) -> Box<dyn Iterator<Item = Result<&'a str, serde_json::Error>> + 'a> {
         match self {
-            Self::Each(items) => Box::new(items.iter().map(|item| {
-                serde_json::from_str::<serde::de::IgnoredAny>(item).map(|_| item.as_str())
-            })),
+            Self::Each(items) => Box::new(
+                items
+                    .iter()
+                    .map(|item| serde_json::from_str::<serde::de::IgnoredAny>(item).map(|_| item.as_str())),
+            ),
             Self::Joined(text) => {
-                let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+                let mut values =
+                    serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
                 let mut end = 0;
                 Box::new(std::iter::from_fn(move || {
                     let next = values.next()?;
@@ -310,7 +313,10 @@ mod tests {
         };
         let mut all = expected.clone();
         all.push(serde_json::json!(7));
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&doc).unwrap(), serde_json::Value::Array(all));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&doc).unwrap(),
+            serde_json::Value::Array(all)
+        );
 
         let (tx, mut rx) = mpsc::channel(4);
         let mut out = CallOutputState::new(
@@ -337,7 +343,10 @@ mod tests {
             let mut out = CallOutputState::new(OutputSink::Collect, 1000);
             let err = out.send_joined(bad.into(), WAIT).await.unwrap_err();
             assert!(err.contains("not JSON"), "{bad}: {err}");
-            assert!(matches!(out.finish(None), Err(OutputFault::BadOutput(_))), "{bad}");
+            assert!(
+                matches!(out.finish(None), Err(OutputFault::BadOutput(_))),
+                "{bad}"
+            );
         }
         // The batch limit counts the whole text.
         let mut out = CallOutputState::new(OutputSink::Collect, 10);

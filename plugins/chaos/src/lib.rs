@@ -156,6 +156,11 @@ impl Plugin for Chaos {
                 "Stream {\"batches\"} batches of {\"per\"} items, then fail if {\"fail\": true}",
                 false,
             )
+            .op(
+                "joined",
+                "Send {\"text\"} as it is as one batch of joined items (output.items-joined)",
+                false,
+            )
             .op("notifications", "How many notifications arrived", false)
             .op(
                 "wait-for",
@@ -240,6 +245,14 @@ impl Plugin for Chaos {
                 if input.get("fail") == Some(&Value::Bool(true)) {
                     return Err(CallError::new("chaos", "chaos: failed after streaming"));
                 }
+                Ok(items.finish())
+            }
+            "joined" => {
+                // `text` as it is, as a batch of joined items: a plugin
+                // that writes anything there.
+                let text = input.get("text").and_then(Value::as_str).unwrap_or_default();
+                let mut items = genl_plugin_sdk::output::Items::new();
+                items.send_joined(text)?;
                 Ok(items.finish())
             }
             "big-output" => {
