@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 /// A JSON object's members being written: puts the commas in.
-#[derive(Clone, Copy)]
 pub(super) struct Members {
     first: bool,
 }
