@@ -865,4 +865,53 @@ operations:
             })
         );
     }
+
+    /// A set that nests itself, each level ending in a repeated attribute
+    /// (two `a`; the last is the value, as the kernel's YNL library keeps
+    /// it). Deciding to group only when the repeat is met, after the
+    /// nested level was already written, writes each level twice per
+    /// level above it: 2^depth. The earlier pre-scan (`repeats`) chose the
+    /// grouped path before writing anything: linear. Depth 32 is ~800
+    /// bytes, well inside one dump part; such nesting is legal for a
+    /// recursive spec (ovs_flow's actions, an operator's own spec).
+    #[test]
+    fn a_self_nesting_set_with_a_repeat_at_each_level_decodes_in_linear_time() {
+        const RECURSIVE: &str = "
+name: t
+protocol: genetlink
+attribute-sets:
+  - name: r
+    attributes:
+      - {name: a, type: u8}
+      - {name: sub, type: nest, nested-attributes: r}
+operations:
+  list:
+    - {name: get, attribute-set: r, do: {reply: {attributes: [a]}}}
+";
+        const DEPTH: usize = 32;
+        let mut msg = [attr(1, &[0]), attr(1, &[1])].concat();
+        for _ in 0..DEPTH {
+            msg = [attr(2, &msg), attr(1, &[0]), attr(1, &[1])].concat();
+        }
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+        // Expected text, written by hand: each level {"sub":..,"a":1}.
+        let mut expected = String::from("{\"a\":1}");
+        for _ in 0..DEPTH {
+            expected = format!("{{\"sub\":{expected},\"a\":1}}");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let spec = Spec::load(RECURSIVE).unwrap_or_else(|e| panic!("{e}"));
+            let mut out = String::new();
+            let started = std::time::Instant::now();
+            let result = spec.write_attrs("r", &msg, &mut out).map_err(|e| e.to_string());
+            let _ = tx.send((result, out, started.elapsed()));
+        });
+        let (result, out, took) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("decoding ~800 bytes took over 10 s (the old pre-scan took microseconds)");
+        result.unwrap_or_else(|e| panic!("{e}"));
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_else(|e| panic!("{e}: {t}"));
+        assert_eq!(parse(&out), parse(&expected), "took {took:?}");
+    }
 }
