@@ -410,3 +410,92 @@ fn a_kernel_error_ends_a_dump_read_part_by_part_and_is_repeated() {
         assert_eq!(info.name, "nlctrl", "the socket serves the next request");
     });
 }
+
+/// Every way a dump read part by part can end gives its socket back with
+/// the configured receive buffer, or closes it: a kernel error at start, a
+/// dump of one part, a timeout before the first part is read, a dump
+/// dropped mid-way, a whole dump. The buffer is read from the kernel
+/// (`ss`), the device count from iproute2; after each, the one pooled
+/// socket answers a `do` and a whole dump.
+#[test]
+fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
+    let ns = Netns::new("peekends");
+    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
+    runtime().block_on(async {
+        let r = open_in(&ns, 1);
+        let netdev = family(&r, "netdev").await;
+        let dev_get = GenlHeader {
+            cmd: netdev_get,
+            version: netdev.version as u8,
+        };
+        let configured = [2u64 << 20];
+        let check = |what: &'static str| {
+            let r = r.clone();
+            let ns_devices = ns.ifindexes().len();
+            let rb = receive_buffers(&ns);
+            async move {
+                assert!(rb.is_empty() || rb == configured, "{what}: {rb:?}");
+                let info = family(&r, "netdev").await;
+                assert_eq!(info.name, "netdev", "{what}: the next `do`");
+                let n = r.dump(netdev.id, dev_get, &[]).await.unwrap().len();
+                assert_eq!(n, ns_devices, "{what}: the next whole dump");
+            }
+        };
+
+        // A kernel error at start.
+        let unknown = GenlHeader { cmd: 200, version: 2 };
+        let mut dump = r.dump_parts(NLCTRL, unknown, &[], r.default_bounds()).await.unwrap();
+        assert!(matches!(dump.next_part().await, Err(RequestError::Kernel(_))));
+        drop(dump);
+        check("kernel error at start").await;
+
+        // One part: only lo.
+        let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+        let first = dump.next_part().await.unwrap().expect("a part");
+        assert_eq!(messages(&first).len(), ns.ifindexes().len(), "lo, in one part");
+        assert!(dump.next_part().await.unwrap().is_none(), "then the end");
+        drop(dump);
+        check("one-part dump").await;
+
+        // Many parts from here on.
+        let batch: String = (0..1500).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+        ns.ip_batch(&batch);
+        let devices = ns.ifindexes().len();
+
+        // A timeout before the first part was read (a zero wait).
+        let none = RequestBounds {
+            wait: Duration::ZERO,
+            reply_bytes: usize::MAX,
+        };
+        let mut dump = r.dump_parts(netdev.id, dev_get, &[], none).await;
+        if let Ok(d) = dump.as_mut() {
+            assert!(matches!(d.next_part().await, Err(RequestError::Timeout(_))));
+        }
+        drop(dump);
+        check("timeout").await;
+
+        // Dropped after two parts.
+        let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+        let mut n = 0;
+        for _ in 0..2 {
+            n += messages(&dump.next_part().await.unwrap().expect("a part")).len();
+        }
+        assert!(n < devices);
+        drop(dump);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        check("dropped mid-way").await;
+
+        // Whole, twice (the socket's second dump runs on a warm socket).
+        for round in 0..2 {
+            let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+            let mut n = 0;
+            while let Some(part) = dump.next_part().await.unwrap() {
+                n += messages(&part).len();
+            }
+            assert_eq!(n, devices, "round {round}: every device once");
+            drop(dump);
+            assert_eq!(receive_buffers(&ns), configured, "round {round}");
+        }
+        check("whole").await;
+    });
+}
