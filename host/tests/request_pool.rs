@@ -444,13 +444,19 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
 
         // A kernel error at start.
         let unknown = GenlHeader { cmd: 200, version: 2 };
-        let mut dump = r.dump_parts(NLCTRL, unknown, &[], r.default_bounds()).await.unwrap();
+        let mut dump = r
+            .dump_parts(NLCTRL, unknown, &[], r.default_bounds())
+            .await
+            .unwrap();
         assert!(matches!(dump.next_part().await, Err(RequestError::Kernel(_))));
         drop(dump);
         check("kernel error at start").await;
 
         // One part: only lo.
-        let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+        let mut dump = r
+            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+            .await
+            .unwrap();
         let first = dump.next_part().await.unwrap().expect("a part");
         assert_eq!(messages(&first).len(), ns.ifindexes().len(), "lo, in one part");
         assert!(dump.next_part().await.unwrap().is_none(), "then the end");
@@ -475,7 +481,10 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
         check("timeout").await;
 
         // Dropped after two parts.
-        let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+        let mut dump = r
+            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+            .await
+            .unwrap();
         let mut n = 0;
         for _ in 0..2 {
             n += messages(&dump.next_part().await.unwrap().expect("a part")).len();
@@ -487,7 +496,10 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
 
         // Whole, twice (the socket's second dump runs on a warm socket).
         for round in 0..2 {
-            let mut dump = r.dump_parts(netdev.id, dev_get, &[], r.default_bounds()).await.unwrap();
+            let mut dump = r
+                .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+                .await
+                .unwrap();
             let mut n = 0;
             while let Some(part) = dump.next_part().await.unwrap() {
                 n += messages(&part).len();

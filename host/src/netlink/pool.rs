@@ -32,9 +32,11 @@ const RECV_BUF: usize = 256 << 10;
 ///
 /// `netlink_recvmsg` makes the next dump part after taking one, when the
 /// queue holds at most half the buffer. A part is allocated at the size of
-/// the largest read (32 KiB here, ~33 KiB counted with its overhead), more
-/// than half of 48 KiB: a peek at a queued part makes nothing, and the read
-/// that takes it off the emptied queue makes the next. So the consumer
+/// the largest read the socket has seen (32 KiB here, ~33 KiB counted with
+/// its overhead), more than half of 48 KiB: a peek at a queued part makes
+/// nothing, and the read that takes it off the emptied queue makes the
+/// next. (A new socket has seen no read: its first part is ~4 KiB, and the
+/// first peek builds the second inline, so its first dump overlaps less.) So the consumer
 /// decodes a peeked part while a reader's discard has the kernel make the
 /// next one on the other core. Any buffer would do for correctness; this
 /// one only decides where the kernel's work happens.
@@ -243,6 +245,8 @@ impl Lease {
         wait: Duration,
         mut on_data: impl FnMut(Message<'_>, &[u8], usize) -> Result<(), RequestError>,
     ) -> Result<Scan, RequestError> {
+        // A peeked dump's ENOBUFS was just reported (see below).
+        let mut deferred = false;
         loop {
             // Let other tasks of this worker run during a long dump; free
             // while the task has budget left.
@@ -259,6 +263,15 @@ impl Lease {
                 Ok(n) => {
                     let datagram = &pooled.buf[..n];
                     return scan(datagram, seq, &mut on_data);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && deferred => {
+                    // ENOBUFS with nothing queued: netlink_dump could not
+                    // allocate the next part, and no later read would ask
+                    // it again (it is asked only after a datagram is taken).
+                    return Err(RequestError::Io(
+                        "the kernel could not allocate the next dump part (memory pressure); try again"
+                            .into(),
+                    ));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     // Generic netlink answers a `do` inside sendmsg and
@@ -286,10 +299,14 @@ impl Lease {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && read == Read::Peek => {
                     // Nothing lost: a dump's parts are queued past the
                     // receive buffer's check, so during a peeked dump this
-                    // only says netlink_dump declined to make a part while
-                    // others were queued (checked before it makes one).
-                    // It makes it on a later read.
-                    tracing::debug!("netlink socket: dump part deferred while the queue was full");
+                    // says netlink_dump declined to make a part, either
+                    // while others were queued (checked before it makes
+                    // one; it makes it on a later read) or because it
+                    // could not allocate one, which the next read tells
+                    // apart: then nothing is queued.
+                    tracing::debug!("netlink socket: dump part deferred");
+                    deferred = true;
+                    continue;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(RequestError::Io(

@@ -911,7 +911,8 @@ operations:
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("decoding ~800 bytes took over 10 s (the old pre-scan took microseconds)");
         result.unwrap_or_else(|e| panic!("{e}"));
-        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_else(|e| panic!("{e}: {t}"));
+        let parse =
+            |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_else(|e| panic!("{e}: {t}"));
         assert_eq!(parse(&out), parse(&expected), "took {took:?}");
     }
 }
