@@ -458,7 +458,7 @@ async fn openapi(State(gw): State<Arc<Gateway>>, visible: Visible) -> Json<Value
 /// Only JSON is labelled JSON: a plugin that wrote something else is
 /// reported as `bad-plugin-output`, not passed on.
 fn check_plugin_output(family: &str, op: &str, output: &str) -> Result<(), ApiError> {
-    serde_json::from_str::<serde::de::IgnoredAny>(output).map(|_| ()).map_err(|e| {
+    crate::plugin::json_check::check(output).map_err(|e| {
         tracing::warn!(family, op, error = %e, "the plugin's output is not JSON");
         ApiError::new(
             ErrorCode::BadPluginOutput,

@@ -484,7 +484,7 @@ fn check_event(topic: &str, payload: &str, max_bytes: usize) -> Result<(), Event
     if topic.len() + payload.len() > max_bytes {
         return Err(EventRefusal::TooLarge);
     }
-    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_err() {
+    if super::json_check::check(payload).is_err() {
         return Err(EventRefusal::NotJson);
     }
     Ok(())

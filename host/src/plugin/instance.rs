@@ -870,7 +870,7 @@ impl LoadedPlugin {
                 self.limits.output_bytes
             )));
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&out) {
+        if let Err(e) = super::json_check::check(&out) {
             return Err(self.bad_output(format!("not JSON ({e})")));
         }
         Ok(out)

@@ -5,6 +5,7 @@ mod budget;
 mod host_api;
 mod input_schema;
 mod instance;
+pub(crate) mod json_check;
 mod log_limit;
 mod metrics;
 mod output;

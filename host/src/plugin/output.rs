@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::json_check;
+
 /// How streamed items are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -222,11 +224,10 @@ impl<'a> Batch<'a> {
             Self::Each(items) => Box::new(
                 items
                     .iter()
-                    .map(|item| serde_json::from_str::<serde::de::IgnoredAny>(item).map(|_| item.as_str())),
+                    .map(|item| json_check::check(item).map(|()| item.as_str())),
             ),
             Self::Joined(text) => {
-                let mut values =
-                    serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+                let mut values = serde_json::Deserializer::from_str(text).into_iter::<json_check::Checked>();
                 let mut end = 0;
                 Box::new(std::iter::from_fn(move || {
                     let next = values.next()?;
@@ -335,6 +336,35 @@ mod tests {
             .collect();
         assert_eq!(lines, expected, "one item a line");
         assert_eq!(out.finish(None), Ok(CallOutput::Streamed { items: 6 }));
+    }
+
+    /// What the host lets through is "parses as serde::de::IgnoredAny":
+    /// grammar only, no nesting limit, escapes not checked as characters,
+    /// numbers not checked as numbers. A client parsing the output with
+    /// serde_json (the oracle here; most parsers have similar limits)
+    /// cannot read it: the whole array fails, not one item. Each of these
+    /// is one item a hostile plugin sends through `items-joined` (and
+    /// `items`): the host answers 200 with a body the client refuses.
+    #[tokio::test]
+    async fn joined_items_the_host_accepts_are_json_a_client_can_parse() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let mut unreadable = Vec::new();
+        for item in [deep.as_str(), "\"\\ud800\"", "1e400", "-1e999"] {
+            let mut out = CallOutputState::new(OutputSink::Collect, 10_000);
+            let sent = out.send_joined(format!("{item}\n"), WAIT).await;
+            let doc = match (sent, out.finish(None)) {
+                (Ok(()), Ok(CallOutput::Document(doc))) => doc,
+                // Refused: fine, the client is told.
+                _ => continue,
+            };
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&doc) {
+                unreadable.push(format!("{doc:.24}...: {e}"));
+            }
+        }
+        assert!(
+            unreadable.is_empty(),
+            "the host emitted what serde_json refuses: {unreadable:#?}"
+        );
     }
 
     #[tokio::test]
