@@ -10,7 +10,7 @@
 //! lowered for the dump, makes nothing (`pool.rs`,
 //! `PEEKED_DUMP_RECEIVE_BUFFER`); the consumer decodes the copy while a
 //! reader on a thread of its own takes the part off the socket, which has
-//! the kernel make the next one on the other core (decisions/0021).
+//! the kernel make the next one on the other core (decisions/0021, 0022).
 //!
 //! The consumer peeks the first part itself: the send made it, and a dump
 //! of one part then ends without a reader. After that the reader owns the
