@@ -219,25 +219,14 @@ impl<'a> Batch<'a> {
 
     /// Each item's text, checked to be one JSON value (the first that is
     /// not ends the batch).
-    fn items(self) -> Box<dyn Iterator<Item = Result<&'a str, serde_json::Error>> + 'a> {
+    fn items(self) -> Box<dyn Iterator<Item = Result<&'a str, json_check::JsonError>> + 'a> {
         match self {
             Self::Each(items) => Box::new(
                 items
                     .iter()
                     .map(|item| json_check::check(item).map(|()| item.as_str())),
             ),
-            Self::Joined(text) => {
-                let mut values = serde_json::Deserializer::from_str(text).into_iter::<json_check::Checked>();
-                let mut end = 0;
-                Box::new(std::iter::from_fn(move || {
-                    let next = values.next()?;
-                    let start = end;
-                    end = values.byte_offset();
-                    // The value's own text: what follows the whitespace
-                    // the deserializer skipped before it.
-                    Some(next.map(|_| text.get(start..end).unwrap_or_default().trim_start()))
-                }))
-            }
+            Self::Joined(text) => Box::new(json_check::values(text)),
         }
     }
 }
