@@ -87,29 +87,20 @@ impl CallOutputState {
     /// make room. An error ends the output: the plugin should stop, and the
     /// call fails with the fault.
     pub async fn send(&mut self, items: Vec<String>, wait: Duration) -> Result<(), String> {
-        let result = match self.fault {
-            Some(_) => Ok(()),
-            None => self.write(Batch::Each(&items), wait).await,
-        };
-        self.settle(result)
+        self.send_batch(Batch::Each(&items), wait).await
     }
 
     /// Send the items written one after another in `text` (each one JSON
     /// document, separated by whitespace), as [`CallOutputState::send`].
     pub async fn send_joined(&mut self, text: String, wait: Duration) -> Result<(), String> {
-        let result = match self.fault {
-            Some(_) => Ok(()),
-            None => self.write(Batch::Joined(&text), wait).await,
-        };
-        self.settle(result)
+        self.send_batch(Batch::Joined(&text), wait).await
     }
 
-    /// The plugin's answer to a batch: the earlier fault, this one's, or ok.
-    fn settle(&mut self, result: Result<(), OutputFault>) -> Result<(), String> {
+    async fn send_batch(&mut self, batch: Batch<'_>, wait: Duration) -> Result<(), String> {
         if let Some(fault) = &self.fault {
             return Err(fault_message(fault));
         }
-        result.map_err(|fault| {
+        self.write(batch, wait).await.map_err(|fault| {
             let msg = fault_message(&fault);
             self.fault = Some(fault);
             msg
@@ -253,6 +244,19 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// An output streamed as `format` into a channel of `queue` chunks.
+    fn streamed(
+        format: OutputFormat,
+        queue: usize,
+        max_bytes: usize,
+    ) -> (CallOutputState, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (
+            CallOutputState::new(OutputSink::Stream { tx, format }, max_bytes),
+            rx,
+        )
+    }
+
     #[tokio::test]
     async fn collected_items_make_one_json_array() {
         let mut out = CallOutputState::new(OutputSink::Collect, 1000);
@@ -268,14 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn ndjson_items_are_one_line_each() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let mut out = CallOutputState::new(
-            OutputSink::Stream {
-                tx,
-                format: OutputFormat::Ndjson,
-            },
-            1000,
-        );
+        let (mut out, mut rx) = streamed(OutputFormat::Ndjson, 4, 1000);
         out.send(items(&["{\n \"a\": \"x\\ny\"\n}", "2"]), WAIT)
             .await
             .unwrap();
@@ -308,14 +305,7 @@ mod tests {
             serde_json::Value::Array(all)
         );
 
-        let (tx, mut rx) = mpsc::channel(4);
-        let mut out = CallOutputState::new(
-            OutputSink::Stream {
-                tx,
-                format: OutputFormat::Ndjson,
-            },
-            1000,
-        );
+        let (mut out, mut rx) = streamed(OutputFormat::Ndjson, 4, 1000);
         out.send_joined(text.into(), WAIT).await.unwrap();
         let chunk = rx.recv().await.unwrap();
         let lines: Vec<serde_json::Value> = std::str::from_utf8(&chunk)
@@ -383,28 +373,14 @@ mod tests {
         let mut out = CallOutputState::new(OutputSink::Collect, 10);
         assert!(out.send(items(&["12345678901"]), WAIT).await.is_err());
 
-        let (tx, rx) = mpsc::channel(1);
+        let (mut out, rx) = streamed(OutputFormat::JsonArray, 1, 10);
         drop(rx);
-        let mut out = CallOutputState::new(
-            OutputSink::Stream {
-                tx,
-                format: OutputFormat::JsonArray,
-            },
-            10,
-        );
         assert!(out.send(items(&["1"]), WAIT).await.is_err());
         assert_eq!(out.finish(None), Err(OutputFault::ClientGone));
 
         // A client that reads nothing: the one queued chunk stays, the next
         // batch gives up when its wait ends.
-        let (tx, _rx) = mpsc::channel(1);
-        let mut out = CallOutputState::new(
-            OutputSink::Stream {
-                tx,
-                format: OutputFormat::JsonArray,
-            },
-            10,
-        );
+        let (mut out, _rx) = streamed(OutputFormat::JsonArray, 1, 10);
         out.send(items(&["1"]), WAIT).await.unwrap();
         let short = Duration::from_millis(1);
         assert!(out.send(items(&["2"]), short).await.is_err());
