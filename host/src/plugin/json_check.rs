@@ -119,62 +119,55 @@ impl Scan<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<(), JsonError> {
-        if depth >= MAX_DEPTH {
-            return Err(self.err("nested too deep"));
-        }
-        self.i += 1;
-        self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a key"));
+        self.container(depth, b'}', "expected ',' or '}'", |s| {
+            if s.b.get(s.i) != Some(&b'"') {
+                return Err(s.err("expected a key"));
             }
-            self.string()?;
-            self.ws();
-            self.eat(b':', "expected ':'")?;
-            self.ws();
-            self.value(depth + 1)?;
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or '}'")),
-            }
-        }
+            s.string()?;
+            s.ws();
+            s.eat(b':', "expected ':'")?;
+            s.ws();
+            s.value(depth + 1).map(drop)
+        })
     }
 
     fn array(&mut self, depth: usize) -> Result<(), JsonError> {
+        self.container(depth, b']', "expected ',' or ']'", |s| {
+            s.value(depth + 1).map(drop)
+        })
+    }
+
+    /// An object or array, its opening bracket at `i`: `member`s separated
+    /// by commas up to `close`.
+    fn container(
+        &mut self,
+        depth: usize,
+        close: u8,
+        expected: &'static str,
+        mut member: impl FnMut(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
         if depth >= MAX_DEPTH {
             return Err(self.err("nested too deep"));
         }
         self.i += 1;
         self.ws();
-        if self.b.get(self.i) == Some(&b']') {
+        if self.b.get(self.i) == Some(&close) {
             self.i += 1;
             return Ok(());
         }
         loop {
-            self.value(depth + 1)?;
+            member(self)?;
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => {
                     self.i += 1;
                     self.ws();
                 }
-                Some(b']') => {
+                Some(&c) if c == close => {
                     self.i += 1;
                     return Ok(());
                 }
-                _ => return Err(self.err("expected ',' or ']'")),
+                _ => return Err(self.err(expected)),
             }
         }
     }
