@@ -302,7 +302,7 @@ impl DoWorkload<'_> {
         let plugin = rt.block_on(plugin_rate(gw, n, self.family, self.op, self.input))?;
         rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
         let path = format!("/v1/families/{}/ops/{}", self.family, self.op);
-        let (r, p50, p99, _) = http_rate(sock, n / 2, &path, self.input, |_| 1.0)?;
+        let (r, p50, p99, _) = on_own_thread(http_rate(sock, n / 2, &path, self.input, |_| 1.0))?;
         rows.push(row(
             w,
             "HTTP API (unix, keep-alive)",
@@ -341,25 +341,19 @@ async fn plugin_rate(
     Ok(summarise(&mut samples, start.elapsed(), n as f64))
 }
 
-/// N calls over one keep-alive connection, from a client on one thread of
-/// its own (a current-thread runtime), as a single-connection client such
-/// as curl is: with the connection driven on a worker of a multi-thread
-/// runtime, every body frame woke the waiting thread from another one,
-/// work the gateway is not doing.
-fn http_rate(
-    sock: &Path,
-    n: usize,
-    path: &str,
-    body: &str,
-    units: impl Fn(&Bytes) -> f64,
-) -> anyhow::Result<(f64, Duration, Duration, f64)> {
+/// Run `client` on a thread of its own (a current-thread runtime), as a
+/// single-connection client such as curl runs: with the connection driven
+/// on a worker of a multi-thread runtime, every body frame woke the
+/// waiting thread from another one, work the gateway is not doing.
+fn on_own_thread<T>(client: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(http_rate_here(sock, n, path, body, units))
+        .block_on(client)
 }
 
-async fn http_rate_here(
+/// N calls over one keep-alive connection (run it [`on_own_thread`]).
+async fn http_rate(
     sock: &Path,
     n: usize,
     path: &str,
@@ -526,7 +520,13 @@ fn main() -> anyhow::Result<()> {
     // pid on stderr), for `perf record -p` or a system-wide trace.
     if std::env::args().any(|a| a == "--profile-http-dump") {
         eprintln!("gateway pid {}", _server.0.id());
-        let m = http_rate(&sock, 3_000, "/v1/families/netdev/ops/dev-dump", "null", |_| 1.0)?;
+        let m = on_own_thread(http_rate(
+            &sock,
+            3_000,
+            "/v1/families/netdev/ops/dev-dump",
+            "null",
+            |_| 1.0,
+        ))?;
         eprintln!("dump over HTTP: p50 {:?}", m.1);
         return Ok(());
     }
@@ -701,7 +701,13 @@ fn dump_rows(
             .and_then(|v| v.as_array().map(|a| a.len() as f64))
             .unwrap_or(0.0)
     };
-    let (r, p50, p99, per) = http_rate(sock, dumps, "/v1/families/netdev/ops/dev-dump", "", count_devices)?;
+    let (r, p50, p99, per) = on_own_thread(http_rate(
+        sock,
+        dumps,
+        "/v1/families/netdev/ops/dev-dump",
+        "",
+        count_devices,
+    ))?;
     rows.push(row(
         w,
         "HTTP API (unix, keep-alive)",
