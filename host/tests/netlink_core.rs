@@ -12,8 +12,7 @@ const NETDEV: &str =
 #[test]
 fn netdev_dump_returns_all_1000_ifb_devices() {
     let ns = Netns::new("dump");
-    let batch: String = (0..1000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&batch);
+    ns.add_ifbs(1000);
     let config = TestConfig::new();
     config.netns(&ns).family("netdev.toml", NETDEV);
     let gw = Gateway::start(&config);
@@ -189,8 +188,7 @@ fn an_overrun_is_counted_survived_and_signalled_to_the_plugin() {
     let gw = Gateway::start(&config);
     let resync = gw.subscribe("netdev", "resync", 1);
 
-    let batch: String = (0..500).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&batch);
+    ns.add_ifbs(500);
 
     let events = wait_output(resync, 30, "resync event");
     assert_eq!(events[0]["payload"]["reason"], "notifications lost");

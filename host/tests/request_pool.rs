@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Netns, socket_rows};
-use genl_gateway::netlink::{RequestBounds, RequestError, Requester, SocketOptions};
+use genl_gateway::netlink::{DumpParts, RequestBounds, RequestError, Requester, SocketOptions};
 use genl_plugin_sdk::uapi;
 use genl_wire::ctrl::{CTRL_CMD_GETFAMILY, getfamily_by_name};
 use genl_wire::{FamilyInfo, GenlHeader, Messages};
@@ -55,6 +55,26 @@ async fn family(r: &Requester, name: &str) -> FamilyInfo {
     let attrs = getfamily_by_name(name).unwrap();
     let replies = r.do_request(NLCTRL, GETFAMILY, 0, &attrs).await.unwrap();
     FamilyInfo::decode(&replies[0].payload[GenlHeader::SIZE..]).unwrap()
+}
+
+/// netdev as the kernel registered it, and the header of its DEV_GET
+/// (the command number from <linux/netdev.h>).
+async fn netdev_dev_get(r: &Requester) -> (FamilyInfo, GenlHeader) {
+    let netdev = family(r, "netdev").await;
+    let dev_get = GenlHeader {
+        cmd: uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8,
+        version: netdev.version as u8,
+    };
+    (netdev, dev_get)
+}
+
+/// The messages of the rest of `dump`, counted part by part to its end.
+async fn count_to_end(dump: &mut DumpParts) -> usize {
+    let mut n = 0;
+    while let Some(part) = dump.next_part().await.unwrap() {
+        n += messages(&part).len();
+    }
+    n
 }
 
 /// The receive buffer (`rb` of `skmem`, as `ss` reads it from the kernel's
@@ -101,8 +121,7 @@ fn u32_attr(mut attrs: &[u8], kind: u16) -> Option<u32> {
 #[test]
 fn dumps_of_two_families_are_in_flight_at_once_on_their_own_sockets() {
     let ns = Netns::new("pool2dump");
-    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&batch);
+    ns.add_ifbs(3000);
     let devices = ns.ifindexes();
     let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
     let netdev_ifindex = uapi::value("netdev.h", "NETDEV_A_DEV_IFINDEX") as u16;
@@ -173,17 +192,11 @@ fn dumps_of_two_families_are_in_flight_at_once_on_their_own_sockets() {
 #[test]
 fn the_pool_never_opens_more_sockets_than_its_bound() {
     let ns = Netns::new("poolbound");
-    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&batch);
+    ns.add_ifbs(3000);
     let devices = ns.ifindexes().len();
-    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
     runtime().block_on(async {
         let r = open_in(&ns, 2);
-        let netdev = family(&r, "netdev").await;
-        let dev_get = GenlHeader {
-            cmd: netdev_get,
-            version: netdev.version as u8,
-        };
+        let (netdev, dev_get) = netdev_dev_get(&r).await;
         let bounds = r.default_bounds();
 
         // Both sockets held by paused dumps: the kernel shows two sockets,
@@ -286,19 +299,13 @@ async fn eventually(mut what: impl AsyncFnMut() -> bool) -> bool {
 #[test]
 fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_reader() {
     let ns = Netns::new("readahead");
-    let batch: String = (0..3000).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&batch);
+    ns.add_ifbs(3000);
     let devices = ns.ifindexes().len();
-    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
     runtime().block_on(async {
         // One socket: the dump's reader must give it back before anything
         // else can be asked.
         let r = open_in(&ns, 1);
-        let netdev = family(&r, "netdev").await;
-        let dev_get = GenlHeader {
-            cmd: netdev_get,
-            version: netdev.version as u8,
-        };
+        let (netdev, dev_get) = netdev_dev_get(&r).await;
         let mut dump = r
             .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
             .await
@@ -373,10 +380,7 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
             .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
             .await
             .unwrap();
-        let mut n = 0;
-        while let Some(part) = dump.next_part().await.unwrap() {
-            n += messages(&part).len();
-        }
+        let n = count_to_end(&mut dump).await;
         assert_eq!(n, devices, "the whole dump, part by part");
         drop(dump);
         assert_eq!(receive_buffers(&ns), [2 << 20], "after the dump");
@@ -420,14 +424,9 @@ fn a_kernel_error_ends_a_dump_read_part_by_part_and_is_repeated() {
 #[test]
 fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
     let ns = Netns::new("peekends");
-    let netdev_get = uapi::value("netdev.h", "NETDEV_CMD_DEV_GET") as u8;
     runtime().block_on(async {
         let r = open_in(&ns, 1);
-        let netdev = family(&r, "netdev").await;
-        let dev_get = GenlHeader {
-            cmd: netdev_get,
-            version: netdev.version as u8,
-        };
+        let (netdev, dev_get) = netdev_dev_get(&r).await;
         let configured = [2u64 << 20];
         let check = |what: &'static str| {
             let r = r.clone();
@@ -464,8 +463,7 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
         check("one-part dump").await;
 
         // Many parts from here on.
-        let batch: String = (0..1500).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-        ns.ip_batch(&batch);
+        ns.add_ifbs(1500);
         let devices = ns.ifindexes().len();
 
         // A timeout before the first part was read (a zero wait).
@@ -500,10 +498,7 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
                 .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
                 .await
                 .unwrap();
-            let mut n = 0;
-            while let Some(part) = dump.next_part().await.unwrap() {
-                n += messages(&part).len();
-            }
+            let n = count_to_end(&mut dump).await;
             assert_eq!(n, devices, "round {round}: every device once");
             drop(dump);
             assert_eq!(receive_buffers(&ns), configured, "round {round}");

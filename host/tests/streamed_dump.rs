@@ -34,12 +34,6 @@ fn netdev_family_from(config: &TestConfig, plugin: &std::path::Path, call_timeou
     );
 }
 
-/// `n` ifb devices in `ns`, made by iproute2 in one batch.
-fn add_ifbs(ns: &Netns, n: usize) {
-    let lines: String = (0..n).map(|i| format!("link add ifb{i} type ifb\n")).collect();
-    ns.ip_batch(&lines);
-}
-
 /// A dump request over the API socket, sent; the stream is left to read.
 fn start_dump(gw: &Gateway, accept: &str) -> UnixStream {
     start_call(gw, "/v1/families/netdev/ops/dev-get-dump", accept, "null")
@@ -147,7 +141,7 @@ fn a_plugin_built_against_0_3_0_still_streams_its_dumps_through_output_items() {
 /// array and as NDJSON, against the kernel's YNL CLI and iproute2.
 fn dump_of_2000_devices_equal_to_the_kernels(plugin: &std::path::Path) {
     let ns = Netns::new("stream-2k");
-    add_ifbs(&ns, 2000);
+    ns.add_ifbs(2000);
     let config = TestConfig::new();
     config.netns(&ns);
     netdev_family_from(&config, plugin, 60_000);
@@ -179,7 +173,7 @@ fn dump_of_2000_devices_equal_to_the_kernels(plugin: &std::path::Path) {
 #[test]
 fn a_10000_device_dump_keeps_gateway_memory_bounded_and_a_stalled_client_ends_at_the_deadline() {
     let ns = Netns::new("stream-10k");
-    add_ifbs(&ns, 10_000);
+    ns.add_ifbs(10_000);
     let listed = ns.ifindexes();
     assert_eq!(listed.len(), 10_001, "lo and 10000 ifb devices");
 

@@ -155,6 +155,12 @@ impl Netns {
         assert!(child.wait().expect("wait ip").success(), "ip -batch failed");
     }
 
+    /// Add `n` ifb devices, `ifb0` to `ifb{n-1}`, in one iproute2 batch.
+    pub fn add_ifbs(&self, n: usize) {
+        let lines: String = (0..n).map(|i| format!("link add ifb{i} type ifb\n")).collect();
+        self.ip_batch(&lines);
+    }
+
     /// Run a command inside the namespace; returns its output.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         Command::new("ip")
