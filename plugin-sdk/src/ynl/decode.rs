@@ -112,9 +112,11 @@ impl Int {
     }
 }
 
+/// The integer of `size` bytes at the front of `raw`. Inline: it is
+/// called for nearly every attribute of a dump, and the common cases (host
+/// order u32 and u64) are a load each.
+#[inline(always)]
 fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<Int, String> {
-    // The common cases (host order u32 and u64) without the general path's
-    // byte shuffling.
     if !signed && !big_endian {
         match (size, raw) {
             (4, [a, b, c, d, ..]) => {
@@ -128,6 +130,13 @@ fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<I
             _ => {}
         }
     }
+    read_int_general(raw, size, signed, big_endian)
+}
+
+/// [`read_int`] for every other size, sign and byte order.
+#[cold]
+#[inline(never)]
+fn read_int_general(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<Int, String> {
     let b = raw
         .get(..size)
         .ok_or_else(|| format!("{} bytes where {size} are needed", raw.len()))?;
@@ -147,6 +156,7 @@ fn read_int(raw: &[u8], size: usize, signed: bool, big_endian: bool) -> Result<I
     })
 }
 
+#[inline]
 fn int_at(
     raw: &[u8],
     size: usize,
@@ -303,11 +313,6 @@ impl Spec {
         // (73 -> 92 us for the bench's 1001 devices).
         for attr in Attrs::new(buf) {
             let attr = attr.map_err(|e| err(path, e.to_string()))?;
-            let scope = Scope {
-                set,
-                before: &buf[..offset_of(buf, &attr)],
-                outer,
-            };
             match set.linked(attr.kind()) {
                 None => {
                     members.unknown_key(out, attr.kind());
@@ -319,7 +324,14 @@ impl Spec {
                     if def.multi {
                         out.push('[');
                     }
-                    self.write_value(def, links, attr.bytes(), &scope, path, out)?;
+                    if !self.write_scalar(def, links, attr.bytes(), out) {
+                        let scope = Scope {
+                            set,
+                            before: &buf[..offset_of(buf, &attr)],
+                            outer,
+                        };
+                        self.write_value(def, links, attr.bytes(), &scope, path, out)?;
+                    }
                     if def.multi {
                         out.push(']');
                     }
@@ -389,6 +401,37 @@ impl Spec {
             }
         }
         Ok(())
+    }
+
+    /// An integer attribute's value, when it has the size its type needs:
+    /// the common case of [`Spec::write_value`], inline in the loop over a
+    /// message's attributes. `write_value`, the decoder's largest function,
+    /// was the largest item of a dump's wasm profile when called for every
+    /// attribute. `false`, with nothing written, for any other attribute,
+    /// which `write_value` decodes or reports.
+    #[inline]
+    fn write_scalar(&self, def: &AttrDef, links: Links, raw: &[u8], out: &mut String) -> bool {
+        let (size, signed) = match def.kind {
+            AttrKind::Uint | AttrKind::Sint if matches!(raw.len(), 4 | 8) => {
+                (raw.len(), def.kind == AttrKind::Sint)
+            }
+            k => match k.fixed_int() {
+                Some(int) => int,
+                None => return false,
+            },
+        };
+        let Ok(v) = read_int(raw, size, signed, def.big_endian) else {
+            return false;
+        };
+        self.write_int(
+            v,
+            links.enumeration.and_then(|i| self.enum_at(i)),
+            def.enum_as_flags,
+            def.display_hint,
+            def.big_endian,
+            out,
+        );
+        true
     }
 
     /// One attribute's value; `scope` is its own set (with what came
@@ -672,6 +715,7 @@ impl Spec {
 
     /// An integer as the spec shows it: an enum name, a list of flag names,
     /// or text per its display hint.
+    #[inline]
     fn write_int(
         &self,
         v: Int,
@@ -707,18 +751,29 @@ impl Spec {
             }
             return;
         }
-        match (hint, v.unsigned()) {
-            (Some(DisplayHint::Hex), Some(n)) => {
-                let _ = write!(out, "\"{n:#x}\"");
-            }
-            (Some(DisplayHint::Ipv4), Some(n)) => {
-                // A big-endian u32 already reads as the address's number.
-                let n = u32::try_from(n).unwrap_or_default();
-                let n = if big_endian { n } else { n.swap_bytes() };
-                let _ = write!(out, "\"{}\"", Ipv4Addr::from(n));
-            }
-            _ => v.write(out),
+        match hint {
+            Some(hint) => write_hinted(v, hint, big_endian, out),
+            None => v.write(out),
         }
+    }
+}
+
+/// An integer shown per its display hint: kept out of line, as few
+/// attributes have one and the formatting would weigh on every caller.
+#[cold]
+#[inline(never)]
+fn write_hinted(v: Int, hint: DisplayHint, big_endian: bool, out: &mut String) {
+    match (hint, v.unsigned()) {
+        (DisplayHint::Hex, Some(n)) => {
+            let _ = write!(out, "\"{n:#x}\"");
+        }
+        (DisplayHint::Ipv4, Some(n)) => {
+            // A big-endian u32 already reads as the address's number.
+            let n = u32::try_from(n).unwrap_or_default();
+            let n = if big_endian { n } else { n.swap_bytes() };
+            let _ = write!(out, "\"{}\"", Ipv4Addr::from(n));
+        }
+        _ => v.write(out),
     }
 }
 

@@ -23,6 +23,7 @@ impl Members {
     }
 
     /// Write a key already quoted, with its colon (`"name":`).
+    #[inline]
     pub fn quoted_key(&mut self, out: &mut String, key: &str) {
         self.comma(out);
         out.push_str(key);
@@ -36,6 +37,7 @@ impl Members {
         out.push_str("\":");
     }
 
+    #[inline]
     fn comma(&mut self, out: &mut String) {
         if !std::mem::replace(&mut self.first, false) {
             out.push(',');
@@ -55,6 +57,7 @@ impl Items {
     }
 
     /// Before the next item.
+    #[inline]
     pub fn next(&mut self, out: &mut String) {
         if !std::mem::replace(&mut self.first, false) {
             out.push(',');

@@ -345,6 +345,7 @@ impl ValueIndex {
         }
     }
 
+    #[inline(always)]
     fn get(&self, value: u16) -> Option<usize> {
         match self {
             Self::Dense(t) => t
@@ -388,6 +389,7 @@ impl AttrSet {
     }
 
     /// The attribute numbered `value` with its resolved references.
+    #[inline(always)]
     pub(super) fn linked(&self, value: u16) -> Option<Linked<'_>> {
         let i = self.by_value.get(value)?;
         Some(Linked {
