@@ -66,13 +66,23 @@ pub struct DumpParts {
     /// itself; the reader takes it over after that.
     first: Option<InLineRead>,
     parts: mpsc::Receiver<Result<Part, RequestError>>,
-    /// Set by the reader while the kernel makes the next part for it.
+    /// Set while the kernel makes the next part for the reader: by the
+    /// consumer as it starts the reader, then by the reader each time it
+    /// has room; cleared after each hand-over.
     making: Arc<AtomicBool>,
     deadline: Instant,
     bounds: RequestBounds,
     bytes: usize,
     interrupted: bool,
     state: State,
+}
+
+/// What [`DumpParts::spin_for_part`] found.
+enum Spun {
+    /// What the queue's `recv` would have returned.
+    Got(Option<Result<Part, RequestError>>),
+    /// Nothing yet: wait on the queue.
+    Park,
 }
 
 /// The dump before its first datagram is read.
@@ -136,9 +146,9 @@ impl DumpParts {
                     // A timeout leaves the reader running: the part may
                     // still come and a later call take it, as when the
                     // socket was read here.
-                    let next = match self.spin_for_part() {
-                        Some(next) => next,
-                        None => tokio::time::timeout_at(self.deadline, self.parts.recv())
+                    let next = match self.spin_for_part().await {
+                        Spun::Got(next) => next,
+                        Spun::Park => tokio::time::timeout_at(self.deadline, self.parts.recv())
                             .await
                             .map_err(|_| RequestError::Timeout(self.bounds.wait))?,
                     };
@@ -164,24 +174,35 @@ impl DumpParts {
         }
     }
 
-    /// What the queue's `recv` would return, if the reader hands it over
-    /// within [`SPIN`] while the kernel is making the part: waiting on the
+    /// The next part, if the reader hands it over within [`SPIN`] (and
+    /// before the deadline) while the kernel is making it: waiting on the
     /// queue parks this thread, and waking it again costs 20-40 µs on a
     /// virtual machine, a quarter of a part's decoding (decisions/0024).
-    /// `None` when the reader is not making a part (it waits for room, or
-    /// has ended) or the part is not there in time: then the caller waits
-    /// on the queue as usual. The spin holds this tokio worker, as the
-    /// plugin's decoding does.
-    fn spin_for_part(&mut self) -> Option<Option<Result<Part, RequestError>>> {
+    /// [`Spun::Park`] when the reader is not making a part (it waits for
+    /// room, or has ended) or the part is not there in time: then the
+    /// caller waits on the queue as usual.
+    async fn spin_for_part(&mut self) -> Spun {
+        if !self.making.load(Ordering::Acquire) {
+            return Spun::Park;
+        }
+        // The spin holds this worker. Tasks this call woke run first: the
+        // HTTP writer of the items just sent sits in the worker's LIFO
+        // slot, where no other worker may take it, and its write should
+        // overlap the kernel's making of the next part, as when the
+        // consumer parked.
+        tokio::task::yield_now().await;
+        let limit = SPIN.min(self.deadline.saturating_duration_since(Instant::now()));
         let start = std::time::Instant::now();
         loop {
+            // A send half-written makes `try_recv` wait for it, briefly:
+            // the reader's send is a few stores.
             match self.parts.try_recv() {
-                Ok(next) => return Some(Some(next)),
-                Err(TryRecvError::Disconnected) => return Some(None),
+                Ok(next) => return Spun::Got(Some(next)),
+                Err(TryRecvError::Disconnected) => return Spun::Got(None),
                 Err(TryRecvError::Empty) => {}
             }
-            if !self.making.load(Ordering::Acquire) || start.elapsed() > SPIN {
-                return None;
+            if !self.making.load(Ordering::Acquire) || start.elapsed() > limit {
+                return Spun::Park;
             }
             // Another thread runnable on this core (the reader itself, on
             // a busy machine) runs instead of the spin.

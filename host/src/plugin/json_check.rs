@@ -95,9 +95,9 @@ fn string_stop(b: &[u8]) -> Option<usize> {
         // A byte's high bit is set below where `v - ONES * k` borrows
         // from it, i.e. where the byte is below k; borrows only run
         // upwards, so the lowest flagged byte is a true match.
-        let found = (quote.wrapping_sub(ONES) & !quote
-            | backslash.wrapping_sub(ONES) & !backslash
-            | x.wrapping_sub(ONES * 0x20) & !x)
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
             & HIGHS;
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
