@@ -92,9 +92,10 @@ fn string_stop(b: &[u8]) -> Option<usize> {
         let x = u64::from_le_bytes(word);
         let quote = x ^ (ONES * u64::from(b'"'));
         let backslash = x ^ (ONES * u64::from(b'\\'));
-        // A byte's high bit is set below where `v - ONES * k` borrows
-        // from it, i.e. where the byte is below k; borrows only run
-        // upwards, so the lowest flagged byte is a true match.
+        // `(v - ONES * k) & !v` sets the high bit of each byte of `v`
+        // below k (k <= 0x80), and of bytes above one of those, which the
+        // subtraction's borrow reaches; borrows only run upwards, so the
+        // lowest flagged byte is a true match of one of the three tests.
         let found = ((quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
             | (x.wrapping_sub(ONES * 0x20) & !x))
