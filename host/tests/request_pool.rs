@@ -68,6 +68,13 @@ async fn netdev_dev_get(r: &Requester) -> (FamilyInfo, GenlHeader) {
     (netdev, dev_get)
 }
 
+/// netdev's DEV_GET dumped part by part, within the requester's own bounds.
+async fn dev_dump(r: &Requester, netdev: &FamilyInfo, dev_get: GenlHeader) -> DumpParts {
+    r.dump_parts(netdev.id, dev_get, &[], r.default_bounds())
+        .await
+        .unwrap()
+}
+
 /// The messages of the rest of `dump`, counted part by part to its end.
 async fn count_to_end(dump: &mut DumpParts) -> usize {
     let mut n = 0;
@@ -306,10 +313,7 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
         // else can be asked.
         let r = open_in(&ns, 1);
         let (netdev, dev_get) = netdev_dev_get(&r).await;
-        let mut dump = r
-            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
-            .await
-            .unwrap();
+        let mut dump = dev_dump(&r, &netdev, dev_get).await;
         // The dump's socket runs with a small receive buffer (the kernel
         // doubles the 24 KiB asked for), so a peek at a queued part makes
         // nothing and the reader's discard makes the next (pool.rs).
@@ -376,10 +380,7 @@ fn the_next_dump_part_is_read_ahead_but_no_further_and_a_dropped_dump_leaves_no_
         // A dump read part by part to its end gives its socket back to
         // the pool with the configured buffer (1 MiB, doubled), so a
         // large `do` reply and its ACK still fit.
-        let mut dump = r
-            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
-            .await
-            .unwrap();
+        let mut dump = dev_dump(&r, &netdev, dev_get).await;
         let n = count_to_end(&mut dump).await;
         assert_eq!(n, devices, "the whole dump, part by part");
         drop(dump);
@@ -452,10 +453,7 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
         check("kernel error at start").await;
 
         // One part: only lo.
-        let mut dump = r
-            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
-            .await
-            .unwrap();
+        let mut dump = dev_dump(&r, &netdev, dev_get).await;
         let first = dump.next_part().await.unwrap().expect("a part");
         assert_eq!(messages(&first).len(), ns.ifindexes().len(), "lo, in one part");
         assert!(dump.next_part().await.unwrap().is_none(), "then the end");
@@ -479,10 +477,7 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
         check("timeout").await;
 
         // Dropped after two parts.
-        let mut dump = r
-            .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
-            .await
-            .unwrap();
+        let mut dump = dev_dump(&r, &netdev, dev_get).await;
         let mut n = 0;
         for _ in 0..2 {
             n += messages(&dump.next_part().await.unwrap().expect("a part")).len();
@@ -494,10 +489,7 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
 
         // Whole, twice (the socket's second dump runs on a warm socket).
         for round in 0..2 {
-            let mut dump = r
-                .dump_parts(netdev.id, dev_get, &[], r.default_bounds())
-                .await
-                .unwrap();
+            let mut dump = dev_dump(&r, &netdev, dev_get).await;
             let n = count_to_end(&mut dump).await;
             assert_eq!(n, devices, "round {round}: every device once");
             drop(dump);
