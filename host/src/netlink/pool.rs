@@ -36,10 +36,10 @@ const RECV_BUF: usize = 256 << 10;
 /// its overhead), more than half of 48 KiB: a peek at a queued part makes
 /// nothing, and the read that takes it off the emptied queue makes the
 /// next. (A new socket has seen no read: its first part is ~4 KiB, and the
-/// first peek builds the second inline, so its first dump overlaps less.) So the consumer
-/// decodes a peeked part while a reader's discard has the kernel make the
-/// next one on the other core. Any buffer would do for correctness; this
-/// one only decides where the kernel's work happens.
+/// first peek builds the second inline, so its first dump overlaps less.)
+/// So the consumer decodes a peeked part while a reader's discard has the
+/// kernel make the next one on the other core. Any buffer would do for
+/// correctness; this one only decides where the kernel's work happens.
 const PEEKED_DUMP_RECEIVE_BUFFER: usize = 24 << 10;
 
 /// Request sockets when the configuration names no number.
