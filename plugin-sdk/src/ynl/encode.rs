@@ -22,12 +22,37 @@ pub struct EncodeError {
     pub message: String,
 }
 
-fn err(path: &str, message: impl Into<String>) -> EncodeError {
+fn err(path: &Path<'_>, message: impl Into<String>) -> EncodeError {
     EncodeError {
-        path: path.to_owned(),
+        path: path.to_string(),
         message: message.into(),
     }
 }
+
+/// Where a value sits in the client's input, spelled out as a JSON path
+/// (`$.header.dev-name`, `$.ops[2]`) only when an error names it: a call
+/// whose input is good writes no path at all.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// The top level, as the caller names it (`$`).
+    Root(&'a str),
+    /// A key of an object.
+    Key(&'a Path<'a>, &'a str),
+    /// An item of an array.
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+const TOP: Path<'static> = Path::Root("$");
 
 /// Netlink's attribute length field is 16 bits.
 const MAX_ATTR: usize = u16::MAX as usize;
@@ -46,7 +71,7 @@ impl Writer {
         at
     }
 
-    fn end(&mut self, at: usize, path: &str) -> Result<(), EncodeError> {
+    fn end(&mut self, at: usize, path: &Path<'_>) -> Result<(), EncodeError> {
         let len = self.buf.len() - at;
         let len16 = u16::try_from(len)
             .ok()
@@ -57,15 +82,11 @@ impl Writer {
         Ok(())
     }
 
-    fn put(&mut self, kind: u16, payload: &[u8], path: &str) -> Result<(), EncodeError> {
+    fn put(&mut self, kind: u16, payload: &[u8], path: &Path<'_>) -> Result<(), EncodeError> {
         let at = self.begin(kind);
         self.buf.extend_from_slice(payload);
         self.end(at, path)
     }
-}
-
-fn join(path: &str, key: &str) -> String {
-    format!("{path}.{key}")
 }
 
 fn accepted(names: impl Iterator<Item = String>) -> String {
@@ -94,25 +115,25 @@ impl Spec {
         let obj = match input {
             Value::Null => &empty,
             Value::Object(o) => o,
-            _ => return Err(err("$", "the input must be a JSON object")),
+            _ => return Err(err(&TOP, "the input must be a JSON object")),
         };
         let set = self
             .set(set)
-            .ok_or_else(|| err("$", format!("the spec has no attribute set '{set}'")))?;
+            .ok_or_else(|| err(&TOP, format!("the spec has no attribute set '{set}'")))?;
         let mut w = Writer { buf: Vec::new() };
         let header_members: Vec<&MemberDef> = fixed_header
             .and_then(|h| self.structure(h))
             .map(|s| s.members.iter().filter(|m| m.kind != AttrKind::Pad).collect())
             .unwrap_or_default();
         if let Some(h) = fixed_header {
-            let b = self.encode_struct(h, obj, "$", true)?;
+            let b = self.encode_struct_at(h, obj, &TOP, true)?;
             w.buf.extend_from_slice(&b);
         }
         for (key, value) in obj {
             if header_members.iter().any(|m| &m.name == key) {
                 continue;
             }
-            let path = join("$", key);
+            let path = Path::Key(&TOP, key);
             let def = set
                 .by_name(key)
                 .filter(|_| allowed.iter().any(|a| a == key))
@@ -134,13 +155,13 @@ impl Spec {
         set: &AttrSet,
         obj: &Map<String, Value>,
         scope: &[&Map<String, Value>],
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<(), EncodeError> {
         let mut inner: Vec<&Map<String, Value>> = Vec::with_capacity(scope.len() + 1);
         inner.push(obj);
         inner.extend_from_slice(scope);
         for (key, value) in obj {
-            let here = join(path, key);
+            let here = Path::Key(path, key);
             let def = set
                 .by_name(key)
                 .filter(|d| !matches!(d.kind, AttrKind::Pad | AttrKind::Unused))
@@ -163,13 +184,13 @@ impl Spec {
         def: &AttrDef,
         value: &Value,
         scope: &[&Map<String, Value>],
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<(), EncodeError> {
         if def.multi
             && let Value::Array(items) = value
         {
             for (i, item) in items.iter().enumerate() {
-                self.encode_one(w, def, item, scope, &format!("{path}[{i}]"))?;
+                self.encode_one(w, def, item, scope, &Path::Index(path, i))?;
             }
             return Ok(());
         }
@@ -182,7 +203,7 @@ impl Spec {
         def: &AttrDef,
         value: &Value,
         scope: &[&Map<String, Value>],
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<(), EncodeError> {
         let order = if def.big_endian { NLA_F_NET_BYTEORDER } else { 0 };
         match def.kind {
@@ -200,10 +221,10 @@ impl Spec {
                     ));
                 }
                 check_len(&def.checks, s.len(), path)?;
-                let mut b = Vec::with_capacity(s.len() + 1);
-                b.extend_from_slice(s.as_bytes());
-                b.push(0);
-                w.put(def.value, &b, path)
+                let at = w.begin(def.value);
+                w.buf.extend_from_slice(s.as_bytes());
+                w.buf.push(0);
+                w.end(at, path)
             }
             AttrKind::Uint | AttrKind::Sint => {
                 let n = self.int_input(def.enumeration.as_deref(), def.enum_as_flags, value, path)?;
@@ -241,7 +262,7 @@ impl Spec {
                     let obj = value
                         .as_object()
                         .ok_or_else(|| err(path, format!("expected an object (struct {s})")))?;
-                    self.encode_struct(s, obj, path, false)?
+                    self.encode_struct_at(s, obj, path, false)?
                 } else if let Some(t) = def.sub_type.filter(|t| t.fixed_int().is_some()) {
                     let items = value
                         .as_array()
@@ -250,7 +271,7 @@ impl Spec {
                     let (lo, hi) = int_bounds(size, signed);
                     let mut b = Vec::with_capacity(items.len() * size);
                     for (i, item) in items.iter().enumerate() {
-                        let p = format!("{path}[{i}]");
+                        let p = Path::Index(path, i);
                         let n = self.int_input(None, false, item, &p)?;
                         check_range(&Checks::default(), n, lo, hi, &p)?;
                         b.extend_from_slice(&int_to_bytes(n, size, def.big_endian));
@@ -273,7 +294,7 @@ impl Spec {
                 let items = value.as_array().ok_or_else(|| err(path, "expected an array"))?;
                 let at = w.begin(def.value | NLA_F_NESTED);
                 for (i, item) in items.iter().enumerate() {
-                    let p = format!("{path}[{i}]");
+                    let p = Path::Index(path, i);
                     let index = u16::try_from(i).map_err(|_| err(&p, "too many items"))?;
                     match def.sub_type {
                         Some(AttrKind::Nest) => {
@@ -303,11 +324,11 @@ impl Spec {
                     .as_object()
                     .ok_or_else(|| err(path, "expected {\"value\": ..., \"selector\": ...}"))?;
                 if let Some(k) = obj.keys().find(|k| *k != "value" && *k != "selector") {
-                    return Err(err(&join(path, k), "unknown key; accepted: value, selector"));
+                    return Err(err(&Path::Key(path, k), "unknown key; accepted: value, selector"));
                 }
                 let e = def.enumeration.as_deref();
                 let get = |k: &str| -> Result<u32, EncodeError> {
-                    let p = join(path, k);
+                    let p = Path::Key(path, k);
                     let v = obj.get(k).ok_or_else(|| err(&p, "missing"))?;
                     let n = self.int_input(e, def.enum_as_flags, v, &p)?;
                     u32::try_from(n).map_err(|_| err(&p, "does not fit 32 bits"))
@@ -320,7 +341,7 @@ impl Spec {
                 let obj = value.as_object().ok_or_else(|| err(path, "expected an object"))?;
                 let mut levels = Vec::new();
                 for name in &def.type_value {
-                    let p = join(path, name);
+                    let p = Path::Key(path, name);
                     let n = obj.get(name).ok_or_else(|| err(&p, "missing"))?;
                     let n = self.int_input(None, false, n, &p)?;
                     levels.push(u16::try_from(n).map_err(|_| err(&p, "not an attribute number"))?);
@@ -358,7 +379,7 @@ impl Spec {
                 let at = w.begin(kind);
                 let mut header_names = Vec::new();
                 if let Some(h) = &format.fixed_header {
-                    let b = self.encode_struct(h, obj, path, true)?;
+                    let b = self.encode_struct_at(h, obj, path, true)?;
                     w.buf.extend_from_slice(&b);
                     if let Some(s) = self.structure(h) {
                         header_names.extend(s.members.iter().map(|m| m.name.clone()));
@@ -378,7 +399,7 @@ impl Spec {
                     None => {
                         if let Some(k) = rest.keys().next() {
                             return Err(err(
-                                &join(path, k),
+                                &Path::Key(path, k),
                                 "unknown key; this format carries no attributes",
                             ));
                         }
@@ -391,7 +412,7 @@ impl Spec {
         }
     }
 
-    fn nested(&self, def: &AttrDef, path: &str) -> Result<&AttrSet, EncodeError> {
+    fn nested(&self, def: &AttrDef, path: &Path<'_>) -> Result<&AttrSet, EncodeError> {
         def.nested
             .as_deref()
             .and_then(|n| self.set(n))
@@ -401,11 +422,22 @@ impl Spec {
     /// Encode struct `name` from the members in `obj`. Absent members are
     /// zero. With `shared`, `obj` also holds other keys (a fixed header's
     /// members sit beside the attributes); otherwise unknown keys are refused.
+    /// `path` names `obj` in errors (`$` for the top level).
     pub fn encode_struct(
         &self,
         name: &str,
         obj: &Map<String, Value>,
         path: &str,
+        shared: bool,
+    ) -> Result<Vec<u8>, EncodeError> {
+        self.encode_struct_at(name, obj, &Path::Root(path), shared)
+    }
+
+    fn encode_struct_at(
+        &self,
+        name: &str,
+        obj: &Map<String, Value>,
+        path: &Path<'_>,
         shared: bool,
     ) -> Result<Vec<u8>, EncodeError> {
         let def = self
@@ -423,11 +455,14 @@ impl Spec {
                 .iter()
                 .filter(|m| m.kind != AttrKind::Pad)
                 .map(|m| m.name.clone());
-            return Err(err(&join(path, k), format!("unknown key; {}", accepted(names))));
+            return Err(err(
+                &Path::Key(path, k),
+                format!("unknown key; {}", accepted(names)),
+            ));
         }
         let mut out = Vec::with_capacity(def.size);
         for m in &def.members {
-            let p = join(path, &m.name);
+            let p = Path::Key(path, &m.name);
             let v = obj.get(&m.name);
             match (m.kind, v) {
                 (AttrKind::Pad, _) | (_, None) => out.resize(out.len() + m.len, 0),
@@ -435,7 +470,7 @@ impl Spec {
                     let b = match &m.structure {
                         Some(s) => {
                             let o = v.as_object().ok_or_else(|| err(&p, "expected an object"))?;
-                            self.encode_struct(s, o, &p, false)?
+                            self.encode_struct_at(s, o, &p, false)?
                         }
                         None => bytes_input(v, m.display_hint, &p)?,
                     };
@@ -466,7 +501,7 @@ impl Spec {
         enumeration: Option<&str>,
         as_flags: bool,
         v: &Value,
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<i128, EncodeError> {
         if let Some(n) = v.as_i64() {
             return Ok(n.into());
@@ -497,7 +532,7 @@ impl Spec {
                 let mut mask = 0i128;
                 for (i, item) in items.iter().enumerate() {
                     let name = item.as_str().ok_or_else(|| {
-                        err(&format!("{path}[{i}]"), format!("expected a name of {}", e.name))
+                        err(&Path::Index(path, i), format!("expected a name of {}", e.name))
                     })?;
                     mask |= 1i128 << entry(name)?;
                 }
@@ -520,7 +555,7 @@ fn int_bounds(size: usize, signed: bool) -> (i128, i128) {
     }
 }
 
-fn check_range(c: &Checks, n: i128, lo: i128, hi: i128, path: &str) -> Result<(), EncodeError> {
+fn check_range(c: &Checks, n: i128, lo: i128, hi: i128, path: &Path<'_>) -> Result<(), EncodeError> {
     let lo = c.min.map_or(lo, |m| m.max(lo));
     let hi = c.max.map_or(hi, |m| m.min(hi));
     if n < lo || n > hi {
@@ -529,7 +564,7 @@ fn check_range(c: &Checks, n: i128, lo: i128, hi: i128, path: &str) -> Result<()
     Ok(())
 }
 
-fn check_len(c: &Checks, len: usize, path: &str) -> Result<(), EncodeError> {
+fn check_len(c: &Checks, len: usize, path: &Path<'_>) -> Result<(), EncodeError> {
     if let Some(x) = c.exact_len
         && len != x
     {
@@ -548,18 +583,33 @@ fn check_len(c: &Checks, len: usize, path: &str) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn int_to_bytes(n: i128, size: usize, big_endian: bool) -> Vec<u8> {
-    let le = (n as u64).to_le_bytes();
-    let mut b = le[..size].to_vec();
-    if big_endian {
-        b.reverse();
+/// An integer's bytes as an attribute or struct member carries them, kept
+/// on the stack: encoding a request's integers allocates nothing.
+struct IntBytes {
+    bytes: [u8; 8],
+    len: usize,
+}
+
+impl std::ops::Deref for IntBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
-    b
+}
+
+/// `n`'s low `size` bytes (at most 8), in the attribute's byte order.
+fn int_to_bytes(n: i128, size: usize, big_endian: bool) -> IntBytes {
+    let len = size.min(8);
+    let mut bytes = (n as u64).to_le_bytes();
+    if big_endian {
+        bytes[..len].reverse();
+    }
+    IntBytes { bytes, len }
 }
 
 /// Bytes from JSON: text per the display hint, or hex (separators `:`,
 /// `-` and spaces allowed).
-fn bytes_input(v: &Value, hint: Option<DisplayHint>, path: &str) -> Result<Vec<u8>, EncodeError> {
+fn bytes_input(v: &Value, hint: Option<DisplayHint>, path: &Path<'_>) -> Result<Vec<u8>, EncodeError> {
     let s = v
         .as_str()
         .ok_or_else(|| err(path, "expected a string (hex bytes)"))?;

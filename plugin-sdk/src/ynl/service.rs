@@ -25,7 +25,7 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct ClientOp<'a> {
     /// The name clients call it by.
-    pub name: String,
+    pub name: &'a str,
     /// The spec operation behind it.
     pub op: &'a Operation,
     /// Do or dump.
@@ -97,9 +97,9 @@ impl Service {
             .and_then(|e| self.entry(e))
     }
 
-    fn entry(&self, (name, i, mode): &(String, usize, Mode)) -> Option<ClientOp<'_>> {
+    fn entry<'a>(&'a self, (name, i, mode): &'a (String, usize, Mode)) -> Option<ClientOp<'a>> {
         Some(ClientOp {
-            name: name.clone(),
+            name,
             op: self.spec.ops.get(*i)?,
             mode: *mode,
         })
@@ -117,7 +117,7 @@ impl Service {
             };
             let input = self.spec.input_schema(&op);
             let output = self.spec.output_schema(&op);
-            d = d.op_with_schema(&op.name, &summary, op.writes(), Some(&input), Some(&output));
+            d = d.op_with_schema(op.name, &summary, op.writes(), Some(&input), Some(&output));
         }
         for op in self.spec.ops.iter().filter(|o| o.notification.is_some()) {
             d = d.topic(&op.name);
@@ -249,7 +249,7 @@ impl Service {
         let cmd = op
             .op
             .request_value
-            .ok_or_else(|| CallError::unknown_op(&op.name))?;
+            .ok_or_else(|| CallError::unknown_op(op.name))?;
         Ok((cmd, self.encode(op, input)?))
     }
 

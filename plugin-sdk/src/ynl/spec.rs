@@ -3,7 +3,10 @@
 //! `value-start`, `enum-model`), references between sets checked once at
 //! load, so decoding and encoding never meet a dangling name.
 
-use std::collections::HashMap;
+// Names are looked up on every call (a client's keys, an operation's
+// sets); the tables are built from the spec alone, so a client cannot
+// grow a chain, and SipHash's cost buys nothing here.
+use rustc_hash::FxHashMap;
 
 use super::raw::{self, NumOrName};
 
@@ -283,7 +286,7 @@ pub struct AttrSet {
     pub name: String,
     /// Attributes in spec order.
     pub attrs: Vec<AttrDef>,
-    by_name: HashMap<String, usize>,
+    by_name: FxHashMap<String, usize>,
     by_value: ValueIndex,
     /// Per attribute (same order as `attrs`): its references resolved to
     /// positions in the spec's tables, filled by [`Spec::link`].
@@ -321,7 +324,7 @@ enum ValueIndex {
     /// kernel's sets are numbered densely from 0 or 1.
     Dense(Vec<u32>),
     /// For a set numbered so sparsely that a table would mostly be holes.
-    Sparse(HashMap<u16, usize>),
+    Sparse(FxHashMap<u16, usize>),
 }
 
 impl ValueIndex {
@@ -405,14 +408,14 @@ impl AttrSet {
 #[derive(Debug, Clone)]
 struct Table<T> {
     items: Vec<T>,
-    ids: HashMap<String, usize>,
+    ids: FxHashMap<String, usize>,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Self {
             items: Vec::new(),
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
         }
     }
 }
@@ -517,12 +520,12 @@ pub struct Spec {
     enums: Table<EnumDef>,
     structs: Table<StructDef>,
     sets: Table<AttrSet>,
-    sub_messages: HashMap<String, Vec<SubMessageFormat>>,
+    sub_messages: FxHashMap<String, Vec<SubMessageFormat>>,
 }
 
 struct Loader {
     spec: String,
-    consts: HashMap<String, i128>,
+    consts: FxHashMap<String, i128>,
 }
 
 impl Loader {
@@ -591,7 +594,7 @@ impl Spec {
     fn resolve(raw: raw::Spec) -> Result<Self, SpecError> {
         let mut ld = Loader {
             spec: raw.name.clone(),
-            consts: HashMap::new(),
+            consts: FxHashMap::default(),
         };
         let protocol = match raw.protocol.as_deref().unwrap_or("genetlink") {
             "genetlink" => Protocol::Genetlink,
@@ -733,7 +736,7 @@ impl Spec {
             pending = left;
         }
 
-        let mut sub_messages = HashMap::new();
+        let mut sub_messages = FxHashMap::default();
         for m in &raw.sub_messages {
             let formats = m
                 .formats
@@ -952,7 +955,7 @@ impl Spec {
                 .into_iter()
                 .map(|(n, attrs)| (n.clone(), AttrSet::new(n, attrs)))
                 .collect(),
-            sub_messages: HashMap::new(),
+            sub_messages: FxHashMap::default(),
         };
         spec.link();
         spec
