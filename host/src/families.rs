@@ -226,7 +226,10 @@ impl FamilyResolver {
             version: CTRL_VERSION,
         };
         let mut policies = Policies::default();
-        match self.requester.dump(GENL_ID_CTRL, genl, &attrs).await {
+        // Boxed: a cache miss is rare, and every plugin request's future
+        // would otherwise carry this dump's state (see
+        // `plugin::host_api::KernelAccess::family_info`).
+        match Box::pin(self.requester.dump(GENL_ID_CTRL, genl, &attrs)).await {
             Ok(replies) => {
                 for r in &replies {
                     let payload = r.payload.get(GenlHeader::SIZE..).unwrap_or_default();

@@ -292,9 +292,10 @@ impl Lease {
                     // so this wait is the exception: only then does the
                     // socket enter epoll.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let ready = pooled
-                        .sock
-                        .readable(left)
+                    // Boxed: the future of every request holds this
+                    // one's state, and the wait is rare (see
+                    // `host_api::KernelAccess::family_info`).
+                    let ready = Box::pin(pooled.sock.readable(left))
                         .await
                         .map_err(|e| RequestError::Io(format!("waiting for the kernel: {e}")))?;
                     if !ready {

@@ -130,13 +130,19 @@ impl KernelAccess {
         if let Some(f) = self.resolver.cached(&self.family) {
             return Ok(f);
         }
-        self.resolver.resolve(&self.family).await.map_err(|e| match e {
-            // A configured name was checked when its file was read.
-            ResolveError::Absent(_) | ResolveError::InvalidName(_) => {
-                types::RequestError::FamilyAbsent(e.to_string())
-            }
-            ResolveError::Request { source, .. } => to_wit_error(source),
-        })
+        // Boxed, as the other rare waits of a request are: wasmtime boxes
+        // each host call's future, and one kept within the allocator's
+        // per-thread cache (~1 KiB) is taken and freed there, not from the
+        // shared heap, on every call.
+        Box::pin(self.resolver.resolve(&self.family))
+            .await
+            .map_err(|e| match e {
+                // A configured name was checked when its file was read.
+                ResolveError::Absent(_) | ResolveError::InvalidName(_) => {
+                    types::RequestError::FamilyAbsent(e.to_string())
+                }
+                ResolveError::Request { source, .. } => to_wit_error(source),
+            })
     }
 
     /// The family file as refusals name it: its file name only, since
@@ -277,9 +283,7 @@ impl KernelAccess {
             version: u8::try_from(family.version).unwrap_or(u8::MAX),
         };
         let result = if dump {
-            self.requester
-                .dump_bounded(family.id, genl, &payload, bounds)
-                .await
+            Box::pin(self.requester.dump_bounded(family.id, genl, &payload, bounds)).await
         } else {
             self.requester
                 .do_request_bounded(family.id, genl, extra_flags, &payload, bounds)
