@@ -68,11 +68,15 @@ pub enum ErrorCode {
     Timeout,
     /// Too many calls from the bus are running; retry later.
     Busy,
+    /// The kernel flagged a dump as interrupted by concurrent changes
+    /// (NLM_F_DUMP_INTR), again on each retry: a busy moment of the
+    /// system, not a client or plugin fault; retry later.
+    DumpInterrupted,
 }
 
 impl ErrorCode {
     /// Every code, for listing and for checking the docs.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::BadJson,
         Self::BadBody,
         Self::BadInput,
@@ -99,6 +103,7 @@ impl ErrorCode {
         Self::PluginLoading,
         Self::Timeout,
         Self::Busy,
+        Self::DumpInterrupted,
     ];
 
     /// The code's wire name and its HTTP status: the one table. `kernel`'s
@@ -132,6 +137,7 @@ impl ErrorCode {
             PluginLoading => ("plugin-loading", StatusCode::SERVICE_UNAVAILABLE),
             Timeout => ("timeout", StatusCode::GATEWAY_TIMEOUT),
             Busy => ("busy", StatusCode::SERVICE_UNAVAILABLE),
+            DumpInterrupted => ("dump-interrupted", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
@@ -317,6 +323,10 @@ mod tests {
         }
         let e = ApiError::from_plugin("invalid-request".into(), "x".into(), None);
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // The SDK's code for a dump the kernel kept interrupting is the
+        // system being busy: a 503 to retry, not a 502 blaming the plugin.
+        let e = ApiError::from_plugin("dump-interrupted".into(), "x".into(), None);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         let e = ApiError::from_plugin("frobnicated".into(), "x".into(), None);
         assert_eq!(e.status, PLUGIN_CODE_DEFAULT);
         let k = genl_wire::KernelError {
