@@ -69,8 +69,9 @@ pub enum ErrorCode {
     /// Too many calls from the bus are running; retry later.
     Busy,
     /// The kernel flagged a dump as interrupted by concurrent changes
-    /// (NLM_F_DUMP_INTR), again on each retry: a busy moment of the
-    /// system, not a client or plugin fault; retry later.
+    /// (NLM_F_DUMP_INTR; a collected dump on each of the host's retries, a
+    /// streamed one at once): a busy moment of the system, not a client
+    /// or plugin fault; retry later.
     DumpInterrupted,
 }
 

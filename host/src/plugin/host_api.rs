@@ -328,6 +328,9 @@ fn to_wit_error(e: RequestError) -> types::RequestError {
     match e {
         RequestError::Kernel(k) => types::RequestError::Kernel(to_wit_netlink_error(k)),
         RequestError::Timeout(_) => types::RequestError::Timeout,
+        // Retried already; the plugin's SDK names it `dump-interrupted`, as
+        // it does a streamed dump's first flagged part.
+        RequestError::DumpInterrupted(_) => types::RequestError::Interrupted,
         other => types::RequestError::Io(other.to_string()),
     }
 }

@@ -29,6 +29,7 @@ pub const KNOWN_CODES: &[&str] = &[
     "plugin-unavailable",
     "plugin-restarting",
     "bad-plugin-output",
+    "dump-interrupted",
 ];
 
 /// Counters of one plugin.
