@@ -42,9 +42,9 @@ const RECV_BUF: usize = 256 << 10;
 /// correctness; this one only decides where the kernel's work happens.
 const PEEKED_DUMP_RECEIVE_BUFFER: usize = 24 << 10;
 
-/// A read checks the request's deadline once in this many datagrams
-/// (from the first): a `do`'s ACK is read without a clock read, and a
-/// dump overruns its deadline by a few parts at most.
+/// A read checks the request's deadline before the first datagram and
+/// then once in this many: a `do`'s ACK is read without a clock read, and
+/// a dump overruns its deadline by a few parts at most.
 const DEADLINE_CHECK_EVERY: u32 = 4;
 
 /// Request sockets when the configuration names no number.
@@ -152,7 +152,7 @@ pub(super) struct Lease {
     /// The receive buffer was lowered for a peeked dump and is restored
     /// before the socket is reused.
     lowered_buffer: bool,
-    /// Datagrams read so far, for [`DEADLINE_CHECK_EVERY`].
+    /// Datagrams taken or peeked so far, for [`DEADLINE_CHECK_EVERY`].
     reads: u32,
     // Released after `drop` has put the socket back.
     _permit: OwnedSemaphorePermit,
@@ -260,11 +260,11 @@ impl Lease {
             // while the task has budget left.
             tokio::task::consume_budget().await;
             // A queued datagram is read without waiting, so the clock is
-            // read only before a wait (below), at the first read (a request
-            // whose time is up gets no answer) and every few datagrams, to
-            // end a dump whose parts keep coming past its deadline.
-            self.reads = self.reads.wrapping_add(1);
-            if self.reads % DEADLINE_CHECK_EVERY == 1 && Instant::now() >= deadline {
+            // read only before a wait (below), before the first read (a
+            // request whose time is up gets no answer) and then once in a
+            // few datagrams, to end a dump whose parts keep coming past
+            // its deadline.
+            if self.reads.is_multiple_of(DEADLINE_CHECK_EVERY) && Instant::now() >= deadline {
                 return Err(RequestError::Timeout(wait));
             }
             let pooled = self.pooled()?;
@@ -272,6 +272,10 @@ impl Lease {
                 Read::Take => pooled.sock.recv(&mut pooled.buf),
                 Read::Peek => pooled.sock.peek(&mut pooled.buf),
             };
+            if received.is_ok() {
+                self.reads = self.reads.wrapping_add(1);
+            }
+            let pooled = self.pooled()?;
             match received {
                 Ok(n) => {
                     let datagram = &pooled.buf[..n];
