@@ -536,6 +536,16 @@ impl events::Host for PluginState {
 mod tests {
     use super::*;
 
+    /// The contract's `interrupted` is what a dump the kernel flagged
+    /// (NLM_F_DUMP_INTR) ends in, on either way a plugin reads it: a
+    /// collected dump whose retries the host used up must not arrive as
+    /// `io`, which clients would see as a 502 instead of a 503 to retry.
+    #[test]
+    fn an_interrupted_collected_dump_reaches_the_plugin_as_interrupted() {
+        let e = to_wit_error(RequestError::DumpInterrupted(3));
+        assert!(matches!(e, types::RequestError::Interrupted), "{e:?}");
+    }
+
     #[test]
     fn do_flags_never_make_a_dump() {
         // Values from <linux/netlink.h>: REPLACE 0x100, EXCL 0x200,
