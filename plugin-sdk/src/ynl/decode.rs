@@ -423,6 +423,15 @@ impl Spec {
         let Ok(v) = read_int(raw, size, signed, def.big_endian) else {
             return false;
         };
+        self.write_attr_int(def, links, v, out);
+        true
+    }
+
+    /// `v` as attribute `def` shows it: its enum or flags, display hint
+    /// and byte order. The one formatting of an integer attribute, for
+    /// [`Spec::write_scalar`] and [`Spec::write_value`] alike.
+    #[inline]
+    fn write_attr_int(&self, def: &AttrDef, links: Links, v: Int, out: &mut String) {
         self.write_int(
             v,
             links.enumeration.and_then(|i| self.enum_at(i)),
@@ -431,7 +440,6 @@ impl Spec {
             def.big_endian,
             out,
         );
-        true
     }
 
     /// One attribute's value; `scope` is its own set (with what came
@@ -447,16 +455,6 @@ impl Spec {
     ) -> Result<(), DecodeError> {
         let path = Path::Field(set_path, &def.name);
         let enumeration = links.enumeration.and_then(|i| self.enum_at(i));
-        let shape = |v: Int, out: &mut String| {
-            self.write_int(
-                v,
-                enumeration,
-                def.enum_as_flags,
-                def.display_hint,
-                def.big_endian,
-                out,
-            );
-        };
         match def.kind {
             AttrKind::Flag => out.push_str("true"),
             AttrKind::String => write_kernel_string(out, raw),
@@ -470,10 +468,8 @@ impl Spec {
                         ));
                     }
                 };
-                shape(
-                    int_at(raw, size, def.kind == AttrKind::Sint, def.big_endian, &path)?,
-                    out,
-                );
+                let v = int_at(raw, size, def.kind == AttrKind::Sint, def.big_endian, &path)?;
+                self.write_attr_int(def, links, v, out);
             }
             AttrKind::Binary => {
                 if let Some(s) = &def.structure {
@@ -544,7 +540,10 @@ impl Spec {
             }
             AttrKind::SubMessage => self.write_sub_message(def, raw, scope, &path, out)?,
             k => match k.fixed_int() {
-                Some((size, signed)) => shape(int_at(raw, size, signed, def.big_endian, &path)?, out),
+                Some((size, signed)) => {
+                    let v = int_at(raw, size, signed, def.big_endian, &path)?;
+                    self.write_attr_int(def, links, v, out);
+                }
                 None => json_text::hex(out, raw, None),
             },
         }
