@@ -90,6 +90,7 @@ fn parse_args() -> anyhow::Result<Opts> {
                 o.only = list.split(',').map(str::to_owned).collect();
             }
             "--profile-plugin-do"
+            | "--profile-plugin-floor"
             | "--profile-plugin-dump"
             | "--profile-http"
             | "--profile-http-dump"
@@ -321,6 +322,57 @@ impl DoWorkload<'_> {
     }
 }
 
+/// The dev-get request through the sandbox with nothing else on the path:
+/// the chaos plugin's `request` op sends the request's bytes as the client
+/// gives them (hex) and answers with the number of replies, so no
+/// attribute is encoded or decoded and the output is a dozen bytes. The
+/// kernel's work is raw's, and the rest is what any plugin pays: the
+/// call's and the `do-request`'s crossings of the sandbox, the gateway's
+/// request path, a minimal JSON input and the output check. What a
+/// plugin's own work can be measured against.
+fn sandbox_floor(
+    rt: &tokio::runtime::Runtime,
+    plugins: &Path,
+    netns: &str,
+    tmp: &Path,
+    n: usize,
+) -> anyhow::Result<Row> {
+    eprintln!("do: the sandbox's floor (chaos request)");
+    let families: &[(&str, &str)] = &[(
+        "netdev.toml",
+        "family = \"netdev\"\nplugin = \"chaos.wasm\"\nvalidate_requests = false\n[commands]\ndo = [1]\n[config]\nclaim = \"netdev\"\n",
+    )];
+    let cfg = config(
+        &tmp.join("floor"),
+        plugins,
+        Some(netns),
+        families,
+        &tmp.join("floor-cache"),
+    )?;
+    let m = rt.block_on(async {
+        let gw = Gateway::start(GatewayConfig::load(&cfg)?).await?;
+        gw.until_loaded().await;
+        // NETDEV_A_DEV_IFINDEX (1) = 1, as raw's dev-get sends it.
+        let input = r#"{"cmd":1,"payload":"0800010001000000"}"#;
+        let answer = gw
+            .call("netdev", "request", input)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        anyhow::ensure!(
+            answer.contains(r#""replies":1"#),
+            "the floor's request got {answer}"
+        );
+        plugin_rate(&gw, n, "netdev", "request", input).await
+    })?;
+    Ok(row(
+        "do: netdev dev-get (lo)",
+        "plugin floor (in process, no decoding)",
+        "op/s",
+        m,
+        "chaos `request`: bytes in, count out".into(),
+    ))
+}
+
 /// N calls of `family`'s `op` through the in-process gateway.
 async fn plugin_rate(
     gw: &Gateway,
@@ -543,6 +595,11 @@ fn main() -> anyhow::Result<()> {
         })?;
         return Ok(());
     }
+    // `--profile-plugin-floor`: only the sandbox's floor (see `sandbox_floor`).
+    if std::env::args().any(|a| a == "--profile-plugin-floor") {
+        sandbox_floor(&rt, &o.plugins, &ns.0, tmp.path(), 300_000)?;
+        return Ok(());
+    }
     // `--profile-plugin-dump`: only the plugin path's 1001-device dump.
     if std::env::args().any(|a| a == "--profile-plugin-dump") {
         rt.block_on(async {
@@ -586,6 +643,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}", w.label);
             rows.extend(w.run(&o, &rt, &mut raw, &gw, &sock, &ns.0, n)?);
         }
+    }
+    if o.wants("do") {
+        rows.push(sandbox_floor(&rt, &o.plugins, &ns.0, tmp.path(), n)?);
     }
     if o.wants("server") {
         server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
