@@ -66,7 +66,7 @@ pub struct CallOutputState {
     /// Largest batch (streamed) or whole output (collected), in bytes.
     max_bytes: usize,
     /// What has been collected (`Collect` only), without the closing `]`.
-    collected: Vec<u8>,
+    collected: String,
     items: u64,
     fault: Option<OutputFault>,
 }
@@ -77,7 +77,7 @@ impl CallOutputState {
         Self {
             sink,
             max_bytes,
-            collected: Vec::new(),
+            collected: String::new(),
             items: 0,
             fault: None,
         }
@@ -115,9 +115,9 @@ impl CallOutputState {
                 self.max_bytes
             )));
         }
-        let format = match &self.sink {
-            OutputSink::Collect => OutputFormat::JsonArray,
-            OutputSink::Stream { format, .. } => *format,
+        let (tx, format) = match &self.sink {
+            OutputSink::Collect => return self.collect(batch),
+            OutputSink::Stream { tx, format } => (tx, *format),
         };
         let mut chunk = Vec::with_capacity(size + size / 32 + 1);
         for item in batch.items() {
@@ -139,23 +139,41 @@ impl CallOutputState {
             }
             self.items += 1;
         }
-        match &self.sink {
-            OutputSink::Collect => {
-                if self.collected.len() + chunk.len() + 1 > self.max_bytes {
-                    return Err(OutputFault::BadOutput(format!(
-                        "the collected output exceeds its {}-byte limit (limits.output_kib); stream it over HTTP instead",
-                        self.max_bytes
-                    )));
-                }
-                self.collected.extend_from_slice(&chunk);
-                Ok(())
-            }
-            OutputSink::Stream { .. } if chunk.is_empty() => Ok(()),
-            OutputSink::Stream { tx, .. } => match tokio::time::timeout(wait, tx.send(chunk)).await {
-                Ok(sent) => sent.map_err(|_| OutputFault::ClientGone),
-                Err(_) => Err(OutputFault::ClientTooSlow(wait)),
-            },
+        if chunk.is_empty() {
+            return Ok(());
         }
+        match tokio::time::timeout(wait, tx.send(chunk)).await {
+            Ok(sent) => sent.map_err(|_| OutputFault::ClientGone),
+            Err(_) => Err(OutputFault::ClientTooSlow(wait)),
+        }
+    }
+
+    /// Add a batch to the collected array, each item written once, straight
+    /// from the plugin's text: a collected dump's last batch is on its
+    /// caller's path, where a copy through a chunk and a second UTF-8 check
+    /// of the whole output at the end showed.
+    fn collect(&mut self, batch: Batch<'_>) -> Result<(), OutputFault> {
+        let (before, items_before) = (self.collected.len(), self.items);
+        let written = batch.items().try_for_each(|item| {
+            let item = item.map_err(|e| OutputFault::BadOutput(format!("an item is not JSON ({e})")))?;
+            // With the closing bracket still to come.
+            if self.collected.len() + 1 + item.len() + 1 > self.max_bytes {
+                return Err(OutputFault::BadOutput(format!(
+                    "the collected output exceeds its {}-byte limit (limits.output_kib); stream it over HTTP instead",
+                    self.max_bytes
+                )));
+            }
+            self.collected.push(if self.items == 0 { '[' } else { ',' });
+            self.collected.push_str(item);
+            self.items += 1;
+            Ok(())
+        });
+        if written.is_err() {
+            // A batch is taken whole or not at all.
+            self.collected.truncate(before);
+            self.items = items_before;
+        }
+        written
     }
 
     /// The call returned an error: the fault that ended the output, if one
@@ -178,13 +196,10 @@ impl CallOutputState {
             (None, OutputSink::Collect) => {
                 let mut out = self.collected;
                 if out.is_empty() {
-                    out.push(b'[');
+                    out.push('[');
                 }
-                out.push(b']');
-                // Every byte came from a `String` or is ASCII punctuation.
-                String::from_utf8(out)
-                    .map(CallOutput::Document)
-                    .map_err(|_| OutputFault::BadOutput("the items are not UTF-8".into()))
+                out.push(']');
+                Ok(CallOutput::Document(out))
             }
             (None, OutputSink::Stream { .. }) => Ok(CallOutput::Streamed { items: self.items }),
         }
