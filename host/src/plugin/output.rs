@@ -148,12 +148,15 @@ impl CallOutputState {
         }
     }
 
-    /// Add a batch to the collected array, each item written once, straight
-    /// from the plugin's text: a collected dump's last batch is on its
-    /// caller's path, where a copy through a chunk and a second UTF-8 check
-    /// of the whole output at the end showed.
+    /// Add a batch to the collected array, each item copied once, straight
+    /// from the plugin's checked text: no chunk per batch, and no second
+    /// UTF-8 check of the whole array at the end.
     fn collect(&mut self, batch: Batch<'_>) -> Result<(), OutputFault> {
         let (before, items_before) = (self.collected.len(), self.items);
+        // One growth a batch, as the items' separators about replace the
+        // whitespace between them; never past the limit.
+        let room = self.max_bytes.saturating_sub(before);
+        self.collected.reserve(batch.size().saturating_add(1).min(room));
         let written = batch.items().try_for_each(|item| {
             let item = item.map_err(|e| OutputFault::BadOutput(format!("an item is not JSON ({e})")))?;
             // With the closing bracket still to come.
@@ -400,5 +403,30 @@ mod tests {
         let short = Duration::from_millis(1);
         assert!(out.send(items(&["2"]), short).await.is_err());
         assert_eq!(out.finish(None), Err(OutputFault::ClientTooSlow(short)));
+    }
+
+    /// The limit of a collected output counts the whole array, its closing
+    /// bracket included, across batches.
+    #[tokio::test]
+    async fn the_collected_limit_counts_the_whole_array() {
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        out.send(items(&["123"]), WAIT).await.unwrap();
+        out.send(items(&["1234"]), WAIT).await.unwrap();
+        assert_eq!(
+            out.finish(None),
+            Ok(CallOutput::Document("[123,1234]".into())),
+            "exactly 10 bytes"
+        );
+
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        out.send(items(&["123"]), WAIT).await.unwrap();
+        let over = out.send(items(&["12345"]), WAIT).await.unwrap_err();
+        assert!(over.contains("exceeds its 10-byte limit"), "{over}");
+
+        // Each item fits the batch limit, the array does not: refused
+        // partway through the batch, and the output is over.
+        let mut out = CallOutputState::new(OutputSink::Collect, 10);
+        assert!(out.send(items(&["1234", "12345"]), WAIT).await.is_err());
+        assert!(matches!(out.finish(None), Err(OutputFault::BadOutput(_))));
     }
 }
