@@ -90,7 +90,7 @@ fn parse_args() -> anyhow::Result<Opts> {
                 o.only = list.split(',').map(str::to_owned).collect();
             }
             "--profile-plugin-do"
-            | "--profile-plugin-floor"
+            | "--profile-plugin-minimal"
             | "--profile-plugin-dump"
             | "--profile-http"
             | "--profile-http-dump"
@@ -322,51 +322,56 @@ impl DoWorkload<'_> {
     }
 }
 
-/// The dev-get request through the sandbox with nothing else on the path:
-/// the chaos plugin's `request` op sends the request's bytes as the client
-/// gives them (hex) and answers with the number of replies, so no
-/// attribute is encoded or decoded and the output is a dozen bytes. The
-/// kernel's work is raw's, and the rest is what any plugin pays: the
-/// call's and the `do-request`'s crossings of the sandbox, the gateway's
-/// request path, a minimal JSON input and the output check. What a
-/// plugin's own work can be measured against.
-fn sandbox_floor(
+/// The dev-get request through a plugin op that does as little as a
+/// plugin can: the chaos plugin's `request` sends the request's bytes as
+/// the client gives them (hex) and answers with the number of replies, so
+/// no attribute is encoded or decoded and the output is a dozen bytes. The
+/// kernel's work is raw's; the rest is the two crossings of the sandbox
+/// (the call and its `do-request`), the gateway's request path, the SDK's
+/// parse of the input into a `Value` and the output check: what the YNL
+/// plugin's encoding and decoding can be measured against. Requests are
+/// not checked against the kernel's policy, as in the dev-get rows.
+fn minimal_plugin_op(
     rt: &tokio::runtime::Runtime,
     plugins: &Path,
     netns: &str,
     tmp: &Path,
     n: usize,
 ) -> anyhow::Result<Row> {
-    eprintln!("do: the sandbox's floor (chaos request)");
+    eprintln!("do: a minimal plugin op (chaos request)");
     let families: &[(&str, &str)] = &[(
         "netdev.toml",
         "family = \"netdev\"\nplugin = \"chaos.wasm\"\nvalidate_requests = false\n[commands]\ndo = [1]\n[config]\nclaim = \"netdev\"\n",
     )];
     let cfg = config(
-        &tmp.join("floor"),
+        &tmp.join("minimal-op"),
         plugins,
         Some(netns),
         families,
-        &tmp.join("floor-cache"),
+        &tmp.join("minimal-op-cache"),
     )?;
     let m = rt.block_on(async {
         let gw = Gateway::start(GatewayConfig::load(&cfg)?).await?;
         gw.until_loaded().await;
-        // NETDEV_A_DEV_IFINDEX (1) = 1, as raw's dev-get sends it.
-        let input = r#"{"cmd":1,"payload":"0800010001000000"}"#;
+        // NETDEV_A_DEV_IFINDEX (1) = 1: raw's dev-get bytes.
+        let mut w = genl_wire::AttrWriter::new();
+        w.put_u32(1, 1);
+        let hex: String = w.finish().iter().map(|b| format!("{b:02x}")).collect();
+        let input = format!(r#"{{"cmd":1,"payload":"{hex}"}}"#);
+        let input = input.as_str();
         let answer = gw
             .call("netdev", "request", input)
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         anyhow::ensure!(
             answer.contains(r#""replies":1"#),
-            "the floor's request got {answer}"
+            "the minimal op's request got {answer}"
         );
         plugin_rate(&gw, n, "netdev", "request", input).await
     })?;
     Ok(row(
         "do: netdev dev-get (lo)",
-        "plugin floor (in process, no decoding)",
+        "plugin, minimal op (in process, no encoding or decoding)",
         "op/s",
         m,
         "chaos `request`: bytes in, count out".into(),
@@ -595,9 +600,9 @@ fn main() -> anyhow::Result<()> {
         })?;
         return Ok(());
     }
-    // `--profile-plugin-floor`: only the sandbox's floor (see `sandbox_floor`).
-    if std::env::args().any(|a| a == "--profile-plugin-floor") {
-        sandbox_floor(&rt, &o.plugins, &ns.0, tmp.path(), 300_000)?;
+    // `--profile-plugin-minimal`: only the minimal plugin op (see `minimal_plugin_op`).
+    if std::env::args().any(|a| a == "--profile-plugin-minimal") {
+        minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), 300_000)?;
         return Ok(());
     }
     // `--profile-plugin-dump`: only the plugin path's 1001-device dump.
@@ -645,7 +650,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if o.wants("do") {
-        rows.push(sandbox_floor(&rt, &o.plugins, &ns.0, tmp.path(), n)?);
+        rows.push(minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), n)?);
     }
     if o.wants("server") {
         server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
