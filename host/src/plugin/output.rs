@@ -153,8 +153,9 @@ impl CallOutputState {
     /// UTF-8 check of the whole array at the end.
     fn collect(&mut self, batch: Batch<'_>) -> Result<(), OutputFault> {
         let (before, items_before) = (self.collected.len(), self.items);
-        // One growth a batch, as the items' separators about replace the
-        // whitespace between them; never past the limit.
+        // Room for the whole batch at once (an item's comma takes about
+        // the place of the whitespace that ended it in the text), capped
+        // at the limit: one growth a batch, never past the limit.
         let room = self.max_bytes.saturating_sub(before);
         self.collected.reserve(batch.size().saturating_add(1).min(room));
         let written = batch.items().try_for_each(|item| {
