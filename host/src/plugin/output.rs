@@ -116,7 +116,7 @@ impl CallOutputState {
             )));
         }
         let (tx, format) = match &self.sink {
-            OutputSink::Collect => return self.collect(batch),
+            OutputSink::Collect => return self.collect(batch, size),
             OutputSink::Stream { tx, format } => (tx, *format),
         };
         let mut chunk = Vec::with_capacity(size + size / 32 + 1);
@@ -150,14 +150,15 @@ impl CallOutputState {
 
     /// Add a batch to the collected array, each item copied once, straight
     /// from the plugin's checked text: no chunk per batch, and no second
-    /// UTF-8 check of the whole array at the end.
-    fn collect(&mut self, batch: Batch<'_>) -> Result<(), OutputFault> {
+    /// UTF-8 check of the whole array at the end. `size` is the batch's, as
+    /// [`Batch::size`] gave it to the caller.
+    fn collect(&mut self, batch: Batch<'_>, size: usize) -> Result<(), OutputFault> {
         let (before, items_before) = (self.collected.len(), self.items);
         // Room for the whole batch at once (an item's comma takes about
         // the place of the whitespace that ended it in the text), capped
         // at the limit: one growth a batch, never past the limit.
         let room = self.max_bytes.saturating_sub(before);
-        self.collected.reserve(batch.size().saturating_add(1).min(room));
+        self.collected.reserve(size.saturating_add(1).min(room));
         let written = batch.items().try_for_each(|item| {
             let item = item.map_err(|e| OutputFault::BadOutput(format!("an item is not JSON ({e})")))?;
             // With the closing bracket still to come.
