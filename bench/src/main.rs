@@ -322,6 +322,14 @@ impl DoWorkload<'_> {
     }
 }
 
+/// The attributes of netdev's dev-get for `lo`: NETDEV_A_DEV_IFINDEX (1)
+/// = 1, as raw sends them and the minimal plugin op forwards them.
+fn dev_get_lo_attrs() -> Vec<u8> {
+    let mut w = genl_wire::AttrWriter::new();
+    w.put_u32(1, 1);
+    w.finish()
+}
+
 /// The dev-get request through a plugin op that does as little as a
 /// plugin can: the chaos plugin's `request` sends the request's bytes as
 /// the client gives them (hex) and answers with the number of replies, so
@@ -353,10 +361,7 @@ fn minimal_plugin_op(
     let m = rt.block_on(async {
         let gw = Gateway::start(GatewayConfig::load(&cfg)?).await?;
         gw.until_loaded().await;
-        // NETDEV_A_DEV_IFINDEX (1) = 1: raw's dev-get bytes.
-        let mut w = genl_wire::AttrWriter::new();
-        w.put_u32(1, 1);
-        let hex: String = w.finish().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = dev_get_lo_attrs().iter().map(|b| format!("{b:02x}")).collect();
         let input = format!(r#"{{"cmd":1,"payload":"{hex}"}}"#);
         let input = input.as_str();
         let answer = gw
@@ -619,11 +624,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut raw = Raw::open(Some(&ns_file))?;
     let netdev = raw.family_id("netdev")?;
-    let lo_attrs = {
-        let mut w = genl_wire::AttrWriter::new();
-        w.put_u32(1, 1);
-        w.finish()
-    };
+    let lo_attrs = dev_get_lo_attrs();
     let nlctrl_attrs = genl_wire::ctrl::getfamily_by_name("nlctrl").map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // --- do round trips: the same request through every path.
