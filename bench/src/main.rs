@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use genl_gateway::config::GatewayConfig;
 use genl_gateway::gateway::Gateway;
+use genl_gateway::netlink::{Requester, SocketOptions};
+use genl_wire::GenlHeader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -90,6 +92,7 @@ fn parse_args() -> anyhow::Result<Opts> {
                 o.only = list.split(',').map(str::to_owned).collect();
             }
             "--profile-plugin-do"
+            | "--profile-raw-do"
             | "--profile-plugin-minimal"
             | "--profile-plugin-dump"
             | "--profile-http"
@@ -339,14 +342,22 @@ fn dev_get_lo_attrs() -> Vec<u8> {
 /// parse of the input into a `Value` and the output check: what the YNL
 /// plugin's encoding and decoding can be measured against. Requests are
 /// not checked against the kernel's policy, as in the dev-get rows.
+///
+/// A second row calls the same plugin's `ping`, which asks the kernel
+/// nothing and answers a constant: the cost of one call into a plugin and
+/// back, the part of every plugin `do` no plugin can remove. A third
+/// makes the request 100 times in one call: the cost of one `do-request`
+/// from inside the sandbox, kernel included.
 fn minimal_plugin_op(
     rt: &tokio::runtime::Runtime,
     plugins: &Path,
     netns: &str,
     tmp: &Path,
     n: usize,
-) -> anyhow::Result<Row> {
-    eprintln!("do: a minimal plugin op (chaos request)");
+) -> anyhow::Result<[Row; 3]> {
+    eprintln!(
+        "do: a minimal plugin op (chaos request), a call with no kernel work (chaos ping), requests inside one call"
+    );
     let families: &[(&str, &str)] = &[(
         "netdev.toml",
         "family = \"netdev\"\nplugin = \"chaos.wasm\"\nvalidate_requests = false\n[commands]\ndo = [1]\n[config]\nclaim = \"netdev\"\n",
@@ -372,14 +383,79 @@ fn minimal_plugin_op(
             answer.contains(r#""replies":1"#),
             "the minimal op's request got {answer}"
         );
-        plugin_rate(&gw, n, "netdev", "request", input).await
+        let request = plugin_rate(&gw, n, "netdev", "request", input).await?;
+        let ping = plugin_rate(&gw, n, "netdev", "ping", "null").await?;
+        // The same request made REPEAT times inside one call: the cost of
+        // a `do-request` from the plugin, the call's crossing spread thin.
+        const REPEAT: usize = 100;
+        let repeated = format!(r#"{{"cmd":1,"payload":"{hex}","n":{REPEAT}}}"#);
+        let (rate, p50, p99) = plugin_rate(&gw, (n / REPEAT).max(1), "netdev", "request", &repeated).await?;
+        let per = u32::try_from(REPEAT)?;
+        let in_call = (rate * REPEAT as f64, p50 / per, p99 / per);
+        anyhow::Ok((request, ping, in_call))
+    })?;
+    Ok([
+        row(
+            "do: netdev dev-get (lo)",
+            "plugin, minimal op (in process, no encoding or decoding)",
+            "op/s",
+            m.0,
+            "chaos `request`: bytes in, count out".into(),
+        ),
+        row(
+            "call: no kernel work",
+            "plugin (in process)",
+            "op/s",
+            m.1,
+            "chaos `ping`: the call's crossing alone".into(),
+        ),
+        row(
+            "do: netdev dev-get (lo)",
+            "plugin, do-request alone (100 in one call)",
+            "op/s",
+            m.2,
+            "chaos `request` with n = 100; p50 and p99 per request".into(),
+        ),
+    ])
+}
+
+/// Raw's dev-get through the gateway's own request path, with no plugin:
+/// a [`Requester`] (its socket pool, sequence check and reply collection),
+/// as a plugin's `do-request` reaches it. What it adds to raw is the
+/// host's share of a plugin `do` that the sandbox's crossings are not.
+fn requester_row(
+    rt: &tokio::runtime::Runtime,
+    ns_file: &File,
+    netdev: u16,
+    attrs: &[u8],
+    n: usize,
+) -> anyhow::Result<Row> {
+    eprintln!("do: the gateway's requester alone");
+    let m = rt.block_on(async {
+        let requester = Requester::open(SocketOptions {
+            netns: Some(Arc::new(ns_file.try_clone()?)),
+            timeout: Duration::from_secs(5),
+            // The gateway's request sockets ask for 4 MiB.
+            receive_buffer: 4 << 20,
+            ..SocketOptions::default()
+        })?;
+        let genl = GenlHeader { cmd: 1, version: 1 };
+        let mut samples = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            let replies = requester.do_request(netdev, genl, 0, attrs).await?;
+            anyhow::ensure!(replies.len() == 1, "dev-get of lo got {} replies", replies.len());
+            samples.push(t.elapsed());
+        }
+        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
     })?;
     Ok(row(
         "do: netdev dev-get (lo)",
-        "plugin, minimal op (in process, no encoding or decoding)",
+        "gateway's requester (in process, no plugin)",
         "op/s",
         m,
-        "chaos `request`: bytes in, count out".into(),
+        "the host's netlink path a plugin's do-request takes".into(),
     ))
 }
 
@@ -625,6 +701,14 @@ fn main() -> anyhow::Result<()> {
     let mut raw = Raw::open(Some(&ns_file))?;
     let netdev = raw.family_id("netdev")?;
     let lo_attrs = dev_get_lo_attrs();
+    // `--profile-raw-do`: only raw's dev-get, the kernel's share to set
+    // beside `--profile-plugin-do`'s.
+    if std::env::args().any(|a| a == "--profile-raw-do") {
+        for _ in 0..300_000 {
+            raw.do_request(netdev, 1, 1, &lo_attrs)?;
+        }
+        return Ok(());
+    }
     let nlctrl_attrs = genl_wire::ctrl::getfamily_by_name("nlctrl").map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // --- do round trips: the same request through every path.
@@ -651,7 +735,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if o.wants("do") {
-        rows.push(minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), n)?);
+        rows.push(requester_row(&rt, &ns_file, netdev, &lo_attrs, n)?);
+        rows.extend(minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), n)?);
     }
     if o.wants("server") {
         server_rows(&o, &rt, &mut raw, netdev, &sock, &ns.0, n, &mut rows)?;
