@@ -134,15 +134,24 @@ impl NlSocket {
     /// empty). A datagram larger than `buf` is an error, never silently
     /// truncated.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _) = self.inner.recv(&mut *buf, Msg::TRUNC)?;
+        let n = self.recv_raw(buf, libc::MSG_TRUNC)?;
         fits(n, buf.len())
+    }
+
+    /// `recv(2)` without the sender's address: neli's `recv` is a
+    /// `recvfrom` that has the kernel copy the address out on every read,
+    /// always the kernel's on a request socket.
+    fn recv_raw(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of buf.len() bytes for the call.
+        let n = unsafe { libc::recv(self.inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 
     /// Copy the datagram at the head of the queue into `buf` and leave it
     /// queued (MSG_PEEK); as [`NlSocket::recv`] otherwise. For a dump read
     /// with [`NlSocket::discard`]: see `pool.rs`, `Lease::peek_dump`.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _) = self.inner.recv(&mut *buf, Msg::PEEK | Msg::TRUNC)?;
+        let n = self.recv_raw(buf, libc::MSG_PEEK | libc::MSG_TRUNC)?;
         fits(n, buf.len())
     }
 
@@ -150,8 +159,7 @@ impl NlSocket {
     /// already read with [`NlSocket::peek`]); its length. WouldBlock when
     /// the socket is empty.
     pub fn discard(&self) -> io::Result<usize> {
-        let (n, _) = self.inner.recv(&mut [][..], Msg::TRUNC)?;
-        Ok(n)
+        self.recv_raw(&mut [], libc::MSG_TRUNC)
     }
 
     /// Receive one datagram into `buf`, with the multicast group it was
