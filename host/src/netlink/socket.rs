@@ -282,4 +282,40 @@ mod tests {
         let empty = sock.recv(&mut buf).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
     }
+
+    /// Reads report a datagram's whole length, as the kernel's header
+    /// gives it: a peek leaves it queued, a buffer too small for it is an
+    /// error naming both sizes (never a cut datagram), and a discard
+    /// takes the next one without a buffer.
+    #[tokio::test]
+    async fn reads_report_the_kernels_length_and_refuse_a_short_buffer() {
+        let sock = NlSocket::open().unwrap();
+        let genl = GenlHeader {
+            cmd: CTRL_CMD_GETFAMILY,
+            version: 2,
+        };
+        let attrs = getfamily_by_name("nlctrl").unwrap();
+        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 7, genl, &attrs))
+            .unwrap();
+        assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
+        let mut buf = vec![0; 64 << 10];
+        let n = sock.peek(&mut buf).unwrap();
+        // The reply is one message: its nlmsg_len is the datagram's length.
+        let nlmsg_len = u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(n, nlmsg_len);
+        assert!(n > 16, "nlctrl's description is more than a header");
+        assert_eq!(sock.peek(&mut buf).unwrap(), n, "a peek leaves it queued");
+
+        let short = sock.recv(&mut [0; 16]).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            short.to_string(),
+            format!("netlink datagram of {n} bytes exceeds the 16-byte receive buffer")
+        );
+        // That read took the reply; the ACK (a 36-byte NLMSG_ERROR with
+        // error 0, capped: the request is not echoed) is next.
+        assert_eq!(sock.discard().unwrap(), 36);
+        let empty = sock.discard().unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+    }
 }
