@@ -1,7 +1,8 @@
 //! A generic netlink socket: neli's low-level [`neli::socket::NlSocket`]
 //! (socket, bind, non-blocking mode, multicast membership, extended ack,
-//! raw bytes in and out), plus the few things neli lacks, each set on its
-//! file descriptor here and nowhere else:
+//! sending raw bytes), plus the few things neli lacks or does with more
+//! work than the gateway needs, each done on its file descriptor here and
+//! nowhere else:
 //!
 //! - opening the socket inside another network namespace (`setns` on a
 //!   short-lived thread);
@@ -10,6 +11,9 @@
 //! - `NETLINK_PKTINFO` and a `recvmsg` that reads it: neli's `recv` reports
 //!   the sender's group only as a 32-bit mask, which cannot name the
 //!   generic netlink groups numbered above 32;
+//! - reads with a plain `recv(2)`: neli's `recv` is a `recvfrom` that has
+//!   the kernel copy out the sender's address on every read, which the
+//!   gateway never uses;
 //! - waiting for readability from async code without keeping the socket in
 //!   epoll between waits (see [`NlSocket::readable`]).
 //!
@@ -140,7 +144,8 @@ impl NlSocket {
 
     /// `recv(2)` without the sender's address: neli's `recv` is a
     /// `recvfrom` that has the kernel copy the address out on every read,
-    /// always the kernel's on a request socket.
+    /// and the gateway never uses it (a request socket takes only the
+    /// kernel's answers).
     fn recv_raw(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of buf.len() bytes for the call.
         let n = unsafe { libc::recv(self.inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
@@ -312,8 +317,9 @@ mod tests {
             short.to_string(),
             format!("netlink datagram of {n} bytes exceeds the 16-byte receive buffer")
         );
-        // That read took the reply; the ACK (a 36-byte NLMSG_ERROR with
-        // error 0, capped: the request is not echoed) is next.
+        // That read took the reply; the ACK is next: a struct nlmsgerr of
+        // 36 bytes (header, error 0, the request's header; a success never
+        // echoes the request's payload).
         assert_eq!(sock.discard().unwrap(), 36);
         let empty = sock.discard().unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
