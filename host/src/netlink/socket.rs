@@ -260,6 +260,18 @@ mod tests {
 
     use super::*;
 
+    /// Send nlctrl's GETFAMILY for nlctrl with an ACK: the kernel queues a
+    /// reply and the ACK, two datagrams, before `send` returns.
+    fn ask_nlctrl_about_itself(sock: &NlSocket) {
+        let genl = GenlHeader {
+            cmd: CTRL_CMD_GETFAMILY,
+            version: 2,
+        };
+        let attrs = getfamily_by_name("nlctrl").unwrap();
+        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 1, genl, &attrs))
+            .unwrap();
+    }
+
     /// The wait a request makes when its reply is not there yet: an empty
     /// socket is not readable, one with the kernel's answer queued is, and
     /// the socket can join epoll again for a later wait.
@@ -270,13 +282,7 @@ mod tests {
             !sock.readable(Duration::from_millis(50)).await.unwrap(),
             "nothing was sent"
         );
-        let genl = GenlHeader {
-            cmd: CTRL_CMD_GETFAMILY,
-            version: 2,
-        };
-        let attrs = getfamily_by_name("nlctrl").unwrap();
-        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 1, genl, &attrs))
-            .unwrap();
+        ask_nlctrl_about_itself(&sock);
         assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
         let mut buf = vec![0; 64 << 10];
         let n = sock.recv(&mut buf).unwrap();
@@ -295,13 +301,7 @@ mod tests {
     #[tokio::test]
     async fn reads_report_the_kernels_length_and_refuse_a_short_buffer() {
         let sock = NlSocket::open().unwrap();
-        let genl = GenlHeader {
-            cmd: CTRL_CMD_GETFAMILY,
-            version: 2,
-        };
-        let attrs = getfamily_by_name("nlctrl").unwrap();
-        sock.send(&genl_request(0x10, NLM_F_REQUEST | NLM_F_ACK, 7, genl, &attrs))
-            .unwrap();
+        ask_nlctrl_about_itself(&sock);
         assert!(sock.readable(Duration::from_secs(10)).await.unwrap());
         let mut buf = vec![0; 64 << 10];
         let n = sock.peek(&mut buf).unwrap();
