@@ -454,7 +454,6 @@ impl Spec {
         out: &mut String,
     ) -> Result<(), DecodeError> {
         let path = Path::Field(set_path, &def.name);
-        let enumeration = links.enumeration.and_then(|i| self.enum_at(i));
         match def.kind {
             AttrKind::Flag => out.push_str("true"),
             AttrKind::String => write_kernel_string(out, raw),
@@ -532,6 +531,7 @@ impl Spec {
             AttrKind::Bitfield32 => {
                 let v = int_at(raw, 4, false, false, &path)?;
                 let s = int_at(raw.get(4..).unwrap_or_default(), 4, false, false, &path)?;
+                let enumeration = links.enumeration.and_then(|i| self.enum_at(i));
                 out.push_str("{\"value\":");
                 self.write_int(v, enumeration, def.enum_as_flags, None, false, out);
                 out.push_str(",\"selector\":");
