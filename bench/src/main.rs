@@ -27,7 +27,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use raw::Raw;
 use serde_json::Value;
-use stats::{Row, measure, summarise};
+use stats::{Row, measure, measure_async, summarise};
 
 struct Netns(String);
 
@@ -449,15 +449,12 @@ fn requester_row(
             ..SocketOptions::default()
         })?;
         let genl = GenlHeader { cmd: 1, version: 1 };
-        let mut samples = Vec::with_capacity(n);
-        let start = Instant::now();
-        for _ in 0..n {
-            let t = Instant::now();
+        measure_async(n, || async {
             let replies = requester.do_request(netdev, genl, 0, attrs).await?;
             anyhow::ensure!(replies.len() == 1, "dev-get of lo got {} replies", replies.len());
-            samples.push(t.elapsed());
-        }
-        anyhow::Ok(summarise(&mut samples, start.elapsed(), n as f64))
+            Ok(())
+        })
+        .await
     })?;
     Ok(row(
         "do: netdev dev-get (lo)",
@@ -476,16 +473,13 @@ async fn plugin_rate(
     op: &str,
     input: &str,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
-    let mut samples = Vec::with_capacity(n);
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
+    measure_async(n, || async {
         gw.call(family, op, input)
             .await
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        samples.push(t.elapsed());
-    }
-    Ok(summarise(&mut samples, start.elapsed(), n as f64))
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    })
+    .await
 }
 
 /// Run `client` on a thread of its own (a current-thread runtime), as a

@@ -43,6 +43,25 @@ pub fn measure(
     summarise(&mut samples, total, n as f64 * per_op())
 }
 
+/// Run the async `op` `n` times, each timed, with no warm-up runs;
+/// latency per call and calls per second.
+pub async fn measure_async<F>(
+    n: usize,
+    mut op: impl FnMut() -> F,
+) -> anyhow::Result<(f64, Duration, Duration)>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        op().await?;
+        samples.push(t.elapsed());
+    }
+    Ok(summarise(&mut samples, start.elapsed(), n as f64))
+}
+
 /// p50, p99 of `samples`, and `units` over `total` as a rate.
 pub fn summarise(samples: &mut [Duration], total: Duration, units: f64) -> (f64, Duration, Duration) {
     samples.sort_unstable();
