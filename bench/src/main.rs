@@ -94,6 +94,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--profile-plugin-do"
             | "--profile-raw-do"
             | "--profile-plugin-minimal"
+            | "--profile-plugin-ping"
             | "--profile-plugin-dump"
             | "--profile-http"
             | "--profile-http-dump"
@@ -383,6 +384,10 @@ fn minimal_plugin_op(
             answer.contains(r#""replies":1"#),
             "the minimal op's request got {answer}"
         );
+        if rows == MinimalRows::PingOnly {
+            plugin_rate(&gw, n, "netdev", "ping", "null").await?;
+            return anyhow::Ok(Vec::new());
+        }
         let mut rows_out = vec![row(
             "do: netdev dev-get (lo)",
             "plugin, minimal op (in process, no encoding or decoding)",
@@ -423,6 +428,8 @@ fn minimal_plugin_op(
 enum MinimalRows {
     /// The minimal op only.
     RequestOnly,
+    /// A call with no kernel work only, for a profile of the crossing.
+    PingOnly,
     /// The minimal op, a call with no kernel work, and one request's share
     /// of a call making 100.
     All,
@@ -693,6 +700,18 @@ fn main() -> anyhow::Result<()> {
             tmp.path(),
             300_000,
             MinimalRows::RequestOnly,
+        )?;
+        return Ok(());
+    }
+    // `--profile-plugin-ping`: only a call with no kernel work (chaos `ping`).
+    if std::env::args().any(|a| a == "--profile-plugin-ping") {
+        minimal_plugin_op(
+            &rt,
+            &o.plugins,
+            &ns.0,
+            tmp.path(),
+            3_000_000,
+            MinimalRows::PingOnly,
         )?;
         return Ok(());
     }
