@@ -154,3 +154,73 @@ fn each_instance_has_its_own_memory_limit() {
     assert!(ok, "{v}");
     assert_eq!(v["held_mib"], 6, "{v}");
 }
+
+/// A client call's errors with `code`, 0 before the first.
+fn call_errors(gw: &Gateway, code: &str) -> u64 {
+    let (status, body) = common::http(&gw.socket.display().to_string(), "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let sample = format!("genl_gateway_plugin_call_errors_total{{family=\"netdev\",code=\"{code}\"}}");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait (generously) until `what` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each call waiting for an instance holds its input, up to the API's body
+/// limit. A call whose client hung up while every instance was busy ends
+/// there and never runs, so calls abandoned faster than instances free up
+/// cannot pile up past the connection cap (an adversarial probe grew the
+/// gateway to 1.9 GB in 30 s that way).
+#[test]
+fn a_call_whose_client_left_while_it_waited_for_an_instance_never_runs() {
+    const ABANDONED: u64 = 5;
+    let ns = Netns::new("poolgone");
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .family("chaos.toml", &chaos_netdev("instances = 1\n"));
+    let gw = Gateway::start(&config);
+    let calls = || gw.metric("genl_gateway_plugin_calls_total{family=\"netdev\"}");
+
+    std::thread::scope(|s| {
+        // The only instance waits for a device that does not exist yet.
+        let held = s.spawn(|| gw.call("netdev", "wait-for", &wait_for(4243)));
+        wait_busy(&gw, 1);
+        let body = format!(r#"{{"pad": "{}"}}"#, "a".repeat(256 << 10));
+        for n in 1..=ABANDONED {
+            let mut c = std::os::unix::net::UnixStream::connect(&gw.socket).unwrap();
+            let req = format!(
+                "POST /v1/families/netdev/ops/ping HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            std::io::Write::write_all(&mut c, req.as_bytes()).unwrap();
+            // The call has its input and waits for the instance; then the
+            // client hangs up without reading an answer.
+            wait_until("the call reached its plugin", || calls() == 1 + n);
+        }
+        wait_until("the abandoned calls ended while the instance was held", || {
+            call_errors(&gw, "client-gone") == ABANDONED
+        });
+        assert_eq!(
+            plugin_state(&gw)["pool"]["busy"],
+            1,
+            "the held call is still inside"
+        );
+        ns.ip(&["link", "add", "gwpool1", "index", "4243", "type", "ifb"]);
+        let (ok, v) = held.join().unwrap();
+        assert!(ok, "the held call did not end once its device existed: {v}");
+    });
+    // Only the held call ran: the abandoned ones never reached an instance.
+    assert_eq!(calls(), 1 + ABANDONED);
+    assert_eq!(call_errors(&gw, "client-gone"), ABANDONED);
+    assert_eq!(plugin_state(&gw)["pool"]["busy"], 0);
+}

@@ -243,6 +243,8 @@ async fn call(
                 .await
         })
     };
+    // The task has its own copy: one copy of the input per call, not two.
+    drop(body);
     let Some(first) = rx.recv().await else {
         // The call ended without streaming: its status and body are whole.
         let output = match call_result(&family, task.await)? {

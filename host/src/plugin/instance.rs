@@ -789,8 +789,16 @@ impl LoadedPlugin {
         let limit = self.limits.call_timeout;
         // Each instance serves one call at a time; waiting for an idle one
         // is bounded by the same deadline, so a queue behind slow calls
-        // ends in 504 instead of growing.
-        let mut slot = self.pool.lease(limit).await.ok_or_else(|| {
+        // ends in 504 instead of growing. A call whose client went away
+        // while it waited ends then: nothing has started, and each waiting
+        // call holds its input, so calls abandoned faster than instances
+        // free up would otherwise pile up past the API's connection cap.
+        let lease = tokio::select! {
+            biased;
+            lease = self.pool.lease(limit) => lease,
+            () = sink.reader_gone() => return Err(Self::client_gone_before_start()),
+        };
+        let mut slot = lease.ok_or_else(|| {
             self.timed_out(format!(
                 "every instance of the plugin of family '{family}' stayed busy with earlier calls for the whole {limit:?} deadline (limits.instances sets how many); this call did not start"
             ))
@@ -843,6 +851,17 @@ impl LoadedPlugin {
                 slot.discard();
                 Err(CallFailure::Crashed(msg))
             }
+        }
+    }
+
+    /// The failure of a call whose client went away before an instance
+    /// was free to start it.
+    fn client_gone_before_start() -> CallFailure {
+        CallFailure::Plugin {
+            code: "client-gone".into(),
+            message: "the client went away while the call waited for a free instance; it did not start"
+                .into(),
+            kernel: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub const KNOWN_CODES: &[&str] = &[
     "plugin-restarting",
     "bad-plugin-output",
     "dump-interrupted",
+    // The client went away: before the call could start, or mid-output.
+    "client-gone",
 ];
 
 /// Counters of one plugin.

@@ -47,6 +47,17 @@ pub enum OutputSink {
     },
 }
 
+impl OutputSink {
+    /// Resolves once no one will read the output: the client of a stream
+    /// went away. Never resolves for a collected output.
+    pub async fn reader_gone(&self) {
+        match self {
+            Self::Collect => std::future::pending().await,
+            Self::Stream { tx, .. } => tx.closed().await,
+        }
+    }
+}
+
 /// Why an output ended early.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputFault {
