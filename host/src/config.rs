@@ -114,6 +114,9 @@ pub struct ApiConfig {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body.
     pub body_timeout: Duration,
+    /// Time an answer may wait on a client that does not read it (its
+    /// socket full) before the connection is closed.
+    pub write_timeout: Duration,
 }
 
 /// What a token lets its holder do.
@@ -292,6 +295,7 @@ struct RawApi {
     max_connections: Option<usize>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
     #[serde(default)]
     tokens: Vec<RawToken>,
 }
@@ -770,7 +774,7 @@ impl GatewayConfig {
                 format!("{max_connections} is out of range; use 1 to 65536"),
             ));
         }
-        let timeout_ms = |key, v: Option<u64>| match v.unwrap_or(10_000) {
+        let timeout_ms = |key, v: Option<u64>, default: u64| match v.unwrap_or(default) {
             ms @ 1..=600_000 => Ok(ms),
             ms => Err(invalid(key, format!("{ms} is out of range; use 1 to 600000"))),
         };
@@ -781,8 +785,9 @@ impl GatewayConfig {
                 format!("{event_backlog_bytes} is out of range; use 1024 to 1073741824"),
             ));
         }
-        let header_timeout_ms = timeout_ms("api.header_timeout_ms", raw.api.header_timeout_ms)?;
-        let body_timeout_ms = timeout_ms("api.body_timeout_ms", raw.api.body_timeout_ms)?;
+        let header_timeout_ms = timeout_ms("api.header_timeout_ms", raw.api.header_timeout_ms, 10_000)?;
+        let body_timeout_ms = timeout_ms("api.body_timeout_ms", raw.api.body_timeout_ms, 10_000)?;
+        let write_timeout_ms = timeout_ms("api.write_timeout_ms", raw.api.write_timeout_ms, 30_000)?;
         let request_timeout_ms = raw.netlink.request_timeout_ms.unwrap_or(5000);
         if !(1..=600_000).contains(&request_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -848,6 +853,7 @@ impl GatewayConfig {
                 max_connections,
                 header_timeout: Duration::from_millis(header_timeout_ms),
                 body_timeout: Duration::from_millis(body_timeout_ms),
+                write_timeout: Duration::from_millis(write_timeout_ms),
             },
             plugin_dir: resolve(&base, raw.plugins.dir),
             families_dir: resolve(&base, raw.plugins.families_dir),

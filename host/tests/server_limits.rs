@@ -117,3 +117,121 @@ fn slow_header_connections_cannot_starve_a_normal_client() {
     let log = gw.log_text();
     assert!(log.contains("API connection limit reached"), "{log}");
 }
+
+/// One answer on a keep-alive connection (its body by `Content-Length`):
+/// its status.
+fn read_answer(s: &mut UnixStream) -> u16 {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).expect("an answer"), 1, "closed before its head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).expect("the whole body");
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a status")
+}
+
+/// A client that asks for a large answer and never reads it is closed once
+/// the answer has waited `write_timeout_ms` on it, so clients that stop
+/// reading cannot hold every connection slot (an adversarial probe held
+/// all 512 with the OpenAPI document and locked every other client out).
+#[test]
+fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
+    let ns = common::Netns::new("stalled");
+    let config = TestConfig::new();
+    config
+        .netns(&ns)
+        .set("api", "max_connections = 4")
+        .set("api", "write_timeout_ms = 1000")
+        .family("nlctrl.toml", NLCTRL)
+        // chaos answers `big-output` with a string as long as asked.
+        .family(
+            "chaos.toml",
+            "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[limits]\noutput_kib = 4096\n",
+        );
+    let gw = Gateway::start(&config);
+    // Every slot: a request for a 2 MiB answer (far more than a Unix
+    // socket's buffers hold), never read.
+    let body = r#"{"bytes": 2097152}"#;
+    let stalled: Vec<UnixStream> = (0..4)
+        .map(|_| {
+            let mut s = UnixStream::connect(&gw.socket).unwrap();
+            let req = format!(
+                "POST /v1/families/netdev/ops/big-output HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Each answer has started: its head is read, and then nothing more,
+    // so from here on every slot holds an answer no one reads.
+    let mut stalled: Vec<(UnixStream, Vec<u8>)> = stalled
+        .into_iter()
+        .map(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut raw = Vec::new();
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(s.read(&mut byte).expect("the answer started within 60 s"), 1);
+                raw.push(byte[0]);
+            }
+            (s, raw)
+        })
+        .collect();
+    // As many normal clients as there are slots are all served, each
+    // keeping its connection open until all are: only possible once every
+    // stalled connection was closed.
+    let (answered, statuses) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+    for _ in 0..4 {
+        let (sock, answered, released) = (gw.socket.clone(), answered.clone(), released.clone());
+        std::thread::spawn(move || {
+            let mut c = UnixStream::connect(&sock).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+            let _ = answered.send(read_answer(&mut c));
+            // Hold the connection (and its slot) until the test is done.
+            let _ = released.lock().map(|r| r.recv());
+        });
+    }
+    for _ in 0..4 {
+        let status = statuses
+            .recv_timeout(Duration::from_secs(60))
+            .expect("normal clients were not all served at once within 60 s");
+        assert_eq!(status, 200);
+    }
+    drop(release);
+    // Each stalled client got part of its answer, then the end: the
+    // gateway closed the connection mid-answer.
+    for (s, raw) in &mut stalled {
+        s.read_to_end(raw)
+            .expect("the gateway closed the connection (not a read timeout)");
+        let head_end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of headers")
+            + 4;
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the document's length");
+        assert!(
+            raw.len() - head_end < length,
+            "the whole answer arrived: {} of {length} bytes",
+            raw.len() - head_end
+        );
+    }
+}

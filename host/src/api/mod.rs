@@ -36,6 +36,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let limits = ServerLimits {
         max_connections: api.max_connections,
         header_timeout: api.header_timeout,
+        write_timeout: api.write_timeout,
     };
 
     // TCP first: once the Unix socket answers, every listener is up.

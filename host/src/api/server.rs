@@ -1,7 +1,10 @@
 //! The accept loop, with the limits plain `axum::serve` lacks: a cap on
 //! connections served at once (more wait in the kernel's accept queue), a
-//! header-read timeout that also closes idle keep-alive connections, and a
-//! clear, rate-limited log line when the cap is reached.
+//! header-read timeout that also closes idle keep-alive connections, a
+//! write timeout that closes a connection whose client stopped reading its
+//! answer (else it would hold its slot, and what is queued for it, for as
+//! long as it liked), and a clear, rate-limited log line when the cap is
+//! reached.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time to send a request's headers, and to keep an idle connection.
     pub header_timeout: Duration,
+    /// Time a write may wait on a client that does not read. A connection
+    /// with nothing to write (an idle event stream) is not affected.
+    pub write_timeout: Duration,
 }
 
 /// Serve `app` on `listener` until the process ends.
@@ -60,7 +66,9 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let mut io = tokio_io_timeout::TimeoutStream::new(io);
+            io.set_write_timeout(Some(limits.write_timeout));
+            let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
