@@ -157,7 +157,7 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
         // chaos answers `big-output` with a string as long as asked.
         .family(
             "chaos.toml",
-            "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[limits]\noutput_kib = 4096\n",
+            "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[limits]\noutput_kib = 4096\ncall_timeout_ms = 60000\n",
         );
     let gw = Gateway::start(&config);
     // Every slot: a request for a 2 MiB answer (far more than a Unix
@@ -190,8 +190,7 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
         })
         .collect();
     // As many normal clients as there are slots are all served, each
-    // keeping its connection open until all are: only possible once every
-    // stalled connection was closed.
+    // keeping its connection open until all are: slots were freed.
     let (answered, statuses) = std::sync::mpsc::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let released = std::sync::Arc::new(std::sync::Mutex::new(released));
@@ -213,7 +212,7 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
     }
     drop(release);
     // Each stalled client got part of its answer, then the end: the
-    // gateway closed the connection mid-answer.
+    // gateway closed every stalled connection mid-answer.
     for (s, raw) in &mut stalled {
         s.read_to_end(raw)
             .expect("the gateway closed the connection (not a read timeout)");

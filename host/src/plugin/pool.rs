@@ -155,14 +155,9 @@ impl<T> Pool<T> {
                     .ok()?
             }
         };
-        self.busy.fetch_add(1, Ordering::Relaxed);
         loop {
             if let Some(slot) = self.idle() {
-                return Some(Lease {
-                    slot,
-                    _turn: turn,
-                    pool: self,
-                });
+                return Some(self.leased(slot, turn));
             }
             // Another turn holder is between two places of its scan; the
             // turns guarantee a free place, so look again.
@@ -175,13 +170,21 @@ impl<T> Pool<T> {
     pub async fn first(&self) -> Option<Lease<'_, T>> {
         // A turn first, so callers that hold turns still find a free place.
         let turn = self.turns.acquire().await.ok()?;
-        self.busy.fetch_add(1, Ordering::Relaxed);
         let slot = self.slots[0].lock().await;
-        Some(Lease {
+        Some(self.leased(slot, turn))
+    }
+
+    /// A lease, counted busy until it is dropped. Counted only here, once
+    /// nothing can cancel its making: a lease's caller may give up while
+    /// it waits (its client left), and a count taken earlier would never
+    /// be given back.
+    fn leased<'a>(&'a self, slot: MutexGuard<'a, Slot<T>>, turn: SemaphorePermit<'a>) -> Lease<'a, T> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Lease {
             slot,
             _turn: turn,
             pool: self,
-        })
+        }
     }
 
     /// An idle place among the enabled ones, a live instance preferred (a
