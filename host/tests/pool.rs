@@ -34,18 +34,9 @@ fn plugin_state(gw: &Gateway) -> Value {
 
 /// Wait (generously) until `busy` instances are inside a call.
 fn wait_busy(gw: &Gateway, busy: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if plugin_state(gw)["pool"]["busy"] == busy {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{busy} instance(s) never became busy: {}",
-            plugin_state(gw)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("{busy} instance(s) busy"), || {
+        plugin_state(gw)["pool"]["busy"] == busy
+    });
 }
 
 /// `wait-for` input: NETDEV_A_DEV_IFINDEX (1) = `ifindex`, a device the

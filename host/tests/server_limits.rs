@@ -127,13 +127,8 @@ fn read_answer(s: &mut UnixStream) -> u16 {
         assert_eq!(s.read(&mut byte).expect("an answer"), 1, "closed before its head");
         raw.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&raw).to_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a Content-Length");
-    let mut body = vec![0u8; length];
+    let (_, head) = common::response_head(&raw);
+    let mut body = vec![0u8; common::content_length(&head).expect("a Content-Length")];
     s.read_exact(&mut body).expect("the whole body");
     head.split_whitespace()
         .nth(1)
@@ -216,21 +211,14 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
     for (s, raw) in &mut stalled {
         s.read_to_end(raw)
             .expect("the gateway closed the connection (not a read timeout)");
-        let head_end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("end of headers")
-            + 4;
-        let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("the document's length");
+        let (head_end, head) = common::response_head(raw);
+        let length = common::content_length(&head).expect("the answer's length");
         assert!(
             raw.len() - head_end < length,
             "the whole answer arrived: {} of {length} bytes",
             raw.len() - head_end
         );
     }
+    let log = gw.log_text();
+    assert!(log.contains("read nothing of its answer"), "{log}");
 }

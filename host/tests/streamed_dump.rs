@@ -55,12 +55,7 @@ fn read_response(mut s: UnixStream) -> (u16, String, Vec<u8>) {
     let mut raw = Vec::new();
     // An aborted body ends in a reset; what came before it counts.
     let _ = s.read_to_end(&mut raw);
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    let (head_end, head) = common::response_head(&raw);
     let status = head
         .split_whitespace()
         .nth(1)

@@ -6,7 +6,7 @@
 //! long as it liked), and a clear, rate-limited log line when the cap is
 //! reached.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::serve::Listener;
@@ -37,6 +37,7 @@ pub struct ServerLimits {
 pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits, name: &'static str) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_cap_log: Option<Instant> = None;
+    let last_stall_log: Arc<Mutex<Option<Instant>>> = Arc::default();
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -59,6 +60,7 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
         let (io, _) = listener.accept().await;
         let close = ConnClose::default();
         let service = TowerToHyperService::new(Extension(close.clone()).layer(app.clone()));
+        let last_stall_log = last_stall_log.clone();
         tokio::spawn(async move {
             let _slot = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -72,6 +74,9 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
+                        if timed_out_writing(&e) {
+                            log_stalled_client(&last_stall_log, name, limits.write_timeout);
+                        }
                         tracing::debug!(listener = name, error = %e, "API connection ended");
                     }
                 }
@@ -82,5 +87,32 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
                 }
             }
         });
+    }
+}
+
+/// Whether a connection ended because a write waited out the write timeout.
+fn timed_out_writing(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Say, at most every [`CAP_LOG_INTERVAL`], that a client was closed for
+/// not reading: the sign of a stuck or hostile client.
+fn log_stalled_client(last: &Mutex<Option<Instant>>, name: &str, limit: Duration) {
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            listener = name,
+            "closed an API connection whose client read nothing of its answer for {limit:?} ([api] write_timeout_ms); more are logged at debug level"
+        );
     }
 }

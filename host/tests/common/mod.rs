@@ -461,17 +461,30 @@ pub fn http(target: &str, method: &str, path: &str, headers: &[(&str, &str)], bo
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    let (head_end, head) = response_head(&raw);
     let mut payload = raw[head_end..].to_vec();
     if head.contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
     (status, payload)
+}
+
+/// Where a response's head ends in `raw` (after its blank line), and the
+/// head, lower-cased.
+pub fn response_head(raw: &[u8]) -> (usize, String) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    (end, String::from_utf8_lossy(&raw[..end]).to_lowercase())
+}
+
+/// A lower-cased head's `Content-Length`.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 trait ReadWrite: std::io::Read + std::io::Write {}
