@@ -1193,6 +1193,42 @@ mod tests {
     }
 
     #[test]
+    fn api_timeouts_have_defaults_and_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = write(dir.path(), "gateway.toml", GATEWAY);
+        let api = GatewayConfig::load(&gw).unwrap().api;
+        assert_eq!(
+            (api.header_timeout, api.body_timeout, api.write_timeout),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+                Duration::from_secs(30)
+            )
+        );
+        let with = |line: &str| {
+            GATEWAY.replace(
+                "socket = \"run/api.sock\"",
+                &format!("socket = \"run/api.sock\"\n{line}"),
+            )
+        };
+        let gw = write(dir.path(), "g1.toml", &with("write_timeout_ms = 2500"));
+        assert_eq!(
+            GatewayConfig::load(&gw).unwrap().api.write_timeout,
+            Duration::from_millis(2500)
+        );
+        for bad in [0, 600_001] {
+            let gw = write(dir.path(), "g2.toml", &with(&format!("write_timeout_ms = {bad}")));
+            let e = GatewayConfig::load(&gw).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "api.write_timeout_ms: {bad} is out of range; use 1 to 600000"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn size_limits_have_defaults_and_families_override_them() {
         let dir = tempfile::tempdir().unwrap();
         let gw = write(
