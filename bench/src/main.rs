@@ -701,29 +701,17 @@ fn main() -> anyhow::Result<()> {
         })?;
         return Ok(());
     }
-    // `--profile-plugin-minimal`: only the minimal plugin op (see `minimal_plugin_op`).
-    if std::env::args().any(|a| a == "--profile-plugin-minimal") {
-        minimal_plugin_op(
-            &rt,
-            &o.plugins,
-            &ns.0,
-            tmp.path(),
-            300_000,
-            MinimalRows::RequestOnly,
-        )?;
-        return Ok(());
-    }
-    // `--profile-plugin-ping`: only a call with no kernel work (chaos `ping`).
-    if std::env::args().any(|a| a == "--profile-plugin-ping") {
-        minimal_plugin_op(
-            &rt,
-            &o.plugins,
-            &ns.0,
-            tmp.path(),
-            3_000_000,
-            MinimalRows::PingOnly,
-        )?;
-        return Ok(());
+    // `--profile-plugin-minimal`: only the minimal plugin op (see
+    // `minimal_plugin_op`); `--profile-plugin-ping`: only a call with no
+    // kernel work (chaos `ping`).
+    for (flag, n, rows) in [
+        ("--profile-plugin-minimal", 300_000, MinimalRows::RequestOnly),
+        ("--profile-plugin-ping", 3_000_000, MinimalRows::PingOnly),
+    ] {
+        if std::env::args().any(|a| a == flag) {
+            minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), n, rows)?;
+            return Ok(());
+        }
     }
     // `--profile-plugin-dump`: only the plugin path's 1001-device dump.
     if std::env::args().any(|a| a == "--profile-plugin-dump") {

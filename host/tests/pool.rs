@@ -148,13 +148,10 @@ fn each_instance_has_its_own_memory_limit() {
 
 /// A client call's errors with `code`, 0 before the first.
 fn call_errors(gw: &Gateway, code: &str) -> u64 {
-    let (status, body) = common::http(&gw.socket.display().to_string(), "GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let sample = format!("genl_gateway_plugin_call_errors_total{{family=\"netdev\",code=\"{code}\"}}");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(sample.as_str())?.trim().parse().ok())
-        .unwrap_or(0)
+    gw.metric_if_any(&format!(
+        "genl_gateway_plugin_call_errors_total{{family=\"netdev\",code=\"{code}\"}}"
+    ))
+    .unwrap_or(0)
 }
 
 /// Wait (generously) until `what` holds.

@@ -213,17 +213,19 @@ pub struct Gateway {
 impl Gateway {
     /// One sample of `/metrics`, by its full name with labels.
     pub fn metric(&self, sample: &str) -> u64 {
+        self.metric_if_any(sample)
+            .unwrap_or_else(|text| panic!("no sample {sample} in /metrics:\n{text}"))
+    }
+
+    /// One sample of `/metrics`, or the whole text if it has none (a
+    /// counter by label appears only once it is first counted).
+    pub fn metric_if_any(&self, sample: &str) -> Result<u64, String> {
         let (status, body) = http(&self.socket.display().to_string(), "GET", "/metrics", &[], b"");
         assert_eq!(status, 200);
         let text = String::from_utf8(body).expect("metrics are text");
         text.lines()
             .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no sample {sample} in /metrics:
-{text}"
-                )
-            })
+            .ok_or(text)
     }
 
     /// Start `serve` with `config` and wait until its socket answers and
