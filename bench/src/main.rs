@@ -95,6 +95,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             | "--profile-raw-do"
             | "--profile-plugin-minimal"
             | "--profile-plugin-ping"
+            | "--profile-plugin-requests"
             | "--profile-plugin-dump"
             | "--profile-http"
             | "--profile-http-dump"
@@ -385,12 +386,21 @@ fn minimal_plugin_op(
             answer.contains(r#""replies":1"#),
             "the minimal op's request got {answer}"
         );
-        if rows == MinimalRows::PingOnly {
+        // The same request made REPEAT times inside one call: the cost of
+        // a `do-request` from the plugin, the call's crossing spread thin.
+        const REPEAT: usize = 100;
+        let repeated = format!(r#"{{"cmd":1,"payload":"{hex}","n":{REPEAT}}}"#);
+        let profiled = match rows {
+            MinimalRows::PingOnly => Some(("ping", "null", n)),
+            MinimalRows::RepeatedOnly => Some(("request", repeated.as_str(), n / REPEAT)),
+            MinimalRows::RequestOnly | MinimalRows::All => None,
+        };
+        if let Some((op, input, calls)) = profiled {
             // Untimed, as the other profile loops are: the profile holds
-            // the call alone.
-            eprintln!("profile: {n} calls of chaos `ping`");
-            for _ in 0..n {
-                gw.call("netdev", "ping", "null")
+            // the calls alone.
+            eprintln!("profile: {calls} calls of chaos `{op}`");
+            for _ in 0..calls {
+                gw.call("netdev", op, input)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }
@@ -414,10 +424,6 @@ fn minimal_plugin_op(
             plugin_rate(&gw, n, "netdev", "ping", "null").await?,
             "chaos `ping`: a call with no kernel work".into(),
         ));
-        // The same request made REPEAT times inside one call: the cost of
-        // a `do-request` from the plugin, the call's crossing spread thin.
-        const REPEAT: usize = 100;
-        let repeated = format!(r#"{{"cmd":1,"payload":"{hex}","n":{REPEAT}}}"#);
         let (rate, p50, p99) = plugin_rate(&gw, (n / REPEAT).max(1), "netdev", "request", &repeated).await?;
         let per = u32::try_from(REPEAT)?;
         rows_out.push(row(
@@ -438,6 +444,8 @@ enum MinimalRows {
     RequestOnly,
     /// A call with no kernel work only, for a profile of the crossing.
     PingOnly,
+    /// Calls making 100 requests each only, for a profile of `do-request`.
+    RepeatedOnly,
     /// The minimal op, a call with no kernel work, and one request's share
     /// of a call making 100.
     All,
@@ -703,10 +711,12 @@ fn main() -> anyhow::Result<()> {
     }
     // `--profile-plugin-minimal`: only the minimal plugin op (see
     // `minimal_plugin_op`); `--profile-plugin-ping`: only a call with no
-    // kernel work (chaos `ping`).
+    // kernel work (chaos `ping`); `--profile-plugin-requests`: only calls
+    // making 100 requests each (3M requests), `do-request`'s own cost.
     for (flag, n, rows) in [
         ("--profile-plugin-minimal", 300_000, MinimalRows::RequestOnly),
         ("--profile-plugin-ping", 3_000_000, MinimalRows::PingOnly),
+        ("--profile-plugin-requests", 3_000_000, MinimalRows::RepeatedOnly),
     ] {
         if std::env::args().any(|a| a == flag) {
             minimal_plugin_op(&rt, &o.plugins, &ns.0, tmp.path(), n, rows)?;
