@@ -109,6 +109,10 @@ pub struct ApiConfig {
     /// Connections served at once (per listener); more wait in the
     /// kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one user (by the Unix socket peer's uid) may hold at
+    /// once on the Unix socket; more are answered 429 and closed. Root is
+    /// not counted. At most `max_connections`.
+    pub max_connections_per_user: usize,
     /// Time a client has to send a request's headers; also how long an
     /// idle keep-alive connection is kept.
     pub header_timeout: Duration,
@@ -293,6 +297,7 @@ struct RawApi {
     event_backlog: Option<usize>,
     event_backlog_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_user: Option<usize>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
@@ -774,6 +779,13 @@ impl GatewayConfig {
                 format!("{max_connections} is out of range; use 1 to 65536"),
             ));
         }
+        let max_connections_per_user = raw.api.max_connections_per_user.unwrap_or(128);
+        if !(1..=65_536).contains(&max_connections_per_user) {
+            return Err(invalid(
+                "api.max_connections_per_user",
+                format!("{max_connections_per_user} is out of range; use 1 to 65536"),
+            ));
+        }
         let timeout_ms = |key, v: Option<u64>, default: u64| match v.unwrap_or(default) {
             ms @ 1..=600_000 => Ok(ms),
             ms => Err(invalid(key, format!("{ms} is out of range; use 1 to 600000"))),
@@ -851,6 +863,8 @@ impl GatewayConfig {
                 event_backlog: raw.api.event_backlog.unwrap_or(4096).max(1),
                 event_backlog_bytes,
                 max_connections,
+                // A per-user cap over the listener's own cap would never bite.
+                max_connections_per_user: max_connections_per_user.min(max_connections),
                 header_timeout: Duration::from_millis(header_timeout_ms),
                 body_timeout: Duration::from_millis(body_timeout_ms),
                 write_timeout: Duration::from_millis(write_timeout_ms),
@@ -1222,6 +1236,35 @@ mod tests {
             assert!(
                 e.contains(&format!(
                     "api.write_timeout_ms: {bad} is out of range; use 1 to 600000"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_per_user_connection_cap_has_a_default_a_bound_and_never_exceeds_the_listener_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |name: &str, lines: &str| {
+            let text = GATEWAY.replace(
+                "socket = \"run/api.sock\"",
+                &format!("socket = \"run/api.sock\"\n{lines}"),
+            );
+            GatewayConfig::load(&write(dir.path(), name, &text))
+        };
+        let api = with("g0.toml", "").unwrap().api;
+        assert_eq!((api.max_connections, api.max_connections_per_user), (512, 128));
+        let api = with("g1.toml", "max_connections_per_user = 300").unwrap().api;
+        assert_eq!(api.max_connections_per_user, 300);
+        let api = with("g2.toml", "max_connections = 8").unwrap().api;
+        assert_eq!(api.max_connections_per_user, 8);
+        for bad in [0, 65_537] {
+            let e = with("g3.toml", &format!("max_connections_per_user = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "api.max_connections_per_user: {bad} is out of range; use 1 to 65536"
                 )),
                 "{e}"
             );

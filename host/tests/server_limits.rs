@@ -221,4 +221,173 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
     }
     let log = gw.log_text();
     assert!(log.contains("read nothing of its answer"), "{log}");
+    // Each stalled client is counted once, on the listener it used.
+    assert_eq!(
+        gw.metric("genl_gateway_api_connections_closed_not_reading_total{listener=\"unix\"}"),
+        stalled.len() as u64
+    );
+}
+
+/// A client holding connections to the Unix socket as a given local user:
+/// a python3 process under that uid, driven line by line (`open N`: open N
+/// connections, ask each `/healthz` and print its status and error code,
+/// keeping those answered 200 open; `close`: close one kept).
+struct UserClient {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+const USER_CLIENT: &str = r#"
+import json, socket, sys
+held = []
+def ask(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(path)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise SystemExit("closed before an answer: %r" % raw)
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = 0
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        if k.strip().lower() == "content-length":
+            length = int(v)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    status = int(lines[0].split()[1])
+    code = None if status == 200 else json.loads(body)["error"]["code"]
+    return s, status, code
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "open":
+        for _ in range(int(cmd[1])):
+            s, status, code = ask(sys.argv[1])
+            if status == 200:
+                held.append(s)
+            else:
+                s.close()
+            print(json.dumps({"status": status, "code": code}), flush=True)
+    elif cmd[0] == "close":
+        held.pop().close()
+        print(json.dumps({"closed": True}), flush=True)
+"#;
+
+impl UserClient {
+    fn start(uid: u32, socket: &Path) -> Self {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", USER_CLIENT])
+            .arg(socket)
+            .uid(uid)
+            .gid(uid)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 (installed by scripts/setup.sh) runs as another user; the tests run as root");
+        let input = child.stdin.take().expect("piped stdin");
+        let output = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Self { child, input, output }
+    }
+
+    /// Open `n` connections; the (status, error code) of each answer.
+    fn open(&mut self, n: usize) -> Vec<(u64, Option<String>)> {
+        writeln!(self.input, "open {n}").unwrap();
+        (0..n)
+            .map(|_| {
+                let line = self.output.next().expect("an answer line").unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                (
+                    v["status"].as_u64().unwrap(),
+                    v["code"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    fn close_one(&mut self) {
+        writeln!(self.input, "close").unwrap();
+        let line = self.output.next().expect("a line").unwrap();
+        assert!(line.contains("closed"), "{line}");
+    }
+}
+
+impl Drop for UserClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One local user cannot hold every connection of the Unix socket (an
+/// adversarial probe held all 512 with idle event streams): past its share
+/// its connections are answered 429 `too-many-connections`, while another
+/// user, and root, are still served, and a slot it gives back is its again.
+#[test]
+fn one_local_user_cannot_hold_every_connection_of_the_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = TestConfig::new();
+    config
+        .set("api", "max_connections = 6")
+        .set("api", "max_connections_per_user = 2")
+        // Idle keep-alive connections stay open for the whole test.
+        .set("api", "header_timeout_ms = 120000")
+        .set("api", "socket_mode = \"0666\"")
+        .family("nlctrl.toml", NLCTRL);
+    // Other users reach the socket through the test's directory.
+    std::fs::set_permissions(config.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let gw = Gateway::start(&config);
+    let ok = (200, None);
+    let refused = (429, Some("too-many-connections".to_owned()));
+
+    let mut first = UserClient::start(60_001, &gw.socket);
+    assert_eq!(
+        first.open(4),
+        [ok.clone(), ok.clone(), refused.clone(), refused.clone()]
+    );
+    // Another user has a share of its own, and root is not counted: 2 + 2
+    // + 1 fill the listener's 6 slots but one.
+    let mut second = UserClient::start(60_002, &gw.socket);
+    assert_eq!(second.open(2), [ok.clone(), ok.clone()]);
+    let roots: Vec<UnixStream> = (0..1)
+        .map(|_| {
+            let mut c = UnixStream::connect(&gw.socket).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+            assert_eq!(read_answer(&mut c), 200);
+            c
+        })
+        .collect();
+    // The first user's refused connections took none of the listener's
+    // slots: the last one is still free, for root's `/metrics` below.
+    assert_eq!(
+        gw.metric("genl_gateway_api_connections_refused_total{listener=\"unix\"}"),
+        2
+    );
+    // A connection the first user closes is its to open again, once the
+    // gateway has seen it close.
+    first.close_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = first.open(1).remove(0);
+        if answer == ok {
+            break;
+        }
+        assert_eq!(answer, refused);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first user's closed connection was not given back within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(roots);
 }

@@ -73,11 +73,14 @@ pub enum ErrorCode {
     /// streamed one at once): a busy moment of the system, not a client
     /// or plugin fault; retry later.
     DumpInterrupted,
+    /// The client's local user holds as many connections to the Unix
+    /// socket as one user may (`[api] max_connections_per_user`).
+    TooManyConnections,
 }
 
 impl ErrorCode {
     /// Every code, for listing and for checking the docs.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::BadJson,
         Self::BadBody,
         Self::BadInput,
@@ -105,6 +108,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Busy,
         Self::DumpInterrupted,
+        Self::TooManyConnections,
     ];
 
     /// The code's wire name and its HTTP status: the one table. `kernel`'s
@@ -129,6 +133,7 @@ impl ErrorCode {
             MethodNotAllowed => ("method-not-allowed", StatusCode::METHOD_NOT_ALLOWED),
             BodyTimeout => ("body-timeout", StatusCode::REQUEST_TIMEOUT),
             BodyTooLarge => ("body-too-large", StatusCode::PAYLOAD_TOO_LARGE),
+            TooManyConnections => ("too-many-connections", StatusCode::TOO_MANY_REQUESTS),
             PluginCrashed => ("plugin-crashed", StatusCode::INTERNAL_SERVER_ERROR),
             Kernel => ("kernel", StatusCode::BAD_GATEWAY),
             BadPluginOutput => ("bad-plugin-output", StatusCode::BAD_GATEWAY),

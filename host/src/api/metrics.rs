@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::connections::{ConnectionStats, ListenerKind};
 use super::event_bus::EventBus;
 use crate::gateway::{Gateway, Listener};
 use crate::plugin::{LATENCY_BUCKETS, LoadedPlugin};
@@ -232,6 +233,33 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
         &[],
         gw.subscribers_cut_off.load(Relaxed),
     );
+    type ConnCounter = (
+        &'static str,
+        &'static str,
+        fn(&ConnectionStats, ListenerKind) -> u64,
+    );
+    let connection_counters: [ConnCounter; 2] = [
+        (
+            "genl_gateway_api_connections_refused_total",
+            "Connections answered 429 because their local user held [api] max_connections_per_user.",
+            ConnectionStats::refused_user_cap,
+        ),
+        (
+            "genl_gateway_api_connections_closed_not_reading_total",
+            "Connections closed because a write to them waited [api] write_timeout_ms.",
+            ConnectionStats::closed_not_reading,
+        ),
+    ];
+    for (name, help, get) in connection_counters {
+        o.family(name, "counter", help);
+        for listener in ListenerKind::ALL {
+            o.sample(
+                name,
+                &[("listener", listener.as_str())],
+                get(&gw.api_connections, listener),
+            );
+        }
+    }
     o.family(
         "genl_gateway_event_subscribers",
         "gauge",

@@ -2,6 +2,7 @@
 //! TCP. Every error is a JSON body with a stable code.
 
 mod auth;
+mod connections;
 mod error;
 mod event_bus;
 mod extract;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 
+pub use connections::{ConnectionStats, ListenerKind};
 pub use error::{ApiError, ErrorCode, PLUGIN_CODE_DEFAULT, errno_status, errno_statuses};
 pub use extract::MAX_FAMILY_NAME;
 pub use routes::router;
@@ -35,6 +37,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     crate::fleet::service::spawn(gateway.clone());
     let limits = ServerLimits {
         max_connections: api.max_connections,
+        max_connections_per_user: api.max_connections_per_user,
         header_timeout: api.header_timeout,
         write_timeout: api.write_timeout,
     };
@@ -57,14 +60,18 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let unix = UnixListener::from_std(unix).context("registering the API socket")?;
     tracing::info!(socket = %api.socket.display(), "API listening on the Unix socket");
 
-    let unix_server = server::run(unix, app.clone(), limits, "unix");
+    let stats = gateway.api_connections.clone();
+    let unix_server = server::run(unix, app.clone(), limits, ListenerKind::Unix, stats.clone());
     match tcp {
         Some(tcp) => {
             let app = app.layer(axum::middleware::from_fn_with_state(
                 gateway.clone(),
                 auth::require_token,
             ));
-            tokio::join!(unix_server, server::run(tcp, app, limits, "tcp"));
+            tokio::join!(
+                unix_server,
+                server::run(tcp, app, limits, ListenerKind::Tcp, stats)
+            );
         }
         None => unix_server.await,
     }

@@ -1,31 +1,45 @@
 //! The accept loop, with the limits plain `axum::serve` lacks: a cap on
 //! connections served at once (more wait in the kernel's accept queue), a
-//! header-read timeout that also closes idle keep-alive connections, a
-//! write timeout that closes a connection whose client stopped reading its
-//! answer (else it would hold its slot, and what is queued for it, for as
-//! long as it liked), and a clear, rate-limited log line when the cap is
-//! reached.
+//! share of that cap per local user on the Unix socket (more are answered
+//! 429), a header-read timeout that also closes idle keep-alive
+//! connections, a write timeout that closes a connection whose client
+//! stopped reading its answer (else it would hold its slot, and what is
+//! queued for it, for as long as it liked), and clear, rate-limited log
+//! lines when a limit is reached.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use axum::serve::Listener;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
+use super::connections::{ConnectionStats, ListenerKind, OverCap, PeerUser, UserSlots};
+use super::error::{ApiError, ErrorCode};
 use super::event_bus::ConnClose;
 
 /// How often "connection limit reached" may be logged.
 const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refusals (429 to a user over its share) answered at once; connections
+/// past these are closed unanswered, so refusing costs a bounded amount
+/// too.
+const REFUSALS_AT_ONCE: usize = 16;
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one local user (not root) may hold at once, where the
+    /// listener can tell users apart (the Unix socket).
+    pub max_connections_per_user: usize,
     /// Time to send a request's headers, and to keep an idle connection.
     pub header_timeout: Duration,
     /// Time a write may wait on a client that does not read. A connection
@@ -33,23 +47,49 @@ pub struct ServerLimits {
     pub write_timeout: Duration,
 }
 
+/// A log line at most every [`CAP_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct RateLimited(Mutex<Option<Instant>>);
+
+impl RateLimited {
+    fn emit(&self, log: impl FnOnce()) {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+            *last = Some(Instant::now());
+            log();
+        }
+    }
+}
+
 /// Serve `app` on `listener` until the process ends.
-pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits, name: &'static str) {
+pub async fn run<L>(
+    mut listener: L,
+    app: Router,
+    limits: ServerLimits,
+    kind: ListenerKind,
+    stats: Arc<ConnectionStats>,
+) where
+    L: Listener,
+    L::Io: PeerUser,
+{
+    let name = kind.as_str();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut last_cap_log: Option<Instant> = None;
-    let last_stall_log: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let users = UserSlots::new(limits.max_connections_per_user);
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let cap_log = RateLimited::default();
+    let user_cap_log = RateLimited::default();
+    let stall_log: Arc<RateLimited> = Arc::default();
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if last_cap_log.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
-                    last_cap_log = Some(Instant::now());
+                cap_log.emit(|| {
                     tracing::warn!(
                         listener = name,
                         max_connections = limits.max_connections,
                         "API connection limit reached; new connections wait until one closes (raise [api] max_connections if clients are legitimate)"
                     );
-                }
+                });
                 match slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     // The semaphore is never closed.
@@ -58,11 +98,36 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
             }
         };
         let (io, _) = listener.accept().await;
+        let user_slot = match users.take(io.peer_uid()) {
+            Ok(slot) => slot,
+            Err(over) => {
+                // A refused connection holds none of the listener's slots.
+                drop(permit);
+                stats.note_refused_user_cap(kind);
+                user_cap_log.emit(|| {
+                    tracing::warn!(
+                        listener = name,
+                        uid = over.uid,
+                        max_connections_per_user = over.cap,
+                        "a user holds as many API connections as one user may; its further connections are answered 429 (raise [api] max_connections_per_user if its clients are legitimate)"
+                    );
+                });
+                if let Ok(turn) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _turn = turn;
+                        refuse(io, over, limits.header_timeout).await;
+                    });
+                }
+                continue;
+            }
+        };
         let close = ConnClose::default();
         let service = TowerToHyperService::new(Extension(close.clone()).layer(app.clone()));
-        let last_stall_log = last_stall_log.clone();
+        let stall_log = stall_log.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = permit;
+            let _user_slot = user_slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -75,7 +140,14 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
                 r = conn => {
                     if let Err(e) = r {
                         if timed_out_writing(&e) {
-                            log_stalled_client(&last_stall_log, name, limits.write_timeout);
+                            stats.note_closed_not_reading(kind);
+                            stall_log.emit(|| {
+                                tracing::warn!(
+                                    listener = name,
+                                    "closed an API connection whose client read nothing of its answer for {:?} ([api] write_timeout_ms); more are counted in /metrics (genl_gateway_api_connections_closed_not_reading_total)",
+                                    limits.write_timeout
+                                );
+                            });
                         }
                         tracing::debug!(listener = name, error = %e, "API connection ended");
                     }
@@ -90,6 +162,34 @@ pub async fn run<L: Listener>(mut listener: L, app: Router, limits: ServerLimits
     }
 }
 
+/// Answer a connection whose user is over its share with 429 and close
+/// it. The answer follows the request's head, which a client sends before
+/// it reads anything, so a refusal lasts at most about the header timeout.
+async fn refuse<I>(io: I, over: OverCap, header_timeout: Duration)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |_req| {
+        let answer = ApiError::new(
+            ErrorCode::TooManyConnections,
+            format!(
+                "your user (uid {}) holds {} connections to this socket, as many as one user may ([api] max_connections_per_user); close one, or reuse a keep-alive connection",
+                over.uid, over.cap
+            ),
+        )
+        .into_response();
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // Bounded even if the client never reads the answer.
+    let _ = tokio::time::timeout(header_timeout.saturating_add(Duration::from_secs(5)), conn).await;
+}
+
 /// Whether a connection ended because a write waited out the write timeout.
 fn timed_out_writing(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
@@ -102,17 +202,4 @@ fn timed_out_writing(e: &hyper::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// Say, at most every [`CAP_LOG_INTERVAL`], that a client was closed for
-/// not reading: the sign of a stuck or hostile client.
-fn log_stalled_client(last: &Mutex<Option<Instant>>, name: &str, limit: Duration) {
-    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
-    if last.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
-        *last = Some(Instant::now());
-        tracing::warn!(
-            listener = name,
-            "closed an API connection whose client read nothing of its answer for {limit:?} ([api] write_timeout_ms); more are logged at debug level"
-        );
-    }
 }

@@ -113,6 +113,8 @@ pub struct Gateway {
     pub events: broadcast::Sender<Event>,
     /// Event subscribers cut off for falling behind.
     pub subscribers_cut_off: AtomicU64,
+    /// Connections the API server refused or closed, per listener.
+    pub api_connections: Arc<crate::api::ConnectionStats>,
     /// The fleet bus connection, with `[bus]`.
     pub bus: Option<Arc<crate::fleet::Bus>>,
     families: RwLock<BTreeMap<String, Arc<FamilyEntry>>>,
@@ -176,6 +178,7 @@ impl Gateway {
             runtime,
             events,
             subscribers_cut_off: AtomicU64::new(0),
+            api_connections: Arc::default(),
             families: RwLock::default(),
             broken_files: RwLock::default(),
             requester,
