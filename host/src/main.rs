@@ -794,6 +794,20 @@ fn print_family_table(body: &[u8]) {
     emit(&out);
 }
 
+/// Text for one table cell: control characters (a newline would start a
+/// row of its own, an escape sequence would reach the terminal) escaped.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn print_plugin_table(body: &[u8]) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         print_json(body);
@@ -825,11 +839,14 @@ fn print_plugin_table(body: &[u8]) {
             instances,
             mem,
             p["sha256"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
-            p["last_error"].as_str().unwrap_or("")
+            printable(p["last_error"].as_str().unwrap_or(""))
         ));
     }
     for b in v["broken_files"].as_array().into_iter().flatten() {
-        out.push_str(&format!("broken: {}\n", b["error"].as_str().unwrap_or("?")));
+        out.push_str(&format!(
+            "broken: {}\n",
+            printable(b["error"].as_str().unwrap_or("?"))
+        ));
     }
     if let Some(bus) = v.get("bus").filter(|b| !b.is_null()) {
         out.push_str(&format!(
@@ -863,8 +880,11 @@ fn init_logging(json: bool) {
             }
         }
     }
+    // Colours only on a terminal: in a file or the journal the escape
+    // sequences are noise, and would hide an escape a plugin smuggled in.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -557,3 +557,190 @@ fn hoarded_dumps_stop_at_four_and_end_with_the_plugin_that_held_them() {
         dumping() == 0
     });
 }
+
+/// The family file of a chaos plugin serving TASKSTATS with `config`.
+fn chaos_with(config: &str) -> String {
+    format!("family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[config]\n{config}\n")
+}
+
+/// A probe's schemas, `{"$ref": "#"}` and a ref through `anyOf`: checking
+/// any input against them recursed until a worker's stack overflowed,
+/// which aborted the whole gateway on the first call. They are refused
+/// when the plugin loads; a recursive schema that goes into the input
+/// checks the deepest input JSON allows without harm.
+#[test]
+fn input_schemas_whose_checks_never_end_are_refused_at_load() {
+    for schema in [
+        r##"{"$ref": "#"}"##,
+        r##"{"anyOf": [{"$ref": "#"}, {"type": "null"}]}"##,
+    ] {
+        let config = TestConfig::new();
+        config
+            .family("nlctrl.toml", NLCTRL)
+            .family("chaos.toml", &chaos_with(&format!("schema = '{schema}'")));
+        let gw = Gateway::start(&config);
+        let (status, v) = call_http(&gw, "TASKSTATS", "schema", "{}");
+        assert_eq!(status, 503, "{schema}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("never end"), "{schema}: {v}");
+        assert!(
+            gw.call("nlctrl", "list", "null").0,
+            "{schema}: the gateway still serves"
+        );
+    }
+    let tree = r##"{"$defs": {"n": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}]}}, "$ref": "#/$defs/n"}"##;
+    let config = TestConfig::new();
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", &chaos_with(&format!("schema = '{tree}'")));
+    let gw = Gateway::start(&config);
+    assert_eq!(call_http(&gw, "TASKSTATS", "schema", "[[[null]]]").0, 200);
+    // 127 arrays deep (serde_json reads at most 128 levels).
+    let deep = format!("{}null{}", "[".repeat(127), "]".repeat(127));
+    let (status, v) = call_http(&gw, "TASKSTATS", "schema", &deep);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad-input")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested too deeply"),
+        "{v}"
+    );
+    assert!(gw.call("nlctrl", "list", "null").0);
+}
+
+/// Patterns are compiled into the gateway's own memory: a probe's 5,000
+/// (`\w{12}x<i>`, 275 KB of schema) took 4.3 GB. Each pattern is held to
+/// 64 KiB compiled and a plugin to 256 of them.
+#[test]
+fn input_schema_patterns_are_bounded_in_size_and_number() {
+    let config = TestConfig::new();
+    config.family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        &chaos_with(r#"schema = '{"type": "string", "pattern": "\\w{12}x1"}'"#),
+    );
+    let gw = Gateway::start(&config);
+    let (status, v) = call_http(&gw, "TASKSTATS", "schema", "\"x\"");
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not compile within"),
+        "{v}"
+    );
+    drop(gw);
+
+    let props: serde_json::Map<String, Value> = (0..300)
+        .map(|i| {
+            (
+                format!("p{i}"),
+                json!({"type": "string", "pattern": format!("^a{i}$")}),
+            )
+        })
+        .collect();
+    let schema = json!({"type": "object", "properties": props}).to_string();
+    let config = TestConfig::new();
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", &chaos_with(&format!("schema = '{schema}'")));
+    let gw = Gateway::start(&config);
+    let (status, v) = call_http(&gw, "TASKSTATS", "schema", "{}");
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than 256 distinct patterns"),
+        "{v}"
+    );
+    assert!(gw.call("nlctrl", "list", "null").0);
+}
+
+/// Text a plugin gives the gateway that it logs or lists, here the error
+/// of a failing `init`, cannot start a log line or a table row of its own,
+/// nor send an escape sequence to the operator's terminal.
+#[test]
+fn a_failing_inits_error_cannot_forge_log_lines_or_table_rows() {
+    let config = TestConfig::new();
+    config.family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        &chaos_with(
+            "init = \"fail\"\ninit_error = \"refused\\n2030-01-01T00:00:00.000000Z ERROR genl_gateway::api: FORGED-BY-INIT\\r\\u001b[31mRED\"",
+        ),
+    );
+    let gw = Gateway::start(&config);
+    wait_for(10, "the init failure in the log", || {
+        gw.log_text().contains("FORGED-BY-INIT")
+    });
+    let table = gw.cli(&["plugins"]);
+    let listed = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(listed.contains("FORGED-BY-INIT"), "{listed}");
+    for (what, text) in [("log", gw.log_text()), ("plugins table", listed)] {
+        assert!(
+            !text.contains('\u{1b}'),
+            "an escape sequence reached the {what}: {:?}",
+            text.lines().find(|l| l.contains('\u{1b}'))
+        );
+        assert!(!text.contains('\r'), "a carriage return reached the {what}");
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("2030-01-01"),
+                "the plugin started a {what} line: {line}"
+            );
+        }
+    }
+}
+
+/// A WASI random-bytes call is made in one host call the deadline cannot
+/// interrupt; wasmtime-wasi's default allowed 64 MiB (~100 ms of a core
+/// and 64 MiB of the gateway's memory). More than 64 KiB traps now.
+#[test]
+fn random_bytes_are_bounded_per_call() {
+    let config = TestConfig::new();
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", &chaos_with(""));
+    let gw = Gateway::start(&config);
+    let (status, v) = call_http(&gw, "TASKSTATS", "random", r#"{"bytes": 65536}"#);
+    assert_eq!((status, v["got"].as_u64()), (200, Some(65536)), "{v}");
+    let (status, v) = call_http(&gw, "TASKSTATS", "random", r#"{"bytes": 33554432}"#);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (500, Some("plugin-crashed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exceeds limit"),
+        "{v}"
+    );
+    assert!(gw.call("nlctrl", "list", "null").0);
+}
+
+/// Operation names and topics become URL path segments, SSE event names and
+/// table cells: a bidi override or a line separator is refused at load.
+#[test]
+fn operation_names_are_plain_ascii() {
+    let config = TestConfig::new();
+    config.family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        &chaos_with("schema = '{}'\nschema_op = \"u\u{202e}txt\""),
+    );
+    let gw = Gateway::start(&config);
+    let (status, v) = call_http(&gw, "TASKSTATS", "ping", "null");
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("other than ASCII letters"),
+        "{v}"
+    );
+}

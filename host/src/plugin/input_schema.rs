@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -63,6 +64,25 @@ const ASSERTIONS: &[&str] = &[
 /// limit, this bounds what combinators multiply it into.
 const MAX_STEPS: usize = 200_000;
 
+/// Deepest a check may recurse: one level for each nesting of the input
+/// (at most 128, serde_json's limit) and for each `$ref` or combinator
+/// followed on one value. The check runs on an async worker's stack, so a
+/// schema that recursed without end (a `$ref` cycle through no property)
+/// would have aborted the whole gateway.
+const MAX_CHECK_DEPTH: usize = 256;
+
+/// Longest chain of `$ref`s and combinators one value may be checked
+/// through (`{"$ref": "#/$defs/a"}` to `a`'s `anyOf` to ...). Chains in real
+/// schemas are a few links long; a cycle is infinitely long.
+const MAX_SAME_VALUE_CHAIN: usize = 32;
+
+/// Most distinct `pattern`s and `patternProperties` keys in all of one
+/// plugin's input schemas, and the compiled size each may take. Patterns
+/// are compiled into the host's memory, outside the plugin's budget: each
+/// a 1 MiB limit alone let 5,000 of them take 4.3 GB at load.
+pub const MAX_PATTERNS: usize = 256;
+const PATTERN_SIZE_LIMIT: usize = 64 << 10;
+
 /// Why a plugin's schema cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("input schema at {place}: {message}")]
@@ -94,23 +114,63 @@ fn refuse(path: &str, message: impl Into<String>) -> Refusal {
     }
 }
 
+/// What one check has spent: schema nodes visited, and how deep it is now.
+struct Budget {
+    steps: usize,
+    depth: usize,
+}
+
 /// An operation's input schema, checked and with its patterns compiled.
 #[derive(Debug)]
 pub struct InputSchema {
     root: Value,
-    patterns: HashMap<String, Regex>,
+    patterns: HashMap<String, Arc<Regex>>,
+}
+
+/// The patterns compiled for one plugin's schemas, shared by its
+/// operations (the SDK gives many the same one) and bounded in number.
+#[derive(Debug, Default)]
+pub struct Patterns(HashMap<String, Arc<Regex>>);
+
+impl Patterns {
+    /// `p` compiled, within the plugin's bounds.
+    fn compile(&mut self, p: &str) -> Result<Arc<Regex>, String> {
+        if let Some(re) = self.0.get(p) {
+            return Ok(re.clone());
+        }
+        if self.0.len() >= MAX_PATTERNS {
+            return Err(format!(
+                "more than {MAX_PATTERNS} distinct patterns in the plugin's input schemas; share patterns or check the rest in the plugin"
+            ));
+        }
+        let re = regex::RegexBuilder::new(p)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .dfa_size_limit(PATTERN_SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("pattern {p:?} does not compile within {PATTERN_SIZE_LIMIT} bytes: {e}"))?;
+        let re = Arc::new(re);
+        self.0.insert(p.to_owned(), re.clone());
+        Ok(re)
+    }
 }
 
 impl InputSchema {
-    /// Parse and check a plugin's schema document.
+    /// Parse and check a schema document on its own.
     pub fn compile(text: &str) -> Result<Self, SchemaError> {
+        Self::compile_with(text, &mut Patterns::default())
+    }
+
+    /// Parse and check one of a plugin's schema documents, its patterns
+    /// counted with the plugin's others in `patterns`.
+    pub fn compile_with(text: &str, patterns: &mut Patterns) -> Result<Self, SchemaError> {
         let root: Value = serde_json::from_str(text).map_err(|e| SchemaError {
             place: "#".into(),
             message: format!("not JSON: {e}"),
         })?;
-        let mut patterns = HashMap::new();
-        scan(&root, &root, "#", &mut patterns)?;
-        Ok(Self { root, patterns })
+        let mut own = HashMap::new();
+        scan(&root, &root, "#", patterns, &mut own)?;
+        check_chains(&root)?;
+        Ok(Self { root, patterns: own })
     }
 
     /// The schema document.
@@ -120,16 +180,31 @@ impl InputSchema {
 
     /// Check `input`; the refusal names the first bad field.
     pub fn check(&self, input: &Value) -> Result<(), Refusal> {
-        let mut steps = 0;
-        self.node(&self.root, input, "$", &mut steps)
+        let mut budget = Budget { steps: 0, depth: 0 };
+        self.node(&self.root, input, "$", &mut budget)
     }
 
-    fn node(&self, schema: &Value, v: &Value, path: &str, steps: &mut usize) -> Result<(), Refusal> {
-        *steps += 1;
-        if *steps > MAX_STEPS {
+    fn node(&self, schema: &Value, v: &Value, path: &str, budget: &mut Budget) -> Result<(), Refusal> {
+        budget.depth += 1;
+        let result = self.node_within(schema, v, path, budget);
+        budget.depth -= 1;
+        result
+    }
+
+    fn node_within(&self, schema: &Value, v: &Value, path: &str, steps: &mut Budget) -> Result<(), Refusal> {
+        steps.steps += 1;
+        if steps.steps > MAX_STEPS {
             return Err(refuse(
                 path,
                 format!("the input is too complex to check against its schema (over {MAX_STEPS} steps)"),
+            ));
+        }
+        if steps.depth > MAX_CHECK_DEPTH {
+            return Err(refuse(
+                path,
+                format!(
+                    "the input is nested too deeply to check against its schema (over {MAX_CHECK_DEPTH} levels)"
+                ),
             ));
         }
         let s = match schema {
@@ -300,7 +375,7 @@ impl InputSchema {
         s: &Map<String, Value>,
         o: &Map<String, Value>,
         path: &str,
-        steps: &mut usize,
+        steps: &mut Budget,
     ) -> Result<(), Refusal> {
         let props = s.get("properties").and_then(Value::as_object);
         if let Some(Value::Array(required)) = s.get("required") {
@@ -420,12 +495,111 @@ fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
     root.pointer(pointer)
 }
 
+/// Refuse chains of `$ref`s and combinators that never end (a cycle back
+/// to a schema without going into a property or an item, which the check
+/// would follow for ever) or that are longer than
+/// [`MAX_SAME_VALUE_CHAIN`], from every schema in the document.
+fn check_chains(root: &Value) -> Result<(), SchemaError> {
+    let mut memo = HashMap::new();
+    let mut result = Ok(());
+    walk(root, "#", &mut |node, place| {
+        if result.is_ok()
+            && let Err(message) = chain(root, node, &mut memo, &mut Vec::new())
+        {
+            result = Err(SchemaError {
+                place: place.to_owned(),
+                message,
+            });
+        }
+    });
+    result
+}
+
+/// Call `f` on `node` and every schema under it, as [`scan`] visits them.
+fn walk(node: &Value, place: &str, f: &mut impl FnMut(&Value, &str)) {
+    f(node, place);
+    let Value::Object(s) = node else {
+        return;
+    };
+    for (k, v) in s {
+        let here = format!("{place}/{k}");
+        match (k.as_str(), v) {
+            ("properties" | "$defs" | "patternProperties", Value::Object(m)) => {
+                for (name, sub) in m {
+                    walk(sub, &format!("{here}/{name}"), f);
+                }
+            }
+            ("additionalProperties" | "items", sub) => walk(sub, &here, f),
+            ("anyOf" | "allOf" | "oneOf", Value::Array(subs)) => {
+                for (i, sub) in subs.iter().enumerate() {
+                    walk(sub, &format!("{here}/{i}"), f);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The schemas a check of `node` applies to the same value.
+fn same_value<'a>(root: &'a Value, node: &'a Value) -> Vec<&'a Value> {
+    let Value::Object(s) = node else {
+        return Vec::new();
+    };
+    let mut subs: Vec<&Value> = Vec::new();
+    if let Some(Value::String(r)) = s.get("$ref")
+        && let Some(target) = resolve(root, r)
+    {
+        subs.push(target);
+    }
+    for k in ["allOf", "anyOf", "oneOf"] {
+        if let Some(Value::Array(a)) = s.get(k) {
+            subs.extend(a);
+        }
+    }
+    subs
+}
+
+/// The longest chain of schemas, `node` first, that a check follows for
+/// one value. `memo` is keyed by each node's address in `root`, which is
+/// borrowed throughout.
+fn chain(
+    root: &Value,
+    node: &Value,
+    memo: &mut HashMap<*const Value, usize>,
+    path: &mut Vec<*const Value>,
+) -> Result<usize, String> {
+    let key: *const Value = node;
+    if let Some(&n) = memo.get(&key) {
+        return Ok(n);
+    }
+    if path.contains(&key) {
+        return Err(
+            "a $ref leads back to a schema it came from without going into a property or an item, so checking any input would never end"
+                .into(),
+        );
+    }
+    if path.len() >= MAX_SAME_VALUE_CHAIN {
+        return Err(format!(
+            "$ref, anyOf, allOf and oneOf lead through more than {MAX_SAME_VALUE_CHAIN} schemas for one value"
+        ));
+    }
+    path.push(key);
+    let mut longest = 0;
+    for sub in same_value(root, node) {
+        longest = longest.max(chain(root, sub, memo, path)?);
+    }
+    path.pop();
+    memo.insert(key, longest + 1);
+    Ok(longest + 1)
+}
+
 /// Check every node's keywords once, compile patterns, resolve refs.
 fn scan(
     root: &Value,
     node: &Value,
     place: &str,
-    patterns: &mut HashMap<String, Regex>,
+    patterns: &mut Patterns,
+    own: &mut HashMap<String, Arc<Regex>>,
 ) -> Result<(), SchemaError> {
     let bad = |message: String| SchemaError {
         place: place.to_owned(),
@@ -436,15 +610,10 @@ fn scan(
         Value::Object(s) => s,
         _ => return Err(bad("a schema must be an object or a boolean".into())),
     };
-    let compile = |p: &str, patterns: &mut HashMap<String, Regex>| -> Result<(), SchemaError> {
-        if !patterns.contains_key(p) {
-            let re = regex::RegexBuilder::new(p)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| bad(format!("pattern {p:?} does not compile: {e}")))?;
-            patterns.insert(p.to_owned(), re);
-        }
-        Ok(())
+    let compile = |p: &str, patterns: &mut Patterns, own: &mut HashMap<String, Arc<Regex>>| {
+        let re = patterns.compile(p).map_err(bad)?;
+        own.insert(p.to_owned(), re);
+        Ok::<(), SchemaError>(())
     };
     for (k, v) in s {
         if !ASSERTIONS.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()) {
@@ -460,22 +629,22 @@ fn scan(
             }
             ("$ref", Value::String(_)) => {}
             ("$ref", _) => return Err(bad("$ref must be a string".into())),
-            ("pattern", Value::String(p)) => compile(p, patterns)?,
+            ("pattern", Value::String(p)) => compile(p, patterns, own)?,
             ("properties" | "$defs", Value::Object(m)) => {
                 for (name, sub) in m {
-                    scan(root, sub, &format!("{here}/{name}"), patterns)?;
+                    scan(root, sub, &format!("{here}/{name}"), patterns, own)?;
                 }
             }
             ("patternProperties", Value::Object(m)) => {
                 for (p, sub) in m {
-                    compile(p, patterns)?;
-                    scan(root, sub, &format!("{here}/{p}"), patterns)?;
+                    compile(p, patterns, own)?;
+                    scan(root, sub, &format!("{here}/{p}"), patterns, own)?;
                 }
             }
-            ("additionalProperties" | "items", sub) => scan(root, sub, &here, patterns)?,
+            ("additionalProperties" | "items", sub) => scan(root, sub, &here, patterns, own)?,
             ("anyOf" | "allOf" | "oneOf", Value::Array(subs)) => {
                 for (i, sub) in subs.iter().enumerate() {
-                    scan(root, sub, &format!("{here}/{i}"), patterns)?;
+                    scan(root, sub, &format!("{here}/{i}"), patterns, own)?;
                 }
             }
             ("anyOf" | "allOf" | "oneOf", _) => return Err(bad(format!("{k} must be an array"))),
@@ -531,6 +700,80 @@ mod tests {
         assert!(e.message.contains("keyword 'not'"), "{e}");
         let e = InputSchema::compile(&json!({"$ref": "#/$defs/none"}).to_string()).unwrap_err();
         assert!(e.message.contains("does not name"), "{e}");
+    }
+
+    /// A probe's schemas: each made the check recurse until the worker's
+    /// stack overflowed, which aborted the gateway.
+    #[test]
+    fn ref_cycles_through_no_property_are_refused_at_load() {
+        for cyclic in [
+            json!({"$ref": "#"}),
+            json!({"anyOf": [{"$ref": "#"}, {"type": "null"}]}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}),
+            json!({"type": "object", "properties": {"x": {"oneOf": [{"$ref": "#/properties/x"}]}}}),
+        ] {
+            let e = InputSchema::compile(&cyclic.to_string()).unwrap_err();
+            assert!(e.message.contains("never end"), "{cyclic}: {e}");
+        }
+        // Recursion through a property or an item is a tree, not a cycle.
+        let tree = schema(json!({
+            "$defs": {"node": {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+            "$ref": "#/$defs/node",
+        }));
+        assert!(tree.check(&json!({"children": [{"children": []}]})).is_ok());
+        let e = tree.check(&json!({"children": [{"children": 1}]})).unwrap_err();
+        assert_eq!(e.path, "$.children[0].children");
+    }
+
+    #[test]
+    fn long_ref_chains_are_refused_at_load() {
+        let mut defs = serde_json::Map::new();
+        for i in 0..MAX_SAME_VALUE_CHAIN {
+            defs.insert(format!("d{i}"), json!({"$ref": format!("#/$defs/d{}", i + 1)}));
+        }
+        defs.insert(format!("d{MAX_SAME_VALUE_CHAIN}"), json!({"type": "null"}));
+        let long = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        let e = InputSchema::compile(&long.to_string()).unwrap_err();
+        assert!(e.message.contains("more than 32 schemas"), "{e}");
+    }
+
+    /// The deepest input JSON allows, through a recursive schema, is
+    /// checked (or refused) on a stack much smaller than a worker's.
+    #[test]
+    fn the_deepest_input_is_checked_on_a_small_stack() {
+        let tree = schema(json!({
+            "$defs": {"n": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}]}},
+            "$ref": "#/$defs/n",
+        }));
+        let mut deep = String::from("null");
+        for _ in 0..127 {
+            deep = format!("[{deep}]");
+        }
+        let deep: Value = serde_json::from_str(&deep).unwrap();
+        let result = std::thread::Builder::new()
+            .stack_size(3 << 19)
+            .spawn(move || tree.check(&deep).map_err(|e| e.message))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        let message = result.unwrap_err();
+        assert!(message.contains("nested too deeply"), "{message}");
+    }
+
+    #[test]
+    fn a_plugins_patterns_are_bounded_in_number_and_size() {
+        let mut patterns = Patterns::default();
+        for i in 0..MAX_PATTERNS {
+            let s = json!({"type": "string", "pattern": format!("^a{i}$")}).to_string();
+            InputSchema::compile_with(&s, &mut patterns).unwrap();
+        }
+        // The same pattern again is shared, not counted twice.
+        InputSchema::compile_with(&json!({"pattern": "^a0$"}).to_string(), &mut patterns).unwrap();
+        let e = InputSchema::compile_with(&json!({"pattern": "^b$"}).to_string(), &mut patterns).unwrap_err();
+        assert!(e.message.contains("more than 256 distinct patterns"), "{e}");
+        // The probe's pattern: about 0.8 MB compiled each.
+        let e = InputSchema::compile(&json!({"pattern": "\\w{12}x1"}).to_string()).unwrap_err();
+        assert!(e.message.contains("does not compile within"), "{e}");
     }
 
     #[test]

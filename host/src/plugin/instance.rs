@@ -20,7 +20,7 @@ use super::bindings::genl::gateway::types;
 use super::bindings::{Plugin, PluginPre};
 use super::budget::{Budget, check_caps};
 use super::host_api::{Event, KernelAccess, MAX_TOPIC, PluginState, to_wit_message};
-use super::input_schema::InputSchema;
+use super::input_schema::{InputSchema, Patterns};
 use super::log_limit::{LogLimiter, one_line};
 use super::metrics::PluginMetrics;
 use super::output::{CallOutput, CallOutputState, OutputFault, OutputSink};
@@ -206,8 +206,16 @@ pub struct LoadedPlugin {
 fn trap(e: wasmtime::Error) -> String {
     // The root cause (e.g. "wasm trap: interrupt", "unreachable") first,
     // then wasmtime's context; one line.
-    format!("{e:#}").replace('\n', " ")
+    one_line(&format!("{e:#}"), MAX_TRAP_TEXT)
 }
+
+/// Most random bytes one WASI call may ask for (std asks for 16 to seed a
+/// hash map).
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
+/// Longest trap text kept: it names the plugin's own functions (its name
+/// section), so it is the plugin's text and is escaped and cut as such.
+const MAX_TRAP_TEXT: usize = 4096;
 
 /// The error the epoch callback raises when an entry point's wall-clock
 /// deadline passes while wasm runs.
@@ -282,17 +290,25 @@ fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(
             "its operation schemas are {schemas} bytes together, over the {MAX_SCHEMA_BYTES}-byte limit"
         ));
     }
-    let bad_name =
-        |n: &str, max: usize| n.is_empty() || n.len() > max || n.chars().any(|c| c.is_control() || c == '/');
+    // Names become URL path segments, SSE event names and table cells: plain
+    // ASCII only, so none can carry bidi overrides, line separators or
+    // look-alike letters into a terminal or a UI.
+    let bad_name = |n: &str, max: usize| {
+        n.is_empty()
+            || n.len() > max
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
     if let Some(o) = d.ops.iter().find(|o| bad_name(&o.name, MAX_OP_NAME)) {
         return Err(format!(
-            "operation name '{}' is empty, longer than {MAX_OP_NAME} bytes or has '/' or control characters",
+            "operation name '{}' is empty, longer than {MAX_OP_NAME} bytes or has characters other than ASCII letters, digits, '-', '_' and '.'",
             one_line(&o.name, MAX_OP_NAME)
         ));
     }
     if let Some(t) = d.topics.iter().find(|t| bad_name(t, MAX_TOPIC)) {
         return Err(format!(
-            "topic '{}' is empty, longer than {MAX_TOPIC} bytes or has '/' or control characters",
+            "topic '{}' is empty, longer than {MAX_TOPIC} bytes or has characters other than ASCII letters, digits, '-', '_' and '.'",
             one_line(t, MAX_TOPIC)
         ));
     }
@@ -301,10 +317,10 @@ fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(
 
 /// An operation as the host keeps it: its schemas parsed, the input
 /// schema checked usable.
-fn op_description(o: types::OpDescription) -> Result<OpDescription, String> {
+fn op_description(o: types::OpDescription, patterns: &mut Patterns) -> Result<OpDescription, String> {
     let input_schema = o
         .input_schema
-        .map(|text| InputSchema::compile(&text))
+        .map(|text| InputSchema::compile_with(&text, patterns))
         .transpose()
         .map_err(|e| format!("operation '{}': {e}", one_line(&o.name, MAX_OP_NAME)))?
         .map(Arc::new);
@@ -464,10 +480,12 @@ impl LoadedPlugin {
                 "the plugin describes itself as another family; it serves only the family of its file, and the listing shows that"
             );
         }
+        // The patterns of all its operations are bounded together.
+        let mut patterns = Patterns::default();
         let ops = d
             .ops
             .into_iter()
-            .map(op_description)
+            .map(|o| op_description(o, &mut patterns))
             .collect::<Result<Vec<_>, String>>()
             .map_err(|why| PluginError::Description(format!("the plugin's describe is unusable: {why}")))?;
         plugin.description = Description {
@@ -514,6 +532,10 @@ impl LoadedPlugin {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // wasmtime-wasi's 64 MiB default is generated inside one host
+            // call the epoch cannot interrupt: ~100 ms of a core per call,
+            // and host memory outside the plugin's budget.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         // Every host resource (stream, pollable, ...) the plugin holds is an
         // entry here; a full table makes the next one fail.
@@ -560,7 +582,9 @@ impl LoadedPlugin {
             .map_err(stopped)?
         {
             Ok(()) => Ok(Live { store, plugin }),
-            Err(msg) => Err(PluginError::Init(truncate(msg, self.limits.output_bytes))),
+            // Logged and listed: escaped, so it cannot forge a log line or
+            // a table row.
+            Err(msg) => Err(PluginError::Init(one_line(&msg, self.limits.log_line_bytes))),
         }
     }
 

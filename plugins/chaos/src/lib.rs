@@ -6,10 +6,12 @@
 //! is configured for and is never part of the default configuration.
 //!
 //! Config: `init` = "panic" | "trap" | "fail" | "sleep" | "spin" makes
-//! `init` misbehave (`sleep_ms` for how long); `notify` = "spin" | "sleep"
+//! `init` misbehave (`sleep_ms` for how long; `init_error` is the text a
+//! failing `init` returns); `notify` = "spin" | "sleep"
 //! | "panic" does the same in `on-notification`; `claim` is the family name
 //! `describe` claims; `tag` is echoed by `ping` (to tell versions apart in
-//! reload tests).
+//! reload tests); `schema` (JSON text) adds an op with that input schema,
+//! named `schema_op` (default `schema`).
 //!
 //! `wait-for` blocks until the kernel answers a request, so a test can hold
 //! a call inside one instance for as long as it likes (it creates the
@@ -28,6 +30,9 @@ pub struct Chaos {
     held: Vec<Vec<u8>>,
     /// Dumps started and never finished, kept across calls.
     hoarded: Vec<kernel::Dump>,
+    /// The name (`schema_op`, default `schema`) and input schema of an op
+    /// with a schema, from the config.
+    schema: Option<(String, Value)>,
 }
 
 fn spin() -> ! {
@@ -58,6 +63,29 @@ fn leak_stdout_handle() {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn leak_stdout_handle() {}
+
+/// Ask WASI for `len` random bytes in one call; how many came back.
+#[cfg(target_arch = "wasm32")]
+fn random_bytes(len: u64) -> usize {
+    #[link(wasm_import_module = "wasi:random/random@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-random-bytes"]
+        fn get_random_bytes(len: i64, ret: *mut usize);
+    }
+    // The canonical ABI returns a list as (pointer, length) in the return
+    // area; the pointer is the plugin's to free, and leaking it is fine
+    // here (the instance is discarded after a trap anyway).
+    let mut ret = [0usize; 2];
+    // SAFETY: `ret` is two aligned words, the return area the lowered
+    // signature of get-random-bytes writes its list's pointer and length to.
+    unsafe { get_random_bytes(len as i64, ret.as_mut_ptr()) };
+    ret[1]
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn random_bytes(len: u64) -> usize {
+    len as usize
+}
 
 /// Bytes written as hex, two digits a byte (the attributes a test built
 /// from the UAPI numbers).
@@ -90,7 +118,12 @@ impl Plugin for Chaos {
         match config.get("init").map(String::as_str) {
             Some("panic") => panic!("chaos: panic in init"),
             Some("trap") => trap(),
-            Some("fail") => return Err("chaos: init refuses this configuration".into()),
+            Some("fail") => {
+                return Err(config
+                    .get("init_error")
+                    .cloned()
+                    .unwrap_or_else(|| "chaos: init refuses this configuration".into()));
+            }
             _ => {}
         }
         let sleep = config
@@ -110,6 +143,16 @@ impl Plugin for Chaos {
             notifications: 0,
             held: Vec::new(),
             hoarded: Vec::new(),
+            schema: config
+                .get("schema")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .map(|s| {
+                    let name = config
+                        .get("schema_op")
+                        .cloned()
+                        .unwrap_or_else(|| "schema".into());
+                    (name, s)
+                }),
         })
     }
 
@@ -124,7 +167,17 @@ impl Plugin for Chaos {
     }
 
     fn describe(&self) -> PluginDescription {
-        PluginDescription::new(&self.claim)
+        let with_schema = match &self.schema {
+            Some((name, schema)) => PluginDescription::new(&self.claim).op_with_schema(
+                name,
+                "Answer {} to input its configured input schema accepts",
+                false,
+                Some(schema),
+                None,
+            ),
+            None => PluginDescription::new(&self.claim),
+        };
+        with_schema
             .version(env!("CARGO_PKG_VERSION"))
             .op("ping", "Answer with the configured tag", false)
             .op("loop", "Spin forever", false)
@@ -151,6 +204,7 @@ impl Plugin for Chaos {
                 false,
             )
             .op("handles", "Hoard {\"n\": N} host stdout streams", false)
+            .op("random", "Ask WASI for {\"bytes\": N} random bytes in one call", false)
             .op(
                 "stream",
                 "Stream {\"batches\"} batches of {\"per\"} items, then fail if {\"fail\": true}",
@@ -280,6 +334,8 @@ impl Plugin for Chaos {
                 }
                 Ok(json!({"hoarded": n}))
             }
+            "random" => Ok(json!({"got": random_bytes(arg(&input, "bytes", 16))})),
+            op if self.schema.as_ref().is_some_and(|(name, _)| name == op) => Ok(json!({})),
             "notifications" => Ok(json!({"received": self.notifications})),
             "wait-for" => {
                 let cmd =
