@@ -111,7 +111,8 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// Connections one user (by the Unix socket peer's uid) may hold at
     /// once on the Unix socket; more are answered 429 and closed. Root is
-    /// not counted. At most `max_connections`.
+    /// not counted. At most `max_connections`; by default a quarter of it,
+    /// at most 128.
     pub max_connections_per_user: usize,
     /// Time a client has to send a request's headers; also how long an
     /// idle keep-alive connection is kept.
@@ -779,11 +780,18 @@ impl GatewayConfig {
                 format!("{max_connections} is out of range; use 1 to 65536"),
             ));
         }
-        let max_connections_per_user = raw.api.max_connections_per_user.unwrap_or(128);
-        if !(1..=65_536).contains(&max_connections_per_user) {
+        // By default a quarter of the listener, so one user never holds it
+        // all, however small the operator makes it.
+        let max_connections_per_user = raw
+            .api
+            .max_connections_per_user
+            .unwrap_or((max_connections / 4).clamp(1, 128));
+        if !(1..=max_connections).contains(&max_connections_per_user) {
             return Err(invalid(
                 "api.max_connections_per_user",
-                format!("{max_connections_per_user} is out of range; use 1 to 65536"),
+                format!(
+                    "{max_connections_per_user} is out of range; use 1 to max_connections ({max_connections}), or one user may hold every connection"
+                ),
             ));
         }
         let timeout_ms = |key, v: Option<u64>, default: u64| match v.unwrap_or(default) {
@@ -863,8 +871,7 @@ impl GatewayConfig {
                 event_backlog: raw.api.event_backlog.unwrap_or(4096).max(1),
                 event_backlog_bytes,
                 max_connections,
-                // A per-user cap over the listener's own cap would never bite.
-                max_connections_per_user: max_connections_per_user.min(max_connections),
+                max_connections_per_user,
                 header_timeout: Duration::from_millis(header_timeout_ms),
                 body_timeout: Duration::from_millis(body_timeout_ms),
                 write_timeout: Duration::from_millis(write_timeout_ms),
@@ -1243,7 +1250,7 @@ mod tests {
     }
 
     #[test]
-    fn the_per_user_connection_cap_has_a_default_a_bound_and_never_exceeds_the_listener_cap() {
+    fn the_per_user_connection_cap_defaults_to_a_quarter_of_the_listener_and_never_exceeds_it() {
         let dir = tempfile::tempdir().unwrap();
         let with = |name: &str, lines: &str| {
             let text = GATEWAY.replace(
@@ -1256,15 +1263,18 @@ mod tests {
         assert_eq!((api.max_connections, api.max_connections_per_user), (512, 128));
         let api = with("g1.toml", "max_connections_per_user = 300").unwrap().api;
         assert_eq!(api.max_connections_per_user, 300);
-        let api = with("g2.toml", "max_connections = 8").unwrap().api;
-        assert_eq!(api.max_connections_per_user, 8);
-        for bad in [0, 65_537] {
-            let e = with("g3.toml", &format!("max_connections_per_user = {bad}"))
+        // A quarter of a smaller listener, at least one.
+        let api = with("g2.toml", "max_connections = 64").unwrap().api;
+        assert_eq!(api.max_connections_per_user, 16);
+        let api = with("g3.toml", "max_connections = 2").unwrap().api;
+        assert_eq!(api.max_connections_per_user, 1);
+        for bad in [0, 513] {
+            let e = with("g4.toml", &format!("max_connections_per_user = {bad}"))
                 .unwrap_err()
                 .to_string();
             assert!(
                 e.contains(&format!(
-                    "api.max_connections_per_user: {bad} is out of range; use 1 to 65536"
+                    "api.max_connections_per_user: {bad} is out of range; use 1 to max_connections (512)"
                 )),
                 "{e}"
             );

@@ -391,3 +391,84 @@ fn one_local_user_cannot_hold_every_connection_of_the_unix_socket() {
     }
     drop(roots);
 }
+
+/// A user with a range of subordinate uids (rootless containers) counts as
+/// that many users, and a probe's four filled every slot, root's too. A
+/// few slots are kept for root, so the operator can always connect.
+#[test]
+fn root_can_connect_when_other_users_hold_every_other_slot() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = TestConfig::new();
+    config
+        // A sixteenth kept for root: one slot.
+        .set("api", "max_connections = 16")
+        .set("api", "max_connections_per_user = 8")
+        .set("api", "header_timeout_ms = 120000")
+        .set("api", "socket_mode = \"0666\"")
+        .family("nlctrl.toml", NLCTRL);
+    std::fs::set_permissions(config.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let gw = Gateway::start(&config);
+    let ok = (200, None);
+    let mut first = UserClient::start(60_011, &gw.socket);
+    assert_eq!(first.open(8), vec![ok.clone(); 8]);
+    let mut second = UserClient::start(60_012, &gw.socket);
+    let answers = second.open(8);
+    assert_eq!(answers[..7], vec![ok.clone(); 7]);
+    assert_eq!(answers[7], (429, Some("too-many-connections".to_owned())));
+    // Root takes the slot kept for it.
+    let (status, _) = http(&gw.socket.display().to_string(), "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw.metric("genl_gateway_api_connections_refused_total{listener=\"unix\"}"),
+        1
+    );
+}
+
+/// Every event of a family is matched against each subscriber's topics in
+/// the fan-out all families share: a probe's 128 subscriptions naming
+/// 32,700 topics each delayed another user's event by 58 s. A subscription
+/// names at most 64.
+#[test]
+fn a_subscription_names_at_most_64_topics() {
+    let (_config, gw) = limited_gateway();
+    let socket = gw.socket.display().to_string();
+    let topics = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    let (status, body) = http(
+        &socket,
+        "GET",
+        &format!("/v1/families/nlctrl/events?topic={}", topics(65)),
+        &[],
+        b"",
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad-query")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 64 topics"),
+        "{v}"
+    );
+    // The same topic many times is one topic.
+    let same = vec!["t"; 1000].join(",");
+    let mut s = UnixStream::connect(&gw.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /v1/families/nlctrl/events?topic={same} HTTP/1.1\r\nhost: gw\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).expect("the stream's head"), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+}

@@ -7,7 +7,7 @@
 //! so a reader that stopped reading never holds memory or the publisher,
 //! and a busy family never touches a quiet family's subscribers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ struct Shared {
 
 struct Entry {
     id: u64,
-    topics: Option<Vec<String>>,
+    topics: Option<HashSet<String>>,
     tx: mpsc::Sender<Arc<Event>>,
     shared: Arc<Shared>,
 }
@@ -162,7 +162,7 @@ impl EventBus {
     pub fn subscribe(
         self: &Arc<Self>,
         family: &str,
-        topics: Option<Vec<String>>,
+        topics: Option<HashSet<String>>,
         close: Option<ConnClose>,
     ) -> Subscription {
         let (tx, rx) = mpsc::channel(self.limits.events.max(1));

@@ -17,20 +17,94 @@ use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 
-use super::connections::{ConnectionStats, ListenerKind, OverCap, PeerUser, UserSlots};
+use super::connections::{ConnectionStats, ListenerKind, OverCap, PeerUser, UserSlot, UserSlots};
 use super::error::{ApiError, ErrorCode};
 use super::event_bus::ConnClose;
 
 /// How often "connection limit reached" may be logged.
 const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Refusals (429 to a user over its share) answered at once; connections
-/// past these are closed unanswered, so refusing costs a bounded amount
-/// too.
+/// Refusals (429 to a user over its share) answered at once, and per user;
+/// connections past these are closed unanswered, so refusing costs a
+/// bounded amount too.
 const REFUSALS_AT_ONCE: usize = 16;
+const REFUSALS_PER_USER: usize = 2;
+
+/// Slots of a Unix listener of `max_connections` kept for root: a
+/// sixteenth, at most 8 (none for the smallest listeners).
+fn root_reserve(max_connections: usize) -> usize {
+    (max_connections / 16).min(8)
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Its user holds its share.
+    UserCap(OverCap),
+    /// Every slot but root's reserve is taken.
+    RootReserve { uid: Option<u32>, reserve: usize },
+}
+
+impl Refusal {
+    /// The user refused; an unknown one counts as one user.
+    fn uid(self) -> u32 {
+        match self {
+            Self::UserCap(over) => over.uid,
+            Self::RootReserve { uid, .. } => uid.unwrap_or(u32::MAX),
+        }
+    }
+
+    fn log(self, listener: &str) {
+        match self {
+            Self::UserCap(over) => tracing::warn!(
+                listener,
+                uid = over.uid,
+                max_connections_per_user = over.cap,
+                "a user holds as many API connections as one user may; its further connections are answered 429 (raise [api] max_connections_per_user if its clients are legitimate)"
+            ),
+            Self::RootReserve { uid, reserve } => tracing::warn!(
+                listener,
+                uid,
+                reserved_for_root = reserve,
+                "every API connection but those kept for root is taken; other users' further connections are answered 429 (raise [api] max_connections if the clients are legitimate)"
+            ),
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Self::UserCap(over) => format!(
+                "your user (uid {}) holds {} connections to this socket, as many as one user may ([api] max_connections_per_user); close one, or reuse a keep-alive connection",
+                over.uid, over.cap
+            ),
+            Self::RootReserve { reserve, .. } => format!(
+                "every connection to this socket is taken but the {reserve} kept for root ([api] max_connections); retry later"
+            ),
+        }
+    }
+}
+
+/// The slots a connection of `uid` takes, or why it is refused. Root takes
+/// neither a user's share nor a slot outside the reserve.
+fn admit(
+    users: &Arc<UserSlots>,
+    others: &Arc<Semaphore>,
+    reserve: usize,
+    uid: Option<u32>,
+) -> Result<(Option<UserSlot>, Option<OwnedSemaphorePermit>), Refusal> {
+    if uid == Some(0) {
+        return Ok((None, None));
+    }
+    let user = users.take(uid).map_err(Refusal::UserCap)?;
+    let other = others
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::RootReserve { uid, reserve })?;
+    Ok((user, Some(other)))
+}
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
@@ -75,9 +149,19 @@ pub async fn run<L>(
     let name = kind.as_str();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let users = UserSlots::new(limits.max_connections_per_user);
+    // Where users can be told apart, a few slots only root may take, so
+    // the operator can always connect: a user with a range of subordinate
+    // uids (rootless containers) counts as that many users.
+    let reserve = if kind == ListenerKind::Unix {
+        root_reserve(limits.max_connections)
+    } else {
+        0
+    };
+    let others = Arc::new(Semaphore::new(limits.max_connections - reserve));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let refusing = UserSlots::new(REFUSALS_PER_USER);
     let cap_log = RateLimited::default();
-    let user_cap_log = RateLimited::default();
+    let refusal_log = RateLimited::default();
     let stall_log: Arc<RateLimited> = Arc::default();
     loop {
         let permit = match slots.clone().try_acquire_owned() {
@@ -98,24 +182,26 @@ pub async fn run<L>(
             }
         };
         let (io, _) = listener.accept().await;
-        let user_slot = match users.take(io.peer_uid()) {
-            Ok(slot) => slot,
-            Err(over) => {
+        let uid = io.peer_uid();
+        let admitted = admit(&users, &others, reserve, uid);
+        let (user_slot, other_slot) = match admitted {
+            Ok(slots) => slots,
+            Err(refusal) => {
                 // A refused connection holds none of the listener's slots.
                 drop(permit);
                 stats.note_refused_user_cap(kind);
-                user_cap_log.emit(|| {
-                    tracing::warn!(
-                        listener = name,
-                        uid = over.uid,
-                        max_connections_per_user = over.cap,
-                        "a user holds as many API connections as one user may; its further connections are answered 429 (raise [api] max_connections_per_user if its clients are legitimate)"
-                    );
-                });
-                if let Ok(turn) = refusals.clone().try_acquire_owned() {
+                refusal_log.emit(|| refusal.log(name));
+                // At most a few refusals per user at once: one that sends
+                // no request head holds its refusal until the header
+                // timeout, and must not take everyone else's.
+                let turns = (
+                    refusals.clone().try_acquire_owned(),
+                    refusing.take(Some(refusal.uid())),
+                );
+                if let (Ok(turn), Ok(user_turn)) = turns {
                     tokio::spawn(async move {
-                        let _turn = turn;
-                        refuse(io, over, limits.header_timeout).await;
+                        let _turns = (turn, user_turn);
+                        refuse(io, refusal, limits.header_timeout).await;
                     });
                 }
                 continue;
@@ -126,8 +212,7 @@ pub async fn run<L>(
         let stall_log = stall_log.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            let _slot = permit;
-            let _user_slot = user_slot;
+            let _slots = (permit, user_slot, other_slot);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -165,19 +250,12 @@ pub async fn run<L>(
 /// Answer a connection whose user is over its share with 429 and close
 /// it. The answer follows the request's head, which a client sends before
 /// it reads anything, so a refusal lasts at most about the header timeout.
-async fn refuse<I>(io: I, over: OverCap, header_timeout: Duration)
+async fn refuse<I>(io: I, refusal: Refusal, header_timeout: Duration)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper::service::service_fn(move |_req| {
-        let answer = ApiError::new(
-            ErrorCode::TooManyConnections,
-            format!(
-                "your user (uid {}) holds {} connections to this socket, as many as one user may ([api] max_connections_per_user); close one, or reuse a keep-alive connection",
-                over.uid, over.cap
-            ),
-        )
-        .into_response();
+        let answer = ApiError::new(ErrorCode::TooManyConnections, refusal.message()).into_response();
         async move { Ok::<_, Infallible>(answer) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

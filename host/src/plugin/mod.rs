@@ -14,7 +14,7 @@ mod pool;
 mod runtime;
 mod stdio;
 
-pub use host_api::{Event, KernelAccess};
+pub use host_api::{Event, KernelAccess, MAX_TOPIC};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
 pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus, PoolView};
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
