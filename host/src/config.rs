@@ -109,8 +109,8 @@ pub struct ApiConfig {
     /// Connections served at once (per listener); more wait in the
     /// kernel's accept queue.
     pub max_connections: usize,
-    /// Connections one user (by the Unix socket peer's uid) may hold at
-    /// once on the Unix socket; more are answered 429 and closed. Root is
+    /// Connections one user (by the client's uid) may hold at once on
+    /// each listener; more are answered 429 and closed. Root is
     /// not counted. At most `max_connections`; by default a quarter of it,
     /// at most 128.
     pub max_connections_per_user: usize,

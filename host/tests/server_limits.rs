@@ -228,8 +228,9 @@ fn clients_that_never_read_their_answers_are_closed_and_others_are_served() {
     );
 }
 
-/// A client holding connections to the Unix socket as a given local user:
-/// a python3 process under that uid, driven line by line (`open N`: open N
+/// A client holding connections to the Unix socket (a path) or loopback
+/// TCP (`127.0.0.1:PORT`) as a given local user: a python3 process under
+/// that uid, driven line by line (`open N`: open N
 /// connections, ask each `/healthz` and print its status and error code,
 /// keeping those answered 200 open; `close`: close one kept).
 struct UserClient {
@@ -241,10 +242,14 @@ struct UserClient {
 const USER_CLIENT: &str = r#"
 import json, socket, sys
 held = []
-def ask(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(path)
+def ask(target):
+    if target.startswith("/"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(target)
+    else:
+        host, port = target.rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=30)
     s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
     raw = b""
     while b"\r\n\r\n" not in raw:
@@ -283,12 +288,12 @@ for line in sys.stdin:
 "#;
 
 impl UserClient {
-    fn start(uid: u32, socket: &Path) -> Self {
+    fn start(uid: u32, target: impl AsRef<std::ffi::OsStr>) -> Self {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("python3")
             .args(["-c", USER_CLIENT])
-            .arg(socket)
+            .arg(target)
             .uid(uid)
             .gid(uid)
             .stdin(std::process::Stdio::piped())
@@ -471,4 +476,49 @@ fn a_subscription_names_at_most_64_topics() {
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/event-stream"), "{head}");
+}
+
+/// Loopback TCP clients get the same share per user as the Unix socket's
+/// (the kernel's socket diagnostics name a client's owner): a probe held
+/// the TCP listener with 3,500 slow-header connections and no token.
+#[test]
+fn one_local_user_cannot_hold_every_connection_of_the_tcp_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = TestConfig::new();
+    config
+        .set("api", "max_connections = 6")
+        .set("api", "max_connections_per_user = 2")
+        .set("api", "header_timeout_ms = 120000")
+        // Last: the tokens' tables end the [api] section.
+        .set(
+            "api",
+            &format!(
+                "tcp = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"admin\"\ntoken = \"admin-token-limits-0001\"\naccess = \"admin\""
+            ),
+        )
+        .family("nlctrl.toml", NLCTRL);
+    let gw = Gateway::start(&config);
+    let tcp = format!("127.0.0.1:{port}");
+    let ok = (200, None);
+    let mut first = UserClient::start(60_021, &tcp);
+    assert_eq!(
+        first.open(3),
+        [
+            ok.clone(),
+            ok.clone(),
+            (429, Some("too-many-connections".to_owned()))
+        ]
+    );
+    let mut second = UserClient::start(60_022, &tcp);
+    assert_eq!(second.open(2), [ok.clone(), ok.clone()]);
+    // Root, on the slot left.
+    assert_eq!(http(&tcp, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(
+        gw.metric("genl_gateway_api_connections_refused_total{listener=\"tcp\"}"),
+        1
+    );
 }

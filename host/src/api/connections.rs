@@ -1,6 +1,6 @@
-//! Who holds the API's connections: a cap per local user on the Unix
-//! socket, so that one user in the socket's group cannot hold every slot of
-//! the listener, and the counters `/metrics` shows for connections the
+//! Who holds the API's connections: a cap per local user (by the client's
+//! uid, on the Unix socket and on loopback TCP), so that one user cannot
+//! hold every slot of a listener, and the counters `/metrics` shows for connections the
 //! server refused or closed.
 
 use std::collections::HashMap;
@@ -79,10 +79,13 @@ impl PeerUser for tokio::net::UnixStream {
 }
 
 impl PeerUser for tokio::net::TcpStream {
-    /// Loopback TCP clients all come from 127.0.0.1 and are told apart by
-    /// their token, after the connection is served.
+    /// The TCP listener is on loopback, so its client's socket is this
+    /// machine's and the kernel's socket diagnostics name its owner.
     fn peer_uid(&self) -> Option<u32> {
-        None
+        let (local, peer) = (self.local_addr().ok()?, self.peer_addr().ok()?);
+        crate::netlink::tcp_peer_uid(local, peer)
+            .inspect_err(|e| tracing::debug!(%peer, "no owner found for an API client's socket: {e}"))
+            .ok()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The accept loop, with the limits plain `axum::serve` lacks: a cap on
 //! connections served at once (more wait in the kernel's accept queue), a
-//! share of that cap per local user on the Unix socket (more are answered
-//! 429), a header-read timeout that also closes idle keep-alive
+//! share of that cap per local user and a few slots kept for root (more
+//! are answered 429), a header-read timeout that also closes idle keep-alive
 //! connections, a write timeout that closes a connection whose client
 //! stopped reading its answer (else it would hold its slot, and what is
 //! queued for it, for as long as it liked), and clear, rate-limited log
@@ -33,8 +33,8 @@ const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const REFUSALS_AT_ONCE: usize = 16;
 const REFUSALS_PER_USER: usize = 2;
 
-/// Slots of a Unix listener of `max_connections` kept for root: a
-/// sixteenth, at most 8 (none for the smallest listeners).
+/// Slots of a listener of `max_connections` kept for root: a sixteenth, at
+/// most 8 (none for the smallest listeners).
 fn root_reserve(max_connections: usize) -> usize {
     (max_connections / 16).min(8)
 }
@@ -77,11 +77,11 @@ impl Refusal {
     fn message(self) -> String {
         match self {
             Self::UserCap(over) => format!(
-                "your user (uid {}) holds {} connections to this socket, as many as one user may ([api] max_connections_per_user); close one, or reuse a keep-alive connection",
+                "your user (uid {}) holds {} connections to this listener, as many as one user may ([api] max_connections_per_user); close one, or reuse a keep-alive connection",
                 over.uid, over.cap
             ),
             Self::RootReserve { reserve, .. } => format!(
-                "every connection to this socket is taken but the {reserve} kept for root ([api] max_connections); retry later"
+                "every connection to this listener is taken but the {reserve} kept for root ([api] max_connections); retry later"
             ),
         }
     }
@@ -111,8 +111,7 @@ fn admit(
 pub struct ServerLimits {
     /// Connections served at once.
     pub max_connections: usize,
-    /// Connections one local user (not root) may hold at once, where the
-    /// listener can tell users apart (the Unix socket).
+    /// Connections one local user (not root) may hold at once.
     pub max_connections_per_user: usize,
     /// Time to send a request's headers, and to keep an idle connection.
     pub header_timeout: Duration,
@@ -149,14 +148,10 @@ pub async fn run<L>(
     let name = kind.as_str();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let users = UserSlots::new(limits.max_connections_per_user);
-    // Where users can be told apart, a few slots only root may take, so
-    // the operator can always connect: a user with a range of subordinate
-    // uids (rootless containers) counts as that many users.
-    let reserve = if kind == ListenerKind::Unix {
-        root_reserve(limits.max_connections)
-    } else {
-        0
-    };
+    // A few slots only root may take, so the operator can always connect:
+    // a user with a range of subordinate uids (rootless containers) counts
+    // as that many users.
+    let reserve = root_reserve(limits.max_connections);
     let others = Arc::new(Semaphore::new(limits.max_connections - reserve));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let refusing = UserSlots::new(REFUSALS_PER_USER);

@@ -1,11 +1,14 @@
 //! The kernel side: generic netlink sockets (neli's, with the options it
 //! lacks set in `socket.rs`), a bounded pool of request sockets, listener
-//! sockets for notifications, and family resolution through nlctrl.
+//! sockets for notifications, and family resolution through nlctrl; and
+//! `sock_diag`, which names the user at the other end of a loopback TCP
+//! connection to the API.
 
 mod dump_parts;
 mod listener_socket;
 mod pool;
 mod requester;
+mod sock_diag;
 mod socket;
 
 pub use dump_parts::DumpParts;
@@ -14,4 +17,5 @@ pub use requester::{
     ListenerStats, Notification, NotificationSink, OwnedMessage, RequestBounds, RequestError, Requester,
     SocketOptions,
 };
+pub use sock_diag::tcp_peer_uid;
 pub use socket::NlSocket;

@@ -1,0 +1,145 @@
+//! Who owns the other end of a loopback TCP connection: one
+//! `SOCK_DIAG_BY_FAMILY` request (`<linux/inet_diag.h>`) for the client's
+//! socket, whose answer carries its owner's uid. The API's TCP listener
+//! uses it to give loopback clients the same per-user share as the Unix
+//! socket's, where `SO_PEERCRED` says it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::utils::Groups;
+
+/// `SOCK_DIAG_BY_FAMILY` (`<linux/sock_diag.h>`).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_HDRLEN: usize = 16;
+/// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then
+/// `struct inet_diag_sockid` (48 bytes).
+const REQ_LEN: usize = 8 + SOCKID_LEN;
+/// `struct inet_diag_sockid`: sport, dport (big-endian), src[4], dst[4]
+/// (big-endian words), if, cookie[2].
+const SOCKID_LEN: usize = 48;
+/// `idiag_uid` in `struct inet_diag_msg`: after family, state, timer,
+/// retrans, the sockid, expires, rqueue and wqueue.
+const MSG_UID_OFFSET: usize = 4 + SOCKID_LEN + 12;
+/// `INET_DIAG_NOCOOKIE`: look the socket up by its addresses.
+const NO_COOKIE: u32 = u32::MAX;
+
+/// The uid owning the local TCP socket at `peer` that is connected to
+/// `local`, if the kernel knows one (a client in this network namespace).
+pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> io::Result<u32> {
+    let request = request(local, peer)?;
+    let socket = neli::socket::NlSocket::connect(NlFamily::SockOrInetDiag, None, Groups::empty())?;
+    // The kernel answers inside sendmsg, so the answer is queued when the
+    // send returns; a read that would wait is a missing answer, never a
+    // stall of the accept loop.
+    socket.nonblock()?;
+    socket.send(&request, Msg::empty())?;
+    let mut buf = [0u8; 512];
+    let (n, _) = socket.recv(&mut buf[..], Msg::empty())?;
+    parse_uid(buf.get(..n).unwrap_or_default())
+}
+
+/// The request for the client's socket: its own address first (`src`),
+/// the listener's second (`dst`), as the kernel's lookup reads them.
+fn request(local: SocketAddr, peer: SocketAddr) -> io::Result<Vec<u8>> {
+    let (family, src, dst) = match (peer.ip(), local.ip()) {
+        (IpAddr::V4(p), IpAddr::V4(l)) => {
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src[..4].copy_from_slice(&p.octets());
+            dst[..4].copy_from_slice(&l.octets());
+            (libc::AF_INET, src, dst)
+        }
+        (IpAddr::V6(p), IpAddr::V6(l)) => (libc::AF_INET6, p.octets(), l.octets()),
+        _ => {
+            return Err(io::Error::other(
+                "the two ends of a connection in different address families",
+            ));
+        }
+    };
+    let len = NLMSG_HDRLEN + REQ_LEN;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    m.push(u8::try_from(family).unwrap_or(u8::MAX));
+    m.push(u8::try_from(libc::IPPROTO_TCP).unwrap_or(u8::MAX));
+    m.push(0); // no extensions
+    m.push(0);
+    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // any state
+    m.extend_from_slice(&peer.port().to_be_bytes());
+    m.extend_from_slice(&local.port().to_be_bytes());
+    m.extend_from_slice(&src);
+    m.extend_from_slice(&dst);
+    m.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    Ok(m)
+}
+
+/// The uid of the answer's first message, or the kernel's error.
+fn parse_uid(answer: &[u8]) -> io::Result<u32> {
+    let word = |at: usize| -> io::Result<u32> {
+        answer
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| io::Error::other("a truncated sock_diag answer"))
+    };
+    let kind = answer
+        .get(4..6)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes)
+        .ok_or_else(|| io::Error::other("a truncated sock_diag answer"))?;
+    match kind {
+        SOCK_DIAG_BY_FAMILY => word(NLMSG_HDRLEN + MSG_UID_OFFSET),
+        NLMSG_ERROR => {
+            let errno = i32::from_ne_bytes(word(NLMSG_HDRLEN)?.to_ne_bytes());
+            Err(io::Error::from_raw_os_error(errno.saturating_neg()))
+        }
+        other => Err(io::Error::other(format!(
+            "an unexpected sock_diag answer (type {other})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The uid the kernel names for both ends of a loopback connection this
+    /// process made is this process's, as /proc says.
+    #[test]
+    fn a_loopback_clients_uid_is_its_owners() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(tcp_peer_uid(server.local_addr().unwrap(), peer).unwrap(), uid);
+        // A connection that does not exist is the kernel's ENOENT.
+        drop((client, server));
+        let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let e = tcp_peer_uid(listener.local_addr().unwrap(), gone).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    }
+
+    #[test]
+    fn truncated_answers_are_errors() {
+        assert!(parse_uid(&[]).is_err());
+        let mut short = vec![0u8; 20];
+        short[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        assert!(parse_uid(&short).is_err());
+    }
+}
