@@ -255,7 +255,8 @@ def ask(target):
     while b"\r\n\r\n" not in raw:
         chunk = s.recv(4096)
         if not chunk:
-            raise SystemExit("closed before an answer: %r" % raw)
+            # Closed unanswered (past the gateway's refusal bound): status 0.
+            return s, 0, None
         raw += chunk
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")

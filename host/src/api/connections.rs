@@ -89,6 +89,10 @@ impl PeerUser for tokio::net::TcpStream {
     }
 }
 
+/// The user every peer whose uid is unknown counts as (`(uid_t)-1`, which
+/// no process has).
+pub(super) const UNKNOWN_USER: u32 = u32::MAX;
+
 /// The connections each user holds on one listener, within a cap.
 #[derive(Debug)]
 pub(super) struct UserSlots {
@@ -122,12 +126,13 @@ impl UserSlots {
 
     /// Count a connection of `uid` if its user holds fewer than the cap.
     /// Root is not counted (it can stop the gateway anyway, so capping it
-    /// protects nothing), nor a peer whose user is unknown; both are still
-    /// within the listener's own cap.
+    /// protects nothing). Peers whose user is unknown share one share
+    /// ([`UNKNOWN_USER`]): a client that hides its owner gains nothing.
     pub(super) fn take(self: &Arc<Self>, uid: Option<u32>) -> Result<Option<UserSlot>, OverCap> {
-        let Some(uid) = uid.filter(|&u| u != 0) else {
+        let uid = uid.unwrap_or(UNKNOWN_USER);
+        if uid == 0 {
             return Ok(None);
-        };
+        }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let count = held.entry(uid).or_insert(0);
         if *count >= self.cap {
@@ -186,11 +191,13 @@ mod tests {
     }
 
     #[test]
-    fn root_and_unknown_peers_are_not_counted() {
+    fn root_is_not_counted_and_unknown_peers_share_one_share() {
         let slots = UserSlots::new(1);
         let held: Vec<_> = (0..5).map(|_| slots.take(Some(0)).unwrap()).collect();
         assert!(held.iter().all(Option::is_none));
-        assert!(slots.take(None).unwrap().is_none());
         assert_eq!(slots.held(0), None);
+        let unknown = slots.take(None).unwrap();
+        assert!(unknown.is_some());
+        assert_eq!(slots.take(None).unwrap_err().uid, UNKNOWN_USER);
     }
 }

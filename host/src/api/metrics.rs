@@ -241,7 +241,7 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
     let connection_counters: [ConnCounter; 2] = [
         (
             "genl_gateway_api_connections_refused_total",
-            "Connections answered 429 because their local user held [api] max_connections_per_user.",
+            "Connections refused because their local user held [api] max_connections_per_user, or only root's reserve was left (answered 429, or closed unanswered past the refusal bound).",
             ConnectionStats::refused_user_cap,
         ),
         (

@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 
-use super::connections::{ConnectionStats, ListenerKind, OverCap, PeerUser, UserSlot, UserSlots};
+use super::connections::{
+    ConnectionStats, ListenerKind, OverCap, PeerUser, UNKNOWN_USER, UserSlot, UserSlots,
+};
 use super::error::{ApiError, ErrorCode};
 use super::event_bus::ConnClose;
 
@@ -53,7 +55,7 @@ impl Refusal {
     fn uid(self) -> u32 {
         match self {
             Self::UserCap(over) => over.uid,
-            Self::RootReserve { uid, .. } => uid.unwrap_or(u32::MAX),
+            Self::RootReserve { uid, .. } => uid.unwrap_or(UNKNOWN_USER),
         }
     }
 

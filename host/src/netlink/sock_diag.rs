@@ -30,21 +30,31 @@ const NO_COOKIE: u32 = u32::MAX;
 /// The uid owning the local TCP socket at `peer` that is connected to
 /// `local`, if the kernel knows one (a client in this network namespace).
 pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> io::Result<u32> {
-    let request = request(local, peer)?;
     let socket = neli::socket::NlSocket::connect(NlFamily::SockOrInetDiag, None, Groups::empty())?;
     // The kernel answers inside sendmsg, so the answer is queued when the
     // send returns; a read that would wait is a missing answer, never a
-    // stall of the accept loop.
+    // wait for a client.
     socket.nonblock()?;
-    socket.send(&request, Msg::empty())?;
-    let mut buf = [0u8; 512];
-    let (n, _) = socket.recv(&mut buf[..], Msg::empty())?;
-    parse_uid(buf.get(..n).unwrap_or_default())
+    let ask = |interface: u32| -> io::Result<u32> {
+        socket.send(&request(local, peer, interface)?, Msg::empty())?;
+        let mut buf = [0u8; 512];
+        let (n, _) = socket.recv(&mut buf[..], Msg::empty())?;
+        parse_uid(buf.get(..n).unwrap_or_default())
+    };
+    // A socket bound to a device (SO_BINDTODEVICE, open to any user) is
+    // found only by that device's index, here loopback's.
+    ask(0).or_else(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => ask(LOOPBACK_INDEX),
+        _ => Err(e),
+    })
 }
+
+/// Loopback's interface index: always 1, the first device of a namespace.
+const LOOPBACK_INDEX: u32 = 1;
 
 /// The request for the client's socket: its own address first (`src`),
 /// the listener's second (`dst`), as the kernel's lookup reads them.
-fn request(local: SocketAddr, peer: SocketAddr) -> io::Result<Vec<u8>> {
+fn request(local: SocketAddr, peer: SocketAddr, interface: u32) -> io::Result<Vec<u8>> {
     let (family, src, dst) = match (peer.ip(), local.ip()) {
         (IpAddr::V4(p), IpAddr::V4(l)) => {
             let mut src = [0u8; 16];
@@ -76,7 +86,7 @@ fn request(local: SocketAddr, peer: SocketAddr) -> io::Result<Vec<u8>> {
     m.extend_from_slice(&local.port().to_be_bytes());
     m.extend_from_slice(&src);
     m.extend_from_slice(&dst);
-    m.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    m.extend_from_slice(&interface.to_ne_bytes()); // 0: not bound to one
     m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
     m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
     Ok(m)

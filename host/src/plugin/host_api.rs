@@ -484,8 +484,20 @@ enum EventRefusal {
     NotJson,
 }
 
+/// Whether `name` (an operation or a topic) is a plain name of at most `max`
+/// bytes: ASCII letters, digits, `-`, `_` and `.`. Names become URL path
+/// segments, SSE event names and table cells, where a bidi override, a line
+/// separator or a look-alike letter would mislead whoever reads them.
+pub(crate) fn plain_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn check_event(topic: &str, payload: &str, max_bytes: usize) -> Result<(), EventRefusal> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC || topic.chars().any(char::is_control) {
+    if !plain_name(topic, MAX_TOPIC) {
         return Err(EventRefusal::Topic);
     }
     if topic.len() + payload.len() > max_bytes {
@@ -508,7 +520,7 @@ impl events::Host for PluginState {
                 EventRefusal::Topic => tracing::warn!(
                     plugin,
                     %topic,
-                    "dropped an event: its topic is empty, longer than {MAX_TOPIC} bytes or has control characters"
+                    "dropped an event: its topic is empty, longer than {MAX_TOPIC} bytes or has characters other than ASCII letters, digits, '-', '_' and '.'"
                 ),
                 EventRefusal::TooLarge => tracing::warn!(
                     plugin,
@@ -563,6 +575,8 @@ mod tests {
         assert_eq!(check_event("link", "{}", 100), Ok(()));
         assert_eq!(check_event("a\r\nb", "{}", 100), Err(EventRefusal::Topic));
         assert_eq!(check_event("", "{}", 100), Err(EventRefusal::Topic));
+        assert_eq!(check_event("t\u{202e}x", "{}", 100), Err(EventRefusal::Topic));
+        assert_eq!(check_event("page-pool.add_ntf", "{}", 100), Ok(()));
         assert_eq!(
             check_event("t", &format!("\"{}\"", "x".repeat(200)), 100),
             Err(EventRefusal::TooLarge)

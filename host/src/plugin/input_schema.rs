@@ -500,12 +500,27 @@ fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
 /// would follow for ever) or that are longer than
 /// [`MAX_SAME_VALUE_CHAIN`], from every schema in the document.
 fn check_chains(root: &Value) -> Result<(), SchemaError> {
+    // Every `$ref` must name a schema the scan visited: one into `const`,
+    // `default` or `examples` would be checked with patterns never
+    // compiled, and with chains never counted.
+    let mut schemas: Vec<*const Value> = Vec::new();
+    walk(root, "#", &mut |node, _| schemas.push(node));
+    let schemas: std::collections::HashSet<*const Value> = schemas.into_iter().collect();
     let mut memo = HashMap::new();
     let mut result = Ok(());
     walk(root, "#", &mut |node, place| {
-        if result.is_ok()
-            && let Err(message) = chain(root, node, &mut memo, &mut Vec::new())
-        {
+        if result.is_err() {
+            return;
+        }
+        let outcome = match node.get("$ref").and_then(Value::as_str) {
+            Some(r) if resolve(root, r).is_none_or(|t| !schemas.contains(&std::ptr::from_ref(t))) => {
+                Err(format!(
+                    "$ref {r:?} names a place that is not a schema (one under properties, patternProperties, additionalProperties, items, $defs or a combinator)"
+                ))
+            }
+            _ => chain(root, node, &mut memo, &mut Vec::new()).map(drop),
+        };
+        if let Err(message) = outcome {
             result = Err(SchemaError {
                 place: place.to_owned(),
                 message,
@@ -559,6 +574,12 @@ fn same_value<'a>(root: &'a Value, node: &'a Value) -> Vec<&'a Value> {
     subs
 }
 
+fn too_long() -> String {
+    format!(
+        "$ref, anyOf, allOf and oneOf lead through more than {MAX_SAME_VALUE_CHAIN} schemas for one value"
+    )
+}
+
 /// The longest chain of schemas, `node` first, that a check follows for
 /// one value. `memo` is keyed by each node's address in `root`, which is
 /// borrowed throughout.
@@ -570,6 +591,10 @@ fn chain(
 ) -> Result<usize, String> {
     let key: *const Value = node;
     if let Some(&n) = memo.get(&key) {
+        // Known from another start: it still counts from this one.
+        if path.len() + n > MAX_SAME_VALUE_CHAIN {
+            return Err(too_long());
+        }
         return Ok(n);
     }
     if path.contains(&key) {
@@ -579,9 +604,7 @@ fn chain(
         );
     }
     if path.len() >= MAX_SAME_VALUE_CHAIN {
-        return Err(format!(
-            "$ref, anyOf, allOf and oneOf lead through more than {MAX_SAME_VALUE_CHAIN} schemas for one value"
-        ));
+        return Err(too_long());
     }
     path.push(key);
     let mut longest = 0;
@@ -737,6 +760,24 @@ mod tests {
         assert!(e.message.contains("more than 32 schemas"), "{e}");
     }
 
+    /// A `$ref` into an annotation names a value the scan never checked
+    /// (its patterns uncompiled, its refs unfollowed).
+    #[test]
+    fn refs_must_name_schemas() {
+        for bad in [
+            json!({"$ref": "#/default", "default": {"type": "string", "pattern": "^a$"}}),
+            json!({"$ref": "#/examples/0", "examples": [{"$ref": "#"}]}),
+            json!({"$ref": "#/properties", "properties": {"a": {}}}),
+        ] {
+            let e = InputSchema::compile(&bad.to_string()).unwrap_err();
+            assert!(e.message.contains("not a schema"), "{bad}: {e}");
+        }
+        assert!(
+            InputSchema::compile(&json!({"$ref": "#/$defs/a", "$defs": {"a": {"type": "null"}}}).to_string())
+                .is_ok()
+        );
+    }
+
     /// The deepest input JSON allows, through a recursive schema, is
     /// checked (or refused) on a stack much smaller than a worker's.
     #[test]
@@ -754,8 +795,9 @@ mod tests {
             .stack_size(3 << 19)
             .spawn(move || tree.check(&deep).map_err(|e| e.message))
             .unwrap()
+            // An overflow would abort the whole test binary, not fail here.
             .join()
-            .expect("no stack overflow");
+            .expect("the check's thread");
         let message = result.unwrap_err();
         assert!(message.contains("nested too deeply"), "{message}");
     }

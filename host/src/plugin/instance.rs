@@ -290,16 +290,7 @@ fn check_description(d: &types::PluginDescription, max_bytes: usize) -> Result<(
             "its operation schemas are {schemas} bytes together, over the {MAX_SCHEMA_BYTES}-byte limit"
         ));
     }
-    // Names become URL path segments, SSE event names and table cells: plain
-    // ASCII only, so none can carry bidi overrides, line separators or
-    // look-alike letters into a terminal or a UI.
-    let bad_name = |n: &str, max: usize| {
-        n.is_empty()
-            || n.len() > max
-            || !n
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
+    let bad_name = |n: &str, max: usize| !super::host_api::plain_name(n, max);
     if let Some(o) = d.ops.iter().find(|o| bad_name(&o.name, MAX_OP_NAME)) {
         return Err(format!(
             "operation name '{}' is empty, longer than {MAX_OP_NAME} bytes or has characters other than ASCII letters, digits, '-', '_' and '.'",

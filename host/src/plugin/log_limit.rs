@@ -74,10 +74,16 @@ impl LogLimiter {
     }
 }
 
+/// Line and paragraph separators and the bidi controls: invisible, they
+/// break lines or reorder what a terminal shows.
+fn is_layout_char(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `text` made safe for one log line: control characters (newlines
-/// included, and Unicode's line and paragraph separators) escaped, so a
-/// plugin cannot start what looks like a gateway line, and cut to `max`
-/// bytes with a note saying how much was cut.
+/// included), Unicode's line and paragraph separators and bidi controls
+/// escaped, so a plugin cannot start what looks like a gateway line or
+/// reorder one, and cut to `max` bytes with a note saying how much was cut.
 pub fn one_line(text: &str, max: usize) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(text.len().min(max) + 16);
@@ -90,7 +96,7 @@ pub fn one_line(text: &str, max: usize) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+            c if c.is_control() || is_layout_char(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
