@@ -567,7 +567,8 @@ fn chaos_with(config: &str) -> String {
 /// any input against them recursed until a worker's stack overflowed,
 /// which aborted the whole gateway on the first call. They are refused
 /// when the plugin loads; a recursive schema that goes into the input
-/// checks the deepest input JSON allows without harm.
+/// refuses the deepest input JSON allows as nested too deeply, and the
+/// gateway lives.
 #[test]
 fn input_schemas_whose_checks_never_end_are_refused_at_load() {
     for schema in [

@@ -73,8 +73,9 @@ pub enum ErrorCode {
     /// streamed one at once): a busy moment of the system, not a client
     /// or plugin fault; retry later.
     DumpInterrupted,
-    /// The client's local user holds as many connections to the Unix
-    /// socket as one user may (`[api] max_connections_per_user`).
+    /// The client's local user holds as many connections to the listener
+    /// as one user may (`[api] max_connections_per_user`), or only the
+    /// slots kept for root are left.
     TooManyConnections,
 }
 

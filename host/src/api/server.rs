@@ -158,7 +158,8 @@ pub async fn run<L>(
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let refusing = UserSlots::new(REFUSALS_PER_USER);
     let cap_log = RateLimited::default();
-    let refusal_log = RateLimited::default();
+    // One per kind of refusal, so one kind's warnings never hide the other's.
+    let (user_cap_log, reserve_log) = (RateLimited::default(), RateLimited::default());
     let stall_log: Arc<RateLimited> = Arc::default();
     loop {
         let permit = match slots.clone().try_acquire_owned() {
@@ -187,7 +188,11 @@ pub async fn run<L>(
                 // A refused connection holds none of the listener's slots.
                 drop(permit);
                 stats.note_refused_user_cap(kind);
-                refusal_log.emit(|| refusal.log(name));
+                let log = match refusal {
+                    Refusal::UserCap(_) => &user_cap_log,
+                    Refusal::RootReserve { .. } => &reserve_log,
+                };
+                log.emit(|| refusal.log(name));
                 // At most a few refusals per user at once: one that sends
                 // no request head holds its refusal until the header
                 // timeout, and must not take everyone else's.

@@ -24,6 +24,8 @@ const SOCKID_LEN: usize = 48;
 /// `idiag_uid` in `struct inet_diag_msg`: after family, state, timer,
 /// retrans, the sockid, expires, rqueue and wqueue.
 const MSG_UID_OFFSET: usize = 4 + SOCKID_LEN + 12;
+/// `TCP_LISTEN` in `idiag_state` (`<net/tcp_states.h>`).
+const TCP_LISTEN: u8 = 10;
 /// `INET_DIAG_NOCOOKIE`: look the socket up by its addresses.
 const NO_COOKIE: u32 = u32::MAX;
 
@@ -107,6 +109,11 @@ fn parse_uid(answer: &[u8]) -> io::Result<u32> {
         .map(u16::from_ne_bytes)
         .ok_or_else(|| io::Error::other("a truncated sock_diag answer"))?;
     match kind {
+        // The kernel's lookup falls back to a listening socket when no
+        // connected one matches: that is not the client's.
+        SOCK_DIAG_BY_FAMILY if answer.get(NLMSG_HDRLEN + 1) == Some(&TCP_LISTEN) => Err(io::Error::other(
+            "sock_diag found a listening socket, not the client's",
+        )),
         SOCK_DIAG_BY_FAMILY => word(NLMSG_HDRLEN + MSG_UID_OFFSET),
         NLMSG_ERROR => {
             let errno = i32::from_ne_bytes(word(NLMSG_HDRLEN)?.to_ne_bytes());
