@@ -558,9 +558,28 @@ fn hoarded_dumps_stop_at_four_and_end_with_the_plugin_that_held_them() {
     });
 }
 
-/// The family file of a chaos plugin serving TASKSTATS with `config`.
-fn chaos_with(config: &str) -> String {
-    format!("family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[config]\n{config}\n")
+/// A gateway serving nlctrl, and TASKSTATS through chaos with `config`
+/// (lines of its `[config]`); the directory lives as long as the gateway.
+fn chaos_gateway(config: &str) -> (TestConfig, Gateway) {
+    let dir = TestConfig::new();
+    dir.family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        &format!("family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[config]\n{config}\n"),
+    );
+    let gw = Gateway::start(&dir);
+    (dir, gw)
+}
+
+/// Call chaos `op` with `input`: it must fail with `status` and a message
+/// saying `words`. The answer, for more checks.
+fn fails_with(gw: &Gateway, op: &str, input: &str, status: u16, words: &str) -> Value {
+    let (got, v) = call_http(gw, "TASKSTATS", op, input);
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        got == status && message.contains(words),
+        "{op} {input}: want {status} saying {words:?}, got {got}: {v}"
+    );
+    v
 }
 
 /// A probe's schemas, `{"$ref": "#"}` and a ref through `anyOf`: checking
@@ -575,42 +594,20 @@ fn input_schemas_whose_checks_never_end_are_refused_at_load() {
         r##"{"$ref": "#"}"##,
         r##"{"anyOf": [{"$ref": "#"}, {"type": "null"}]}"##,
     ] {
-        let config = TestConfig::new();
-        config
-            .family("nlctrl.toml", NLCTRL)
-            .family("chaos.toml", &chaos_with(&format!("schema = '{schema}'")));
-        let gw = Gateway::start(&config);
-        let (status, v) = call_http(&gw, "TASKSTATS", "schema", "{}");
-        assert_eq!(status, 503, "{schema}: {v}");
-        let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("never end"), "{schema}: {v}");
+        let (_dir, gw) = chaos_gateway(&format!("schema = '{schema}'"));
+        fails_with(&gw, "schema", "{}", 503, "never end");
         assert!(
             gw.call("nlctrl", "list", "null").0,
             "{schema}: the gateway still serves"
         );
     }
     let tree = r##"{"$defs": {"n": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}]}}, "$ref": "#/$defs/n"}"##;
-    let config = TestConfig::new();
-    config
-        .family("nlctrl.toml", NLCTRL)
-        .family("chaos.toml", &chaos_with(&format!("schema = '{tree}'")));
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_gateway(&format!("schema = '{tree}'"));
     assert_eq!(call_http(&gw, "TASKSTATS", "schema", "[[[null]]]").0, 200);
     // 127 arrays deep (serde_json reads at most 128 levels).
     let deep = format!("{}null{}", "[".repeat(127), "]".repeat(127));
-    let (status, v) = call_http(&gw, "TASKSTATS", "schema", &deep);
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("bad-input")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("nested too deeply"),
-        "{v}"
-    );
+    let v = fails_with(&gw, "schema", &deep, 400, "nested too deeply");
+    assert_eq!(v["error"]["code"], "bad-input");
     assert!(gw.call("nlctrl", "list", "null").0);
 }
 
@@ -619,23 +616,9 @@ fn input_schemas_whose_checks_never_end_are_refused_at_load() {
 /// 64 KiB compiled and a plugin to 256 of them.
 #[test]
 fn input_schema_patterns_are_bounded_in_size_and_number() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        &chaos_with(r#"schema = '{"type": "string", "pattern": "\\w{12}x1"}'"#),
-    );
-    let gw = Gateway::start(&config);
-    let (status, v) = call_http(&gw, "TASKSTATS", "schema", "\"x\"");
-    assert_eq!(status, 503, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("does not compile within"),
-        "{v}"
-    );
+    let (_dir, gw) = chaos_gateway(r#"schema = '{"type": "string", "pattern": "\\w{12}x1"}'"#);
+    fails_with(&gw, "schema", "\"x\"", 503, "does not compile within");
     drop(gw);
-
     let props: serde_json::Map<String, Value> = (0..300)
         .map(|i| {
             (
@@ -645,20 +628,8 @@ fn input_schema_patterns_are_bounded_in_size_and_number() {
         })
         .collect();
     let schema = json!({"type": "object", "properties": props}).to_string();
-    let config = TestConfig::new();
-    config
-        .family("nlctrl.toml", NLCTRL)
-        .family("chaos.toml", &chaos_with(&format!("schema = '{schema}'")));
-    let gw = Gateway::start(&config);
-    let (status, v) = call_http(&gw, "TASKSTATS", "schema", "{}");
-    assert_eq!(status, 503, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("more than 256 distinct patterns"),
-        "{v}"
-    );
+    let (_dir, gw) = chaos_gateway(&format!("schema = '{schema}'"));
+    fails_with(&gw, "schema", "{}", 503, "more than 256 distinct patterns");
     assert!(gw.call("nlctrl", "list", "null").0);
 }
 
@@ -667,14 +638,9 @@ fn input_schema_patterns_are_bounded_in_size_and_number() {
 /// nor send an escape sequence to the operator's terminal.
 #[test]
 fn a_failing_inits_error_cannot_forge_log_lines_or_table_rows() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        &chaos_with(
-            "init = \"fail\"\ninit_error = \"refused\\n2030-01-01T00:00:00.000000Z ERROR genl_gateway::api: FORGED-BY-INIT\\r\\u001b[31mRED\"",
-        ),
+    let (_dir, gw) = chaos_gateway(
+        "init = \"fail\"\ninit_error = \"refused\\n2030-01-01T00:00:00.000000Z ERROR genl_gateway::api: FORGED-BY-INIT\\r\\u001b[31mRED\"",
     );
-    let gw = Gateway::start(&config);
     wait_for(10, "the init failure in the log", || {
         gw.log_text().contains("FORGED-BY-INIT")
     });
@@ -702,26 +668,11 @@ fn a_failing_inits_error_cannot_forge_log_lines_or_table_rows() {
 /// and 64 MiB of the gateway's memory). More than 64 KiB traps now.
 #[test]
 fn random_bytes_are_bounded_per_call() {
-    let config = TestConfig::new();
-    config
-        .family("nlctrl.toml", NLCTRL)
-        .family("chaos.toml", &chaos_with(""));
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_gateway("");
     let (status, v) = call_http(&gw, "TASKSTATS", "random", r#"{"bytes": 65536}"#);
     assert_eq!((status, v["got"].as_u64()), (200, Some(65536)), "{v}");
-    let (status, v) = call_http(&gw, "TASKSTATS", "random", r#"{"bytes": 33554432}"#);
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (500, Some("plugin-crashed")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("exceeds limit"),
-        "{v}"
-    );
+    let v = fails_with(&gw, "random", r#"{"bytes": 33554432}"#, 500, "exceeds limit");
+    assert_eq!(v["error"]["code"], "plugin-crashed");
     assert!(gw.call("nlctrl", "list", "null").0);
 }
 
@@ -729,19 +680,6 @@ fn random_bytes_are_bounded_per_call() {
 /// table cells: a bidi override or a line separator is refused at load.
 #[test]
 fn operation_names_are_plain_ascii() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        &chaos_with("schema = '{}'\nschema_op = \"u\u{202e}txt\""),
-    );
-    let gw = Gateway::start(&config);
-    let (status, v) = call_http(&gw, "TASKSTATS", "ping", "null");
-    assert_eq!(status, 503, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("other than ASCII letters"),
-        "{v}"
-    );
+    let (_dir, gw) = chaos_gateway("schema = '{}'\nschema_op = \"u\u{202e}txt\"");
+    fails_with(&gw, "ping", "null", 503, "other than ASCII letters");
 }

@@ -328,6 +328,24 @@ impl UserClient {
     }
 }
 
+/// A gateway whose Unix socket other users may reach, with `max`
+/// connections and `per_user` of them per user; idle keep-alive
+/// connections stay open for the whole test.
+fn gateway_for_other_users(max: usize, per_user: usize) -> (TestConfig, Gateway) {
+    use std::os::unix::fs::PermissionsExt;
+    let config = TestConfig::new();
+    config
+        .set("api", &format!("max_connections = {max}"))
+        .set("api", &format!("max_connections_per_user = {per_user}"))
+        .set("api", "header_timeout_ms = 120000")
+        .set("api", "socket_mode = \"0666\"")
+        .family("nlctrl.toml", NLCTRL);
+    // Other users reach the socket through the test's directory.
+    std::fs::set_permissions(config.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let gw = Gateway::start(&config);
+    (config, gw)
+}
+
 impl Drop for UserClient {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -341,18 +359,7 @@ impl Drop for UserClient {
 /// user, and root, are still served, and a slot it gives back is its again.
 #[test]
 fn one_local_user_cannot_hold_every_connection_of_the_unix_socket() {
-    use std::os::unix::fs::PermissionsExt;
-    let config = TestConfig::new();
-    config
-        .set("api", "max_connections = 6")
-        .set("api", "max_connections_per_user = 2")
-        // Idle keep-alive connections stay open for the whole test.
-        .set("api", "header_timeout_ms = 120000")
-        .set("api", "socket_mode = \"0666\"")
-        .family("nlctrl.toml", NLCTRL);
-    // Other users reach the socket through the test's directory.
-    std::fs::set_permissions(config.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let gw = Gateway::start(&config);
+    let (_config, gw) = gateway_for_other_users(6, 2);
     let ok = (200, None);
     let refused = (429, Some("too-many-connections".to_owned()));
 
@@ -403,17 +410,8 @@ fn one_local_user_cannot_hold_every_connection_of_the_unix_socket() {
 /// few slots are kept for root, so the operator can always connect.
 #[test]
 fn root_can_connect_when_other_users_hold_every_other_slot() {
-    use std::os::unix::fs::PermissionsExt;
-    let config = TestConfig::new();
-    config
-        // A sixteenth kept for root: one slot.
-        .set("api", "max_connections = 16")
-        .set("api", "max_connections_per_user = 8")
-        .set("api", "header_timeout_ms = 120000")
-        .set("api", "socket_mode = \"0666\"")
-        .family("nlctrl.toml", NLCTRL);
-    std::fs::set_permissions(config.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let gw = Gateway::start(&config);
+    // A sixteenth of 16 kept for root: one slot.
+    let (_config, gw) = gateway_for_other_users(16, 8);
     let ok = (200, None);
     let mut first = UserClient::start(60_011, &gw.socket);
     assert_eq!(first.open(8), vec![ok.clone(); 8]);
