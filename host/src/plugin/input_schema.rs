@@ -64,6 +64,13 @@ const ASSERTIONS: &[&str] = &[
 /// limit, this bounds what combinators multiply it into.
 const MAX_STEPS: usize = 200_000;
 
+/// Most bytes of strings (and keys matched against patterns) one check may
+/// read, counting each time a schema reads them. Branches multiply reads:
+/// a probe's schema of five nested `anyOf`s of ten branches each matched a
+/// 1 MiB string 100,000 times, and two such requests held both cores for
+/// 30 s. The body limit is 1 MiB by default, so this reads it 16 times.
+const MAX_READ_BYTES: usize = 16 << 20;
+
 /// Deepest a check may recurse: one level for each nesting of the input
 /// (at most 128, serde_json's limit) and for each `$ref` or combinator
 /// followed on one value. The check runs on an async worker's stack, so a
@@ -118,6 +125,33 @@ fn refuse(path: &str, message: impl Into<String>) -> Refusal {
 struct Budget {
     steps: usize,
     depth: usize,
+    /// Bytes of strings and keys read by the checks so far.
+    read: usize,
+    /// Set once a bound is passed: it ends the whole check, not only the
+    /// branch of an `anyOf` or `oneOf` it happened in.
+    halted: Option<Refusal>,
+}
+
+impl Budget {
+    /// Count `bytes` more read by a check (a pattern, a length, a format).
+    fn read(&mut self, bytes: usize, path: &str) -> Result<(), Refusal> {
+        self.read = self.read.saturating_add(bytes);
+        if self.read > MAX_READ_BYTES {
+            return Err(self.halt(refuse(
+                path,
+                format!(
+                    "the input is too complex to check against its schema (its strings would be read over {MAX_READ_BYTES} bytes in all)"
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// End the check with `why`.
+    fn halt(&mut self, why: Refusal) -> Refusal {
+        self.halted = Some(why.clone());
+        why
+    }
 }
 
 /// An operation's input schema, checked and with its patterns compiled.
@@ -180,32 +214,43 @@ impl InputSchema {
 
     /// Check `input`; the refusal names the first bad field.
     pub fn check(&self, input: &Value) -> Result<(), Refusal> {
-        let mut budget = Budget { steps: 0, depth: 0 };
+        let mut budget = Budget {
+            steps: 0,
+            depth: 0,
+            read: 0,
+            halted: None,
+        };
         self.node(&self.root, input, "$", &mut budget)
     }
 
     fn node(&self, schema: &Value, v: &Value, path: &str, budget: &mut Budget) -> Result<(), Refusal> {
+        if let Some(why) = &budget.halted {
+            return Err(why.clone());
+        }
         budget.depth += 1;
         let result = self.node_within(schema, v, path, budget);
         budget.depth -= 1;
-        result
+        match &budget.halted {
+            Some(why) => Err(why.clone()),
+            None => result,
+        }
     }
 
     fn node_within(&self, schema: &Value, v: &Value, path: &str, steps: &mut Budget) -> Result<(), Refusal> {
         steps.steps += 1;
         if steps.steps > MAX_STEPS {
-            return Err(refuse(
+            return Err(steps.halt(refuse(
                 path,
                 format!("the input is too complex to check against its schema (over {MAX_STEPS} steps)"),
-            ));
+            )));
         }
         if steps.depth > MAX_CHECK_DEPTH {
-            return Err(refuse(
+            return Err(steps.halt(refuse(
                 path,
                 format!(
                     "the input is nested too deeply to check against its schema (over {MAX_CHECK_DEPTH} levels)"
                 ),
-            ));
+            )));
         }
         let s = match schema {
             Value::Bool(true) => return Ok(()),
@@ -258,7 +303,10 @@ impl InputSchema {
         }
         match v {
             Value::Number(_) => self.number(s, v, path)?,
-            Value::String(text) => self.string(s, text, path)?,
+            Value::String(text) => {
+                steps.read(text.len(), path)?;
+                self.string(s, text, path)?;
+            }
             Value::Array(items) => {
                 let n = items.len() as u64;
                 if let Some(min) = s.get("minItems").and_then(Value::as_u64)
@@ -394,6 +442,7 @@ impl InputSchema {
                 self.node(sub, value, &here, steps)?;
             }
             for (p, sub) in pattern_props.into_iter().flatten() {
+                steps.read(key.len(), &here)?;
                 if self.patterns.get(p).is_some_and(|re| re.is_match(key)) {
                     matched = true;
                     self.node(sub, value, &here, steps)?;
@@ -800,6 +849,23 @@ mod tests {
             .expect("the check's thread");
         let message = result.unwrap_err();
         assert!(message.contains("nested too deeply"), "{message}");
+    }
+
+    /// A probe's schema: branches that each match one big string against a
+    /// pattern multiply the work; the check stops at its byte budget.
+    #[test]
+    fn branches_over_a_big_string_stop_at_the_read_budget() {
+        let mut level = json!({"type": "string", "pattern": "\\bq"});
+        for _ in 0..5 {
+            level = json!({"anyOf": vec![level; 10]});
+        }
+        let s = schema(level);
+        let big = Value::String("é".repeat(1 << 19));
+        let e = s.check(&big).unwrap_err();
+        assert!(e.message.contains("too complex"), "{e}");
+        // One read of a big string is well within it.
+        let plain = schema(json!({"type": "string", "pattern": "^[^q]*$"}));
+        assert!(plain.check(&big).is_ok());
     }
 
     #[test]
