@@ -7,14 +7,13 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use genl_wire::consts::NLM_F_REQUEST;
+use genl_wire::{Messages, NlHeader};
 use neli::consts::socket::{Msg, NlFamily};
 use neli::utils::Groups;
 
 /// `SOCK_DIAG_BY_FAMILY` (`<linux/sock_diag.h>`).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then
 /// `struct inet_diag_sockid` (48 bytes).
 const REQ_LEN: usize = 8 + SOCKID_LEN;
@@ -72,13 +71,16 @@ fn request(local: SocketAddr, peer: SocketAddr, interface: u32) -> io::Result<Ve
             ));
         }
     };
-    let len = NLMSG_HDRLEN + REQ_LEN;
+    let len = NlHeader::SIZE + REQ_LEN;
     let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    NlHeader {
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        kind: SOCK_DIAG_BY_FAMILY,
+        flags: NLM_F_REQUEST,
+        seq: 1,
+        portid: 0,
+    }
+    .write(&mut m);
     m.push(u8::try_from(family).unwrap_or(u8::MAX));
     m.push(u8::try_from(libc::IPPROTO_TCP).unwrap_or(u8::MAX));
     m.push(0); // no extensions
@@ -96,29 +98,26 @@ fn request(local: SocketAddr, peer: SocketAddr, interface: u32) -> io::Result<Ve
 
 /// The uid of the answer's first message, or the kernel's error.
 fn parse_uid(answer: &[u8]) -> io::Result<u32> {
-    let word = |at: usize| -> io::Result<u32> {
-        answer
-            .get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_ne_bytes)
-            .ok_or_else(|| io::Error::other("a truncated sock_diag answer"))
-    };
-    let kind = answer
-        .get(4..6)
-        .and_then(|b| b.try_into().ok())
-        .map(u16::from_ne_bytes)
-        .ok_or_else(|| io::Error::other("a truncated sock_diag answer"))?;
-    match kind {
+    let malformed = |e: genl_wire::WireError| io::Error::other(format!("a malformed sock_diag answer: {e}"));
+    let msg = Messages::new(answer)
+        .next()
+        .ok_or_else(|| io::Error::other("an empty sock_diag answer"))?
+        .map_err(malformed)?;
+    if let Some(Err(e)) = msg.completion().map_err(malformed)? {
+        return Err(io::Error::from_raw_os_error(e.errno));
+    }
+    match msg.header.kind {
         // The kernel's lookup falls back to a listening socket when no
         // connected one matches: that is not the client's.
-        SOCK_DIAG_BY_FAMILY if answer.get(NLMSG_HDRLEN + 1) == Some(&TCP_LISTEN) => Err(io::Error::other(
+        SOCK_DIAG_BY_FAMILY if msg.payload.get(1) == Some(&TCP_LISTEN) => Err(io::Error::other(
             "sock_diag found a listening socket, not the client's",
         )),
-        SOCK_DIAG_BY_FAMILY => word(NLMSG_HDRLEN + MSG_UID_OFFSET),
-        NLMSG_ERROR => {
-            let errno = i32::from_ne_bytes(word(NLMSG_HDRLEN)?.to_ne_bytes());
-            Err(io::Error::from_raw_os_error(errno.saturating_neg()))
-        }
+        SOCK_DIAG_BY_FAMILY => msg
+            .payload
+            .get(MSG_UID_OFFSET..MSG_UID_OFFSET + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| io::Error::other("a truncated sock_diag answer")),
         other => Err(io::Error::other(format!(
             "an unexpected sock_diag answer (type {other})"
         ))),
@@ -155,8 +154,14 @@ mod tests {
     #[test]
     fn truncated_answers_are_errors() {
         assert!(parse_uid(&[]).is_err());
-        let mut short = vec![0u8; 20];
-        short[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let mut short = Vec::new();
+        NlHeader {
+            len: 20,
+            kind: SOCK_DIAG_BY_FAMILY,
+            ..NlHeader::default()
+        }
+        .write(&mut short);
+        short.extend_from_slice(&[0; 4]);
         assert!(parse_uid(&short).is_err());
     }
 }
