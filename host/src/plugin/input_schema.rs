@@ -202,8 +202,17 @@ impl InputSchema {
             message: format!("not JSON: {e}"),
         })?;
         let mut own = HashMap::new();
-        scan(&root, &root, "#", patterns, &mut own)?;
-        check_chains(&root)?;
+        {
+            // Every schema in the document with its place, in one walk.
+            let mut schemas = Vec::new();
+            walk(&root, "#", &mut |node, place| {
+                schemas.push((node, place.to_owned()))
+            });
+            for (node, place) in &schemas {
+                check_keywords(&root, node, place, patterns, &mut own)?;
+            }
+            check_chains(&root, &schemas)?;
+        }
         Ok(Self { root, patterns: own })
     }
 
@@ -548,39 +557,36 @@ fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
 /// to a schema without going into a property or an item, which the check
 /// would follow for ever) or that are longer than
 /// [`MAX_SAME_VALUE_CHAIN`], from every schema in the document.
-fn check_chains(root: &Value) -> Result<(), SchemaError> {
-    // Every `$ref` must name a schema the scan visited: one into `const`,
-    // `default` or `examples` would be checked with patterns never
-    // compiled, and with chains never counted.
-    let mut schemas: Vec<*const Value> = Vec::new();
-    walk(root, "#", &mut |node, _| schemas.push(node));
-    let schemas: std::collections::HashSet<*const Value> = schemas.into_iter().collect();
+fn check_chains(root: &Value, schemas: &[(&Value, String)]) -> Result<(), SchemaError> {
+    // Every `$ref` must name one of `schemas`: one into `const`, `default`
+    // or `examples` would be checked with patterns never compiled, and
+    // with chains never counted.
+    let known: std::collections::HashSet<*const Value> = schemas
+        .iter()
+        .map(|(node, _)| std::ptr::from_ref(*node))
+        .collect();
     let mut memo = HashMap::new();
-    let mut result = Ok(());
-    walk(root, "#", &mut |node, place| {
-        if result.is_err() {
-            return;
-        }
+    for (node, place) in schemas {
         let outcome = match node.get("$ref").and_then(Value::as_str) {
-            Some(r) if resolve(root, r).is_none_or(|t| !schemas.contains(&std::ptr::from_ref(t))) => {
+            Some(r) if resolve(root, r).is_none_or(|t| !known.contains(&std::ptr::from_ref(t))) => {
                 Err(format!(
                     "$ref {r:?} names a place that is not a schema (one under properties, patternProperties, additionalProperties, items, $defs or a combinator)"
                 ))
             }
             _ => chain(root, node, &mut memo, &mut Vec::new()).map(drop),
         };
-        if let Err(message) = outcome {
-            result = Err(SchemaError {
-                place: place.to_owned(),
-                message,
-            });
-        }
-    });
-    result
+        outcome.map_err(|message| SchemaError {
+            place: place.clone(),
+            message,
+        })?;
+    }
+    Ok(())
 }
 
-/// Call `f` on `node` and every schema under it, as [`scan`] visits them.
-fn walk(node: &Value, place: &str, f: &mut impl FnMut(&Value, &str)) {
+/// Call `f` on `node` and every schema under it: the values of
+/// `properties`, `$defs` and `patternProperties`, `additionalProperties`,
+/// `items`, and each entry of a combinator.
+fn walk<'a>(node: &'a Value, place: &str, f: &mut impl FnMut(&'a Value, &str)) {
     f(node, place);
     let Value::Object(s) = node else {
         return;
@@ -665,8 +671,10 @@ fn chain(
     Ok(longest + 1)
 }
 
-/// Check every node's keywords once, compile patterns, resolve refs.
-fn scan(
+/// Check one schema's keywords (those under it are [`walk`]ed to in
+/// turn): known keywords only, refs that resolve, combinators that are
+/// arrays, patterns compiled within the plugin's bounds.
+fn check_keywords(
     root: &Value,
     node: &Value,
     place: &str,
@@ -682,7 +690,7 @@ fn scan(
         Value::Object(s) => s,
         _ => return Err(bad("a schema must be an object or a boolean".into())),
     };
-    let compile = |p: &str, patterns: &mut Patterns, own: &mut HashMap<String, Arc<Regex>>| {
+    let mut compile = |p: &str| {
         let re = patterns.compile(p).map_err(bad)?;
         own.insert(p.to_owned(), re);
         Ok::<(), SchemaError>(())
@@ -694,31 +702,19 @@ fn scan(
                 ASSERTIONS.join(", ")
             )));
         }
-        let here = format!("{place}/{k}");
         match (k.as_str(), v) {
             ("$ref", Value::String(r)) if resolve(root, r).is_none() => {
                 return Err(bad(format!("$ref {r:?} does not name a place in this document")));
             }
             ("$ref", Value::String(_)) => {}
             ("$ref", _) => return Err(bad("$ref must be a string".into())),
-            ("pattern", Value::String(p)) => compile(p, patterns, own)?,
-            ("properties" | "$defs", Value::Object(m)) => {
-                for (name, sub) in m {
-                    scan(root, sub, &format!("{here}/{name}"), patterns, own)?;
-                }
-            }
+            ("pattern", Value::String(p)) => compile(p)?,
             ("patternProperties", Value::Object(m)) => {
-                for (p, sub) in m {
-                    compile(p, patterns, own)?;
-                    scan(root, sub, &format!("{here}/{p}"), patterns, own)?;
+                for p in m.keys() {
+                    compile(p)?;
                 }
             }
-            ("additionalProperties" | "items", sub) => scan(root, sub, &here, patterns, own)?,
-            ("anyOf" | "allOf" | "oneOf", Value::Array(subs)) => {
-                for (i, sub) in subs.iter().enumerate() {
-                    scan(root, sub, &format!("{here}/{i}"), patterns, own)?;
-                }
-            }
+            ("anyOf" | "allOf" | "oneOf", Value::Array(_)) => {}
             ("anyOf" | "allOf" | "oneOf", _) => return Err(bad(format!("{k} must be an array"))),
             _ => {}
         }
