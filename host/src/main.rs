@@ -794,21 +794,11 @@ fn print_family_table(body: &[u8]) {
     emit(&out);
 }
 
-/// Text for one table cell: control characters (a newline would start a
-/// row of its own, an escape sequence would reach the terminal) escaped.
+/// Text for one table cell, on one line: a newline would start a row of
+/// its own, an escape sequence or a bidi override would reach the
+/// terminal. The gateway's own escaping for plugin text, never cut.
 fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        // Controls, separators and bidi overrides (which reorder a line).
-        if c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    genl_gateway::plugin::one_line(text, usize::MAX)
 }
 
 fn print_plugin_table(body: &[u8]) {

@@ -17,6 +17,7 @@ mod stdio;
 pub use host_api::{Event, KernelAccess, MAX_TOPIC};
 pub use input_schema::{InputSchema, Refusal, SchemaError};
 pub use instance::{CallFailure, Delivery, Description, LoadedPlugin, OpDescription, PluginStatus, PoolView};
+pub use log_limit::one_line;
 pub use metrics::{LATENCY_BUCKETS, PluginMetrics};
 pub use output::{CallOutput, OutputFormat, OutputSink};
 pub use phase::PluginPhase;
