@@ -10,19 +10,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc};
 
+use super::log_every::LogEvery;
 use crate::gateway::Gateway;
 use crate::plugin::Event;
 
 /// How long a cut-off subscriber may take to read its final `lagged`
 /// event before its connection is closed under it.
 const LAGGED_GRACE: Duration = Duration::from_secs(30);
-
-/// How often a dropped event with an unusable topic may be logged.
-const BAD_TOPIC_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Closes the HTTP connection a request came on (set per connection by the
 /// accept loop): the only way to end a response whose client stopped
@@ -63,7 +61,7 @@ pub struct EventBus {
     limits: QueueLimits,
     /// Events dropped because SSE cannot carry their topic.
     pub bad_topics: AtomicU64,
-    last_bad_topic_log: Mutex<Option<Instant>>,
+    bad_topic_log: LogEvery,
 }
 
 /// Whether SSE can carry `topic` as an event name: no CR, LF or other
@@ -80,7 +78,7 @@ impl EventBus {
             next_id: AtomicU64::new(0),
             limits,
             bad_topics: AtomicU64::new(0),
-            last_bad_topic_log: Mutex::default(),
+            bad_topic_log: LogEvery::default(),
         });
         let mut intake = gateway.events.subscribe();
         let weak = Arc::downgrade(&bus);
@@ -112,18 +110,13 @@ impl EventBus {
     fn publish(&self, gw: &Gateway, ev: Event) {
         if !sse_safe_topic(&ev.topic) {
             self.bad_topics.fetch_add(1, Relaxed);
-            let mut last = self
-                .last_bad_topic_log
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last.is_none_or(|t| t.elapsed() >= BAD_TOPIC_LOG_INTERVAL) {
-                *last = Some(Instant::now());
+            self.bad_topic_log.emit(|| {
                 tracing::warn!(
                     family = %ev.family,
                     topic = ?ev.topic,
                     "dropped an event whose topic SSE cannot carry (empty, CR, LF or control characters); the plugin should use plain topic names"
                 );
-            }
+            });
             return;
         }
         let size = ev.topic.len() + ev.payload.len();

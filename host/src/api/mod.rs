@@ -6,6 +6,7 @@ mod connections;
 mod error;
 mod event_bus;
 mod extract;
+mod log_every;
 mod metrics;
 pub mod openapi;
 mod routes;

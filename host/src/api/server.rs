@@ -8,8 +8,8 @@
 //! lines when a limit is reached.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::IntoResponse;
 use axum::serve::Listener;
@@ -25,9 +25,7 @@ use super::connections::{
 };
 use super::error::{ApiError, ErrorCode};
 use super::event_bus::ConnClose;
-
-/// How often "connection limit reached" may be logged.
-const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+use super::log_every::LogEvery;
 
 /// Refusals (429 to a user over its share) answered at once, and per user;
 /// connections past these are closed unanswered, so refusing costs a
@@ -122,20 +120,6 @@ pub struct ServerLimits {
     pub write_timeout: Duration,
 }
 
-/// A log line at most every [`CAP_LOG_INTERVAL`].
-#[derive(Debug, Default)]
-struct RateLimited(Mutex<Option<Instant>>);
-
-impl RateLimited {
-    fn emit(&self, log: impl FnOnce()) {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
-            *last = Some(Instant::now());
-            log();
-        }
-    }
-}
-
 /// Serve `app` on `listener` until the process ends.
 pub async fn run<L>(
     mut listener: L,
@@ -157,10 +141,10 @@ pub async fn run<L>(
     let others = Arc::new(Semaphore::new(limits.max_connections - reserve));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let refusing = UserSlots::new(REFUSALS_PER_USER);
-    let cap_log = RateLimited::default();
+    let cap_log = LogEvery::default();
     // One per kind of refusal, so one kind's warnings never hide the other's.
-    let (user_cap_log, reserve_log) = (RateLimited::default(), RateLimited::default());
-    let stall_log: Arc<RateLimited> = Arc::default();
+    let (user_cap_log, reserve_log) = (LogEvery::default(), LogEvery::default());
+    let stall_log: Arc<LogEvery> = Arc::default();
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
