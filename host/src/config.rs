@@ -1213,6 +1213,14 @@ mod tests {
         }
     }
 
+    /// The test gateway file with `lines` added to its `[api]`.
+    fn with_api(lines: &str) -> String {
+        GATEWAY.replace(
+            "socket = \"run/api.sock\"",
+            &format!("socket = \"run/api.sock\"\n{lines}"),
+        )
+    }
+
     #[test]
     fn api_timeouts_have_defaults_and_a_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -1226,19 +1234,17 @@ mod tests {
                 Duration::from_secs(30)
             )
         );
-        let with = |line: &str| {
-            GATEWAY.replace(
-                "socket = \"run/api.sock\"",
-                &format!("socket = \"run/api.sock\"\n{line}"),
-            )
-        };
-        let gw = write(dir.path(), "g1.toml", &with("write_timeout_ms = 2500"));
+        let gw = write(dir.path(), "g1.toml", &with_api("write_timeout_ms = 2500"));
         assert_eq!(
             GatewayConfig::load(&gw).unwrap().api.write_timeout,
             Duration::from_millis(2500)
         );
         for bad in [0, 600_001] {
-            let gw = write(dir.path(), "g2.toml", &with(&format!("write_timeout_ms = {bad}")));
+            let gw = write(
+                dir.path(),
+                "g2.toml",
+                &with_api(&format!("write_timeout_ms = {bad}")),
+            );
             let e = GatewayConfig::load(&gw).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
@@ -1252,13 +1258,7 @@ mod tests {
     #[test]
     fn the_per_user_connection_cap_defaults_to_a_quarter_of_the_listener_and_never_exceeds_it() {
         let dir = tempfile::tempdir().unwrap();
-        let with = |name: &str, lines: &str| {
-            let text = GATEWAY.replace(
-                "socket = \"run/api.sock\"",
-                &format!("socket = \"run/api.sock\"\n{lines}"),
-            );
-            GatewayConfig::load(&write(dir.path(), name, &text))
-        };
+        let with = |name: &str, lines: &str| GatewayConfig::load(&write(dir.path(), name, &with_api(lines)));
         let api = with("g0.toml", "").unwrap().api;
         assert_eq!((api.max_connections, api.max_connections_per_user), (512, 128));
         let api = with("g1.toml", "max_connections_per_user = 300").unwrap().api;
