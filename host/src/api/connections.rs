@@ -39,14 +39,16 @@ impl ListenerKind {
 /// Connections the server refused or closed, per listener.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
-    refused_user_cap: [AtomicU64; 2],
+    refused: [AtomicU64; 2],
     closed_not_reading: [AtomicU64; 2],
 }
 
 impl ConnectionStats {
-    /// Connections answered 429 because their user held its share.
-    pub fn refused_user_cap(&self, listener: ListenerKind) -> u64 {
-        self.refused_user_cap[listener.index()].load(Relaxed)
+    /// Connections refused because their user held its share or only
+    /// root's reserve was left (answered 429, or closed unanswered past the
+    /// refusal bound).
+    pub fn refused(&self, listener: ListenerKind) -> u64 {
+        self.refused[listener.index()].load(Relaxed)
     }
 
     /// Connections closed because a write to them waited out
@@ -55,8 +57,8 @@ impl ConnectionStats {
         self.closed_not_reading[listener.index()].load(Relaxed)
     }
 
-    pub(super) fn note_refused_user_cap(&self, listener: ListenerKind) {
-        self.refused_user_cap[listener.index()].fetch_add(1, Relaxed);
+    pub(super) fn note_refused(&self, listener: ListenerKind) {
+        self.refused[listener.index()].fetch_add(1, Relaxed);
     }
 
     pub(super) fn note_closed_not_reading(&self, listener: ListenerKind) {

@@ -242,7 +242,7 @@ pub fn render(gw: &Gateway, bus: &EventBus) -> String {
         (
             "genl_gateway_api_connections_refused_total",
             "Connections refused because their local user held [api] max_connections_per_user, or only root's reserve was left (answered 429, or closed unanswered past the refusal bound).",
-            ConnectionStats::refused_user_cap,
+            ConnectionStats::refused,
         ),
         (
             "genl_gateway_api_connections_closed_not_reading_total",

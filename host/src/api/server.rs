@@ -171,7 +171,7 @@ pub async fn run<L>(
             Err(refusal) => {
                 // A refused connection holds none of the listener's slots.
                 drop(permit);
-                stats.note_refused_user_cap(kind);
+                stats.note_refused(kind);
                 let log = match refusal {
                     Refusal::UserCap(_) => &user_cap_log,
                     Refusal::RootReserve { .. } => &reserve_log,
