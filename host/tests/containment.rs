@@ -92,13 +92,14 @@ fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn proc_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
 }
 
 #[test]
@@ -349,14 +350,14 @@ fn hoarded_host_streams_stop_at_the_resource_cap() {
     );
     let gw = Gateway::start(&config);
     let bystander = Bystander::start(&gw);
-    let rss_before = rss_kib(gw.child.id());
+    let rss_before = proc_kib(gw.child.id(), "VmRSS");
     let (status, v) = call_http(&gw, "TASKSTATS", "handles", r#"{"n": 100000}"#);
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (500, Some("plugin-crashed")),
         "{v}"
     );
-    let grown = rss_kib(gw.child.id()).saturating_sub(rss_before);
+    let grown = proc_kib(gw.child.id(), "VmRSS").saturating_sub(rss_before);
     // The issue measured +451 MiB for 96,000 streams.
     assert!(grown < 64 << 10, "the gateway grew by {grown} KiB");
     bystander.finish("hoarded host streams", Duration::from_secs(3));
@@ -674,6 +675,41 @@ fn random_bytes_are_bounded_per_call() {
     let v = fails_with(&gw, "random", r#"{"bytes": 33554432}"#, 500, "exceeds limit");
     assert_eq!(v["error"]["code"], "plugin-crashed");
     assert!(gw.call("nlctrl", "list", "null").0);
+}
+
+/// A batch of items whose strings all name the same bytes of the plugin's
+/// memory: wasmtime copies each one before the gateway sees the batch, and
+/// its default stop is 128 MiB per host call whatever the plugin's own
+/// limit. Now a host call copies at most the plugin's memory limit (8 MiB
+/// here): 200 names of one MiB trap, and the gateway's peak memory over
+/// the call stays near that limit (it rose by 129 MiB before).
+#[test]
+fn a_plugin_cannot_make_the_host_copy_more_than_its_memory_limit() {
+    let dir = TestConfig::new();
+    dir.family("nlctrl.toml", NLCTRL).family(
+        "chaos.toml",
+        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\nmemory_mib = 8\n",
+    );
+    let gw = Gateway::start(&dir);
+    assert!(gw.call("nlctrl", "list", "null").0);
+    let pid = gw.child.id();
+    // clear_refs "5" resets VmHWM (Documentation/filesystems/proc.rst).
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+    let before = proc_kib(pid, "VmHWM");
+    let v = fails_with(
+        &gw,
+        "aliased",
+        r#"{"bytes": 1048576, "n": 200}"#,
+        500,
+        "hostcalls",
+    );
+    assert_eq!(v["error"]["code"], "plugin-crashed", "{v}");
+    let grew = proc_kib(pid, "VmHWM").saturating_sub(before);
+    assert!(
+        grew < 48 << 10,
+        "the gateway's peak memory grew by {grew} KiB over a call of a plugin limited to 8 MiB"
+    );
+    assert!(gw.call("nlctrl", "list", "null").0, "the gateway still serves");
 }
 
 /// Operation names and topics become URL path segments, SSE event names and

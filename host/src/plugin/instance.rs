@@ -549,6 +549,12 @@ impl LoadedPlugin {
             },
         );
         store.limiter(|s| &mut s.budget);
+        // What one host call (or a returned result) may make the host copy
+        // out of the plugin. Lists of strings can name the same bytes many
+        // times, so without this a plugin of a few MiB could make the host
+        // allocate wasmtime's default of 128 MiB per call, outside its
+        // memory limit. Real data fits its memory, so the limit is that.
+        store.set_hostcall_fuel(self.limits.memory_bytes);
         store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
             Some(d) if Instant::now() >= d => Err(wasmtime::Error::new(DeadlineExceeded)),
             // Yield to the executor every tick: other plugins, the API and

@@ -87,6 +87,34 @@ fn random_bytes(len: u64) -> usize {
     len as usize
 }
 
+/// Send one batch of `n` items that all point at the same `bytes` bytes
+/// of this instance's memory: the host copies each one, so a small plugin
+/// asks for `n` times its memory. Returns whether the host took the batch.
+#[cfg(target_arch = "wasm32")]
+fn aliased_items(bytes: usize, n: usize) -> bool {
+    #[link(wasm_import_module = "genl:gateway/output@0.3.1")]
+    unsafe extern "C" {
+        #[link_name = "items"]
+        fn items(list: *const u32, len: usize, ret: *mut u32);
+    }
+    let text = vec![b'1'; bytes];
+    // A list<string> is an array of (pointer, length) pairs of 32 bits.
+    let pairs: Vec<u32> = (0..n)
+        .flat_map(|_| [text.as_ptr() as u32, bytes as u32])
+        .collect();
+    let mut ret = [0u32; 3];
+    // SAFETY: `pairs` holds `n` (pointer, length) pairs, each naming
+    // `text`, which outlives the call; `ret` is the three aligned words the
+    // lowered result<_, string> is written to.
+    unsafe { items(pairs.as_ptr(), n, ret.as_mut_ptr()) };
+    ret[0] == 0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn aliased_items(_bytes: usize, _n: usize) -> bool {
+    true
+}
+
 /// Bytes written as hex, two digits a byte (the attributes a test built
 /// from the UAPI numbers).
 fn hex(text: &str) -> Option<Vec<u8>> {
@@ -205,6 +233,11 @@ impl Plugin for Chaos {
             )
             .op("handles", "Hoard {\"n\": N} host stdout streams", false)
             .op("random", "Ask WASI for {\"bytes\": N} random bytes in one call", false)
+            .op(
+                "aliased",
+                "Stream {\"n\"} items that all name the same {\"bytes\"} bytes of memory",
+                false,
+            )
             .op(
                 "stream",
                 "Stream {\"batches\"} batches of {\"per\"} items, then fail if {\"fail\": true}",
@@ -335,6 +368,11 @@ impl Plugin for Chaos {
                 Ok(json!({"hoarded": n}))
             }
             "random" => Ok(json!({"got": random_bytes(arg(&input, "bytes", 16))})),
+            "aliased" => {
+                let size = |key, default| usize::try_from(arg(&input, key, default)).unwrap_or(usize::MAX);
+                let taken = aliased_items(size("bytes", 1 << 20), size("n", 1));
+                Ok(json!({"taken": taken}))
+            }
             op if self.schema.as_ref().is_some_and(|(name, _)| name == op) => Ok(json!({})),
             "notifications" => Ok(json!({"received": self.notifications})),
             "wait-for" => {
