@@ -27,7 +27,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use raw::Raw;
 use serde_json::Value;
-use stats::{Row, measure, measure_async, summarise};
+use stats::{Row, Tally, in_rounds, measure_async, summarise};
 
 struct Netns(String);
 
@@ -290,32 +290,75 @@ impl DoWorkload<'_> {
     ) -> anyhow::Result<Vec<Row>> {
         let w = self.label;
         let (family_id, cmd, version, attrs) = self.raw;
-        let mut rows = vec![row(
-            w,
-            "raw",
-            "op/s",
-            measure(
-                n,
-                500,
-                || 1.0,
-                || {
-                    raw.do_request(family_id, cmd, version, attrs)
-                        .expect("raw do request");
-                },
-            ),
-            String::new(),
-        )];
-        let plugin = rt.block_on(plugin_rate(gw, n, self.family, self.op, self.input))?;
-        rows.push(row(w, "plugin (in process)", "op/s", plugin, String::new()));
         let path = format!("/v1/families/{}/ops/{}", self.family, self.op);
-        let (r, p50, p99, _) = on_own_thread(http_rate(sock, n / 2, &path, self.input, |_| 1.0))?;
-        rows.push(row(
-            w,
-            "HTTP API (unix, keep-alive)",
-            "op/s",
-            (r, p50, p99),
-            String::new(),
-        ));
+        // The HTTP client on a thread of its own, as `on_own_thread`; one
+        // connection kept across the rounds.
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut conn = client.block_on(async {
+            let mut s = connect(sock).await?;
+            for _ in 0..50 {
+                post(&mut s, &path, self.input).await?;
+            }
+            anyhow::Ok(s)
+        })?;
+        for _ in 0..500 {
+            raw.do_request(family_id, cmd, version, attrs)?;
+        }
+        let call = || async {
+            gw.call(self.family, self.op, self.input)
+                .await
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        rt.block_on(async {
+            for _ in 0..500 {
+                call().await?;
+            }
+            anyhow::Ok(())
+        })?;
+        let [mut t_raw, mut t_plugin, mut t_http] = [Tally::default(), Tally::default(), Tally::default()];
+        in_rounds(n, |share| {
+            for _ in 0..share {
+                let t = Instant::now();
+                raw.do_request(family_id, cmd, version, attrs)?;
+                t_raw.add(t.elapsed(), 1.0);
+            }
+            rt.block_on(async {
+                for _ in 0..share {
+                    let t = Instant::now();
+                    call().await?;
+                    t_plugin.add(t.elapsed(), 1.0);
+                }
+                anyhow::Ok(())
+            })?;
+            client.block_on(async {
+                for _ in 0..share / 2 {
+                    let t = Instant::now();
+                    post(&mut conn, &path, self.input).await?;
+                    t_http.add(t.elapsed(), 1.0);
+                }
+                anyhow::Ok(())
+            })
+        })?;
+        let mut rows = vec![
+            row(w, "raw", "op/s", t_raw.summary(), String::new()),
+            row(
+                w,
+                "plugin (in process)",
+                "op/s",
+                t_plugin.summary(),
+                String::new(),
+            ),
+            row(
+                w,
+                "HTTP API (unix, keep-alive)",
+                "op/s",
+                t_http.summary(),
+                String::new(),
+            ),
+        ];
         if let Some(py) = &o.python {
             let count = (n / 4).to_string();
             let mut args = vec![self.pyroute2[0], count.as_str()];
@@ -844,79 +887,75 @@ fn dump_rows(
 ) -> anyhow::Result<()> {
     eprintln!("dump: netdev dev-get over 1001 devices");
     let w = "dump: netdev dev-get, 1001 devices";
-    let mut got = 0;
-    let m = measure(
-        dumps,
-        5,
-        || 1001.0,
-        || {
-            got = raw.dump(netdev, 1, 1, &[]).expect("raw dump");
-        },
-    );
-    rows.push(row(w, "raw", "msg/s", m, format!("{got} devices")));
-    let (plugin, count) = rt.block_on(async {
-        let mut samples = Vec::with_capacity(dumps);
-        let mut count = 0;
-        // Parsing the answer to count its devices is the benchmark's own
-        // work: kept out of the rate, as raw's rate has none.
-        let mut counting = Duration::ZERO;
-        // Warmed up as raw is: the first dumps through a plugin took
-        // 750-870 µs against ~470 µs after (session 10).
+    let path = "/v1/families/netdev/ops/dev-dump";
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut conn = client.block_on(async {
+        let mut s = connect(sock).await?;
         for _ in 0..5 {
-            gw.call("netdev", "dev-dump", "null")
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            post(&mut s, path, "").await?;
         }
-        let start = Instant::now();
-        for _ in 0..dumps {
-            let t = Instant::now();
-            let out = gw
-                .call("netdev", "dev-dump", "null")
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            samples.push(t.elapsed());
-            let c = Instant::now();
-            count = serde_json::from_str::<Value>(&out)?
-                .as_array()
-                .map_or(0, Vec::len);
-            counting += c.elapsed();
-        }
-        anyhow::Ok((
-            summarise(
-                &mut samples,
-                start.elapsed().saturating_sub(counting),
-                (dumps * count) as f64,
-            ),
-            count,
-        ))
+        anyhow::Ok(s)
     })?;
-    rows.push(row(
-        w,
-        "plugin (in process)",
-        "msg/s",
-        plugin,
-        format!("{count} devices"),
-    ));
-    let count_devices = |b: &Bytes| {
-        serde_json::from_slice::<Value>(b)
+    let dump = || async {
+        gw.call("netdev", "dev-dump", "null")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    // Warmed up alike: the first dumps through a plugin took 750-870 µs
+    // against ~470 µs after (session 10).
+    for _ in 0..5 {
+        raw.dump(netdev, 1, 1, &[])?;
+    }
+    rt.block_on(async {
+        for _ in 0..5 {
+            dump().await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // Parsing an answer to count its devices is the benchmark's own work,
+    // outside each timed call, as raw's count is.
+    let devices = |json: &[u8]| {
+        serde_json::from_slice::<Value>(json)
             .ok()
             .and_then(|v| v.as_array().map(|a| a.len() as f64))
             .unwrap_or(0.0)
     };
-    let (r, p50, p99, per) = on_own_thread(http_rate(
-        sock,
-        dumps,
-        "/v1/families/netdev/ops/dev-dump",
-        "",
-        count_devices,
-    ))?;
-    rows.push(row(
-        w,
-        "HTTP API (unix, keep-alive)",
-        "msg/s",
-        (r, p50, p99),
-        format!("{per:.0} devices"),
-    ));
+    let [mut t_raw, mut t_plugin, mut t_http] = [Tally::default(), Tally::default(), Tally::default()];
+    in_rounds(dumps, |share| {
+        for _ in 0..share {
+            let t = Instant::now();
+            let got = raw.dump(netdev, 1, 1, &[])?;
+            t_raw.add(t.elapsed(), got as f64);
+        }
+        rt.block_on(async {
+            for _ in 0..share {
+                let t = Instant::now();
+                let out = dump().await?;
+                let took = t.elapsed();
+                t_plugin.add(took, devices(out.as_bytes()));
+            }
+            anyhow::Ok(())
+        })?;
+        client.block_on(async {
+            for _ in 0..share {
+                let t = Instant::now();
+                let out = post(&mut conn, path, "").await?;
+                let took = t.elapsed();
+                t_http.add(took, devices(&out));
+            }
+            anyhow::Ok(())
+        })
+    })?;
+    for (path, t) in [
+        ("raw", &mut t_raw),
+        ("plugin (in process)", &mut t_plugin),
+        ("HTTP API (unix, keep-alive)", &mut t_http),
+    ] {
+        let note = format!("{:.0} devices", t.units_per_op());
+        rows.push(row(w, path, "msg/s", t.summary(), note));
+    }
     if let Some(py) = &o.python {
         let v = pyroute2(py, netns, &["dump", &(dumps / 2).to_string()])?;
         let per = v["per_dump"].as_f64().unwrap_or(0.0);

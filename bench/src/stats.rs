@@ -62,6 +62,53 @@ where
     Ok(summarise(&mut samples, start.elapsed(), n as f64))
 }
 
+/// Rounds the paths of one comparison take turns in (`in_rounds`).
+pub const ROUNDS: usize = 10;
+
+/// Run `round` `ROUNDS` times with a share of `n` each (the shares add
+/// up to `n`). The paths compared in a ratio each run their share inside
+/// every round, one after the other, so a slow spell of this shared
+/// machine (docs/performance.md) falls on all of them alike instead of on
+/// whichever row it happened to come in: two runs of one build had given
+/// the in-process dump 0.53x and 0.71x when each path ran all its dumps
+/// in one go.
+pub fn in_rounds(n: usize, mut round: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    for i in 0..ROUNDS {
+        let share = n / ROUNDS + usize::from(i < n % ROUNDS);
+        round(share)?;
+    }
+    Ok(())
+}
+
+/// One path's timed operations, gathered over rounds: its rate is its
+/// units over the time its own operations took, so the other paths'
+/// turns between them do not count.
+#[derive(Debug, Default)]
+pub struct Tally {
+    samples: Vec<Duration>,
+    busy: Duration,
+    units: f64,
+}
+
+impl Tally {
+    /// One operation that took `took` and did `units` units of work.
+    pub fn add(&mut self, took: Duration, units: f64) {
+        self.samples.push(took);
+        self.busy += took;
+        self.units += units;
+    }
+
+    /// Rate, p50 and p99, as `summarise` gives them.
+    pub fn summary(&mut self) -> (f64, Duration, Duration) {
+        summarise(&mut self.samples, self.busy, self.units)
+    }
+
+    /// Units per operation on average.
+    pub fn units_per_op(&self) -> f64 {
+        self.units / self.samples.len().max(1) as f64
+    }
+}
+
 /// p50, p99 of `samples`, and `units` over `total` as a rate.
 pub fn summarise(samples: &mut [Duration], total: Duration, units: f64) -> (f64, Duration, Duration) {
     samples.sort_unstable();
