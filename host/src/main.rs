@@ -801,6 +801,15 @@ fn printable(text: &str) -> String {
     genl_gateway::plugin::one_line(text, usize::MAX)
 }
 
+/// A plugin's LAST ERROR cell: a failed reload first, since it means the
+/// file on disk is not the version serving.
+fn last_error(p: &Value) -> String {
+    match (p["failed_reload"].as_str(), p["last_error"].as_str()) {
+        (Some(why), _) => format!("reload failed, the previous version serves: {why}"),
+        (None, last) => last.unwrap_or_default().to_owned(),
+    }
+}
+
 fn print_plugin_table(body: &[u8]) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         print_json(body);
@@ -832,7 +841,7 @@ fn print_plugin_table(body: &[u8]) {
             instances,
             mem,
             p["sha256"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
-            printable(p["last_error"].as_str().unwrap_or(""))
+            printable(&last_error(p))
         ));
     }
     for b in v["broken_files"].as_array().into_iter().flatten() {

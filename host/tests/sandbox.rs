@@ -250,9 +250,32 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
         "{v}"
     );
     assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    // What serves says the file on disk is not it, in the API and the
+    // table, where it used to show `ready` and nothing else.
+    let state = plugin_state(&gw, "TASKSTATS");
+    assert_eq!(state["state"], "ready", "{state}");
+    assert!(
+        state["failed_reload"].as_str().is_some_and(|why| !why.is_empty()),
+        "{state}"
+    );
+    let table = String::from_utf8_lossy(&gw.cli(&["plugins"]).stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("TASKSTATS") && l.contains("reload failed, the previous version serves")),
+        "{table}"
+    );
+
+    // The serving version's file back: a reload finds it unchanged, and
+    // the failure is no longer shown.
+    std::fs::copy(common::plugin("chaos"), plugins.join("chaos.wasm")).unwrap();
+    let out = gw.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let state = plugin_state(&gw, "TASKSTATS");
+    assert!(state["failed_reload"].is_null(), "{state}");
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
 
     // A good version dropped in: the file watcher picks it up.
-    std::fs::copy(common::plugin("chaos"), plugins.join("chaos.wasm")).unwrap();
     config.family("chaos.toml", &chaos("[config]\ntag = \"v2\"\n"));
     let deadline = Instant::now() + Duration::from_secs(15);
     while gw.call("TASKSTATS", "ping", "null").1["pong"] != "v2" {

@@ -255,6 +255,7 @@ impl Gateway {
             && p.status().state != PluginPhase::Failed
             && wasm_sha256(&config.plugin).as_deref() == Some(p.sha256())
         {
+            p.set_failed_reload(None);
             return outcome(Some(&config.family), ReloadResult::Unchanged, None, false);
         }
         let name = config.family.clone();
@@ -265,6 +266,9 @@ impl Gateway {
         match (&entry.plugin, &old) {
             (Err(e), Some(old)) if old.plugin.is_ok() => {
                 tracing::error!(family = %name, "reload failed: {e}; the previous version keeps serving");
+                if let Ok(serving) = &old.plugin {
+                    serving.set_failed_reload(Some(e.clone()));
+                }
                 outcome(Some(&name), ReloadResult::Failed, Some(e.clone()), true)
             }
             (result, _) => {

@@ -82,6 +82,9 @@ pub struct PluginStatus {
     pub consecutive_crashes: u32,
     /// The last crash or failure, if any.
     pub last_error: Option<String>,
+    /// Why the last reload of its family failed, if it did and this
+    /// version kept serving: the file on disk is not what serves.
+    pub failed_reload: Option<String>,
     /// Log lines suppressed by the rate limit.
     pub log_lines_suppressed: u64,
     /// Events refused at publish (bad topic, too large, not JSON).
@@ -199,6 +202,9 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
+    /// Why the last reload of this family failed while this version kept
+    /// serving; cleared when a reload finds this version unchanged.
+    failed_reload: Mutex<Option<String>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -447,6 +453,7 @@ impl LoadedPlugin {
             restarts: AtomicU64::new(0),
             crashes: Mutex::new(Crashes::default()),
             last_error: Mutex::new(None),
+            failed_reload: Mutex::new(None),
             metrics,
         };
         let mut live = plugin.instantiate().await?;
@@ -656,6 +663,12 @@ impl LoadedPlugin {
         let mut c = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
         c.consecutive = 0;
         c.retry_at = None;
+    }
+
+    /// Record that a reload of this family failed and this version keeps
+    /// serving (`None`: a reload found this version as it is).
+    pub fn set_failed_reload(&self, why: Option<String>) {
+        *self.failed_reload.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
 
     fn last_error(&self) -> Option<String> {
@@ -962,6 +975,11 @@ impl LoadedPlugin {
             restarts: self.restarts.load(Ordering::Relaxed),
             consecutive_crashes,
             last_error: self.last_error(),
+            failed_reload: self
+                .failed_reload
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             log_lines_suppressed: self.limiter.suppressed_total.load(Ordering::Relaxed),
             events_refused: self.metrics.events_refused.load(Ordering::Relaxed),
             notifications_dropped: self.metrics.notifications_dropped.load(Ordering::Relaxed),
