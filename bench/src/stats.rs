@@ -71,7 +71,8 @@ pub const ROUNDS: usize = 10;
 /// machine (docs/performance.md) falls on all of them alike instead of on
 /// whichever row it happened to come in: two runs of one build had given
 /// the in-process dump 0.53x and 0.71x when each path ran all its dumps
-/// in one go.
+/// in one go. Callers open each turn with one operation they do not time,
+/// so that no path pays for the caches the path before it left behind.
 pub fn in_rounds(n: usize, mut round: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<()> {
     for i in 0..ROUNDS {
         let share = n / ROUNDS + usize::from(i < n % ROUNDS);

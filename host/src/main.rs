@@ -801,11 +801,14 @@ fn printable(text: &str) -> String {
     genl_gateway::plugin::one_line(text, usize::MAX)
 }
 
-/// A plugin's LAST ERROR cell: a failed reload first, since it means the
-/// file on disk is not the version serving.
+/// A plugin's LAST ERROR cell: a failed reload first (what is loaded is
+/// not what its files now hold), then its own last error.
 fn last_error(p: &Value) -> String {
     match (p["failed_reload"].as_str(), p["last_error"].as_str()) {
-        (Some(why), _) => format!("reload failed, the previous version serves: {why}"),
+        (Some(why), None) => format!("reload failed, the previous version stays: {why}"),
+        (Some(why), Some(last)) => {
+            format!("reload failed, the previous version stays: {why}; its last error: {last}")
+        }
         (None, last) => last.unwrap_or_default().to_owned(),
     }
 }

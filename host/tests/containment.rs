@@ -682,7 +682,7 @@ fn random_bytes_are_bounded_per_call() {
 /// its default stop is 128 MiB per host call whatever the plugin's own
 /// limit. Now a host call copies at most the plugin's memory limit (8 MiB
 /// here): 200 names of one MiB trap, and the gateway's peak memory over
-/// the call stays near that limit (it rose by 129 MiB before).
+/// the call stays near that limit (it rose by 128 MiB before).
 #[test]
 fn a_plugin_cannot_make_the_host_copy_more_than_its_memory_limit() {
     let dir = TestConfig::new();

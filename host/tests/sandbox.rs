@@ -250,8 +250,8 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
         "{v}"
     );
     assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
-    // What serves says the file on disk is not it, in the API and the
-    // table, where it used to show `ready` and nothing else.
+    // What serves says its reload failed, in the API and the table, where
+    // it used to show `ready` and nothing else.
     let state = plugin_state(&gw, "TASKSTATS");
     assert_eq!(state["state"], "ready", "{state}");
     assert!(
@@ -262,7 +262,7 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("TASKSTATS") && l.contains("reload failed, the previous version serves")),
+            .any(|l| l.starts_with("TASKSTATS") && l.contains("reload failed, the previous version stays")),
         "{table}"
     );
 

@@ -263,12 +263,11 @@ impl Gateway {
             let _loading = self.loading.mark(&name, path.to_owned());
             self.build_entry_off_the_workers(config).await
         };
-        match (&entry.plugin, &old) {
-            (Err(e), Some(old)) if old.plugin.is_ok() => {
+        let loaded = old.as_ref().and_then(|o| o.plugin.as_ref().ok());
+        match (&entry.plugin, loaded) {
+            (Err(e), Some(loaded)) => {
                 tracing::error!(family = %name, "reload failed: {e}; the previous version keeps serving");
-                if let Ok(serving) = &old.plugin {
-                    serving.set_failed_reload(Some(e.clone()));
-                }
+                loaded.set_failed_reload(Some(e.clone()));
                 outcome(Some(&name), ReloadResult::Failed, Some(e.clone()), true)
             }
             (result, _) => {

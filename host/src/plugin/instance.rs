@@ -83,7 +83,7 @@ pub struct PluginStatus {
     /// The last crash or failure, if any.
     pub last_error: Option<String>,
     /// Why the last reload of its family failed, if it did and this
-    /// version kept serving: the file on disk is not what serves.
+    /// version stayed loaded in its place.
     pub failed_reload: Option<String>,
     /// Log lines suppressed by the rate limit.
     pub log_lines_suppressed: u64,
@@ -202,8 +202,8 @@ pub struct LoadedPlugin {
     restarts: AtomicU64,
     crashes: Mutex<Crashes>,
     last_error: Mutex<Option<String>>,
-    /// Why the last reload of this family failed while this version kept
-    /// serving; cleared when a reload finds this version unchanged.
+    /// Why the last reload of this family failed while this version stayed
+    /// loaded; cleared when a reload finds this version's files unchanged.
     failed_reload: Mutex<Option<String>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<PluginMetrics>,
@@ -218,6 +218,10 @@ fn trap(e: wasmtime::Error) -> String {
 /// Most random bytes one WASI call may ask for (std asks for 16 to seed a
 /// hash map).
 const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
+/// Most bytes one host call may copy out of a plugin whatever its memory
+/// limit: wasmtime's own default.
+const MAX_HOSTCALL_COPY: usize = 128 << 20;
 
 /// Longest trap text kept: it names the plugin's own functions (its name
 /// section), so it is the plugin's text and is escaped and cut as such.
@@ -560,8 +564,9 @@ impl LoadedPlugin {
         // out of the plugin. Lists of strings can name the same bytes many
         // times, so without this a plugin of a few MiB could make the host
         // allocate wasmtime's default of 128 MiB per call, outside its
-        // memory limit. Real data fits its memory, so the limit is that.
-        store.set_hostcall_fuel(self.limits.memory_bytes);
+        // memory limit. Real data fits its memory, so the limit is that,
+        // and never more than wasmtime's default.
+        store.set_hostcall_fuel(self.limits.memory_bytes.min(MAX_HOSTCALL_COPY));
         store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
             Some(d) if Instant::now() >= d => Err(wasmtime::Error::new(DeadlineExceeded)),
             // Yield to the executor every tick: other plugins, the API and
@@ -665,10 +670,17 @@ impl LoadedPlugin {
         c.retry_at = None;
     }
 
-    /// Record that a reload of this family failed and this version keeps
-    /// serving (`None`: a reload found this version as it is).
+    /// Record that a reload of this family failed and this version stays
+    /// loaded (`None`: a reload found this version's files as they are).
     pub fn set_failed_reload(&self, why: Option<String>) {
         *self.failed_reload.lock().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
+    fn failed_reload(&self) -> Option<String> {
+        self.failed_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn last_error(&self) -> Option<String> {
@@ -975,11 +987,7 @@ impl LoadedPlugin {
             restarts: self.restarts.load(Ordering::Relaxed),
             consecutive_crashes,
             last_error: self.last_error(),
-            failed_reload: self
-                .failed_reload
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            failed_reload: self.failed_reload(),
             log_lines_suppressed: self.limiter.suppressed_total.load(Ordering::Relaxed),
             events_refused: self.metrics.events_refused.load(Ordering::Relaxed),
             notifications_dropped: self.metrics.notifications_dropped.load(Ordering::Relaxed),

@@ -92,6 +92,7 @@ fn random_bytes(len: u64) -> usize {
 /// asks for `n` times its memory. Returns whether the host took the batch.
 #[cfg(target_arch = "wasm32")]
 fn aliased_items(bytes: usize, n: usize) -> bool {
+    // The package's version in wit/gateway.wit: bumped with it.
     #[link(wasm_import_module = "genl:gateway/output@0.3.1")]
     unsafe extern "C" {
         #[link_name = "items"]
