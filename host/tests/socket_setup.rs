@@ -87,6 +87,18 @@ fn a_live_gateways_socket_is_not_taken_and_a_stale_one_is_replaced() {
     config.family("nlctrl.toml", NLCTRL);
     // A socket left by a process that is gone.
     drop(std::os::unix::net::UnixListener::bind(config.socket()).unwrap());
+    // Until every child that another test forked meanwhile has exec'd, it
+    // holds a copy of the listener, which still answers: the gateway would
+    // take it for a live one, or the harness for the gateway (a CI run saw
+    // the harness connect, then be refused once the copy closed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(config.socket()).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale socket still answers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let gw = Gateway::start(&config);
     let sock = gw.socket.to_str().unwrap().to_owned();
     assert_eq!(http(&sock, "GET", "/healthz", &[], b"").0, 200);
