@@ -295,45 +295,25 @@ impl DoWorkload<'_> {
         for _ in 0..500 {
             raw.do_request(family_id, cmd, version, attrs)?;
         }
-        let call = || async {
+        let mut raw_do = async || Ok(raw.do_request(family_id, cmd, version, attrs)?);
+        let mut call = async || {
             gw.call(self.family, self.op, self.input)
                 .await
                 .map(drop)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))
         };
+        let mut http = async || post(&mut conn, &path, self.input).await;
         rt.block_on(async {
             for _ in 0..500 {
                 call().await?;
             }
             anyhow::Ok(())
         })?;
-        // Each turn starts with one call it does not time (`in_rounds`).
         let [mut t_raw, mut t_plugin, mut t_http] = [Tally::default(), Tally::default(), Tally::default()];
         in_rounds(n, |share| {
-            raw.do_request(family_id, cmd, version, attrs)?;
-            for _ in 0..share {
-                let t = Instant::now();
-                raw.do_request(family_id, cmd, version, attrs)?;
-                t_raw.add(t.elapsed(), 1.0);
-            }
-            rt.block_on(async {
-                call().await?;
-                for _ in 0..share {
-                    let t = Instant::now();
-                    call().await?;
-                    t_plugin.add(t.elapsed(), 1.0);
-                }
-                anyhow::Ok(())
-            })?;
-            client.block_on(async {
-                post(&mut conn, &path, self.input).await?;
-                for _ in 0..(share / 2).max(1) {
-                    let t = Instant::now();
-                    post(&mut conn, &path, self.input).await?;
-                    t_http.add(t.elapsed(), 1.0);
-                }
-                anyhow::Ok(())
-            })
+            rt.block_on(turn(share, &mut t_raw, &mut raw_do, |_| 1.0))?;
+            rt.block_on(turn(share, &mut t_plugin, &mut call, |_| 1.0))?;
+            client.block_on(turn((share / 2).max(1), &mut t_http, &mut http, |_| 1.0))
         })?;
         let mut rows = vec![
             row(w, "raw", "op/s", t_raw.summary(), String::new()),
@@ -539,6 +519,25 @@ async fn plugin_rate(
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     })
     .await
+}
+
+/// One path's turn in a round (`in_rounds`): one call of `op` it does not
+/// time, so the path does not pay for the caches the path before it left,
+/// then `share` timed calls, each result's `units` counted outside its time.
+async fn turn<T>(
+    share: usize,
+    tally: &mut Tally,
+    op: &mut impl AsyncFnMut() -> anyhow::Result<T>,
+    units: impl Fn(&T) -> f64,
+) -> anyhow::Result<()> {
+    op().await?;
+    for _ in 0..share {
+        let t = Instant::now();
+        let out = op().await?;
+        let took = t.elapsed();
+        tally.add(took, units(&out));
+    }
+    Ok(())
 }
 
 /// A client on a thread of its own, as `on_own_thread` runs one, with one
@@ -904,18 +903,18 @@ fn dump_rows(
     let w = "dump: netdev dev-get, 1001 devices";
     let path = "/v1/families/netdev/ops/dev-dump";
     let (client, mut conn) = own_thread_client(sock, path, "", 5)?;
-    let dump = || async {
+    let mut raw_dump = async || Ok(raw.dump(netdev, 1, 1, &[])?);
+    let mut dump = async || {
         gw.call("netdev", "dev-dump", "null")
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     };
+    let mut http = async || post(&mut conn, path, "").await;
     // Warmed up alike: the first dumps through a plugin took 750-870 µs
     // against ~470 µs after (session 10).
-    for _ in 0..5 {
-        raw.dump(netdev, 1, 1, &[])?;
-    }
     rt.block_on(async {
         for _ in 0..5 {
+            raw_dump().await?;
             dump().await?;
         }
         anyhow::Ok(())
@@ -928,35 +927,13 @@ fn dump_rows(
             .and_then(|v| v.as_array().map(|a| a.len() as f64))
             .unwrap_or(0.0)
     };
-    // Each turn starts with one dump it does not time (`in_rounds`).
     let [mut t_raw, mut t_plugin, mut t_http] = [Tally::default(), Tally::default(), Tally::default()];
     in_rounds(dumps, |share| {
-        raw.dump(netdev, 1, 1, &[])?;
-        for _ in 0..share {
-            let t = Instant::now();
-            let got = raw.dump(netdev, 1, 1, &[])?;
-            t_raw.add(t.elapsed(), got as f64);
-        }
-        rt.block_on(async {
-            dump().await?;
-            for _ in 0..share {
-                let t = Instant::now();
-                let out = dump().await?;
-                let took = t.elapsed();
-                t_plugin.add(took, devices(out.as_bytes()));
-            }
-            anyhow::Ok(())
-        })?;
-        client.block_on(async {
-            post(&mut conn, path, "").await?;
-            for _ in 0..share {
-                let t = Instant::now();
-                let out = post(&mut conn, path, "").await?;
-                let took = t.elapsed();
-                t_http.add(took, devices(&out));
-            }
-            anyhow::Ok(())
-        })
+        rt.block_on(turn(share, &mut t_raw, &mut raw_dump, |&got| got as f64))?;
+        rt.block_on(turn(share, &mut t_plugin, &mut dump, |out| {
+            devices(out.as_bytes())
+        }))?;
+        client.block_on(turn(share, &mut t_http, &mut http, |out| devices(out)))
     })?;
     for (path, t) in [
         ("raw", &mut t_raw),
