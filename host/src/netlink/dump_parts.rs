@@ -35,6 +35,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use super::pool::{Lease, Read};
+use super::reader_threads;
 use super::requester::{RequestBounds, RequestError};
 
 /// What the reader hands over for one datagram.
@@ -284,10 +285,11 @@ impl DumpParts {
 /// trace showed with 100 µs.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// Start the reader on a thread of the blocking pool. A task would not do:
-/// woken by the consumer, tokio runs it on the consumer's own worker (its
-/// LIFO slot) once the consumer yields, so nothing would overlap. The
-/// reader ends when the dump does, or when the consumer closes the queue.
+/// Start the reader on a thread of its own, kept off the consumer's CPU
+/// (`reader_threads.rs`). A task would not do: woken by the consumer,
+/// tokio runs it on the consumer's own worker (its LIFO slot) once the
+/// consumer yields, so nothing would overlap. The reader ends when the
+/// dump does, or when the consumer closes the queue.
 fn start_reader(
     lease: Lease,
     seq: u32,
@@ -296,7 +298,7 @@ fn start_reader(
     making: Arc<AtomicBool>,
 ) {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    reader_threads::run_off_this_cpu(Box::new(move || {
         let closed = tx.clone();
         handle.block_on(async move {
             tokio::select! {
@@ -304,7 +306,7 @@ fn start_reader(
                 () = read_ahead(lease, seq, wait, tx, &making) => {}
             }
         });
-    });
+    }));
 }
 
 /// Peek at the datagram at the head of the dump's socket: its messages as

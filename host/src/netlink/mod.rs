@@ -7,6 +7,7 @@
 mod dump_parts;
 mod listener_socket;
 mod pool;
+mod reader_threads;
 mod requester;
 mod sock_diag;
 mod socket;
