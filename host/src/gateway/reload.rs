@@ -266,7 +266,15 @@ impl Gateway {
         let loaded = old.as_ref().and_then(|o| o.plugin.as_ref().ok());
         match (&entry.plugin, loaded) {
             (Err(e), Some(loaded)) => {
-                tracing::error!(family = %name, "reload failed: {e}; the previous version keeps serving");
+                if loaded.status().state == PluginPhase::Failed {
+                    tracing::error!(
+                        family = %name,
+                        "reload failed: {e}; the previous version stays loaded, but it has failed \
+                         and serves nothing: fix the plugin and reload"
+                    );
+                } else {
+                    tracing::error!(family = %name, "reload failed: {e}; the previous version keeps serving");
+                }
                 loaded.set_failed_reload(Some(e.clone()));
                 outcome(Some(&name), ReloadResult::Failed, Some(e.clone()), true)
             }
