@@ -71,6 +71,10 @@ pub struct DumpParts {
     /// consumer as it starts the reader, then by the reader each time it
     /// has room; cleared after each hand-over.
     making: Arc<AtomicBool>,
+    /// The reader's CPU mask, kept off the consumer's CPU as the consumer
+    /// moves (`reader_threads.rs`); `None` before the reader starts, or
+    /// for one on the blocking pool.
+    placement: Option<reader_threads::Placement>,
     deadline: Instant,
     bounds: RequestBounds,
     bytes: usize,
@@ -122,6 +126,7 @@ impl DumpParts {
             }),
             parts,
             making,
+            placement: None,
             deadline: Instant::now() + bounds.wait,
             bounds,
             bytes: 0,
@@ -144,6 +149,11 @@ impl DumpParts {
             let part = match self.first.take() {
                 Some(first) => self.read_here(first).await?,
                 None => {
+                    // Taking a part wakes the reader for the next one:
+                    // not on this CPU, if the consumer moved since.
+                    if let Some(placement) = &self.placement {
+                        placement.follow();
+                    }
                     // A timeout leaves the reader running: the part may
                     // still come and a later call take it, as when the
                     // socket was read here.
@@ -236,7 +246,7 @@ impl DumpParts {
                 // The reader starts with the next part: the consumer may
                 // spin for it from now on.
                 making.store(true, Ordering::Release);
-                start_reader(lease, seq, wait, tx, making);
+                self.placement = start_reader(lease, seq, wait, tx, making);
             }
             Some(end) => {
                 lease.discard().map_err(|e| self.fail(e))?;
@@ -289,14 +299,15 @@ const SPIN: Duration = Duration::from_micros(200);
 /// (`reader_threads.rs`). A task would not do: woken by the consumer,
 /// tokio runs it on the consumer's own worker (its LIFO slot) once the
 /// consumer yields, so nothing would overlap. The reader ends when the
-/// dump does, or when the consumer closes the queue.
+/// dump does, or when the consumer closes the queue. Returns the hold on
+/// the reader's placement, if it runs on a reader thread.
 fn start_reader(
     lease: Lease,
     seq: u32,
     wait: Duration,
     tx: mpsc::Sender<Result<Part, RequestError>>,
     making: Arc<AtomicBool>,
-) {
+) -> Option<reader_threads::Placement> {
     let handle = tokio::runtime::Handle::current();
     reader_threads::run_off_this_cpu(Box::new(move || {
         let closed = tx.clone();
@@ -306,7 +317,7 @@ fn start_reader(
                 () = read_ahead(lease, seq, wait, tx, &making) => {}
             }
         });
-    }));
+    }))
 }
 
 /// Peek at the datagram at the head of the dump's socket: its messages as
