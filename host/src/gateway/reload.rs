@@ -229,12 +229,17 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => {
                 let kept = current.is_some();
+                let failed = current
+                    .as_ref()
+                    .and_then(|(_, entry)| entry.plugin.as_ref().ok())
+                    .is_some_and(|p| p.status().state == PluginPhase::Failed);
                 tracing::error!(
                     "{e}; {}",
-                    if kept {
-                        "the previous version keeps serving"
-                    } else {
-                        "this family is skipped"
+                    match (kept, failed) {
+                        (true, false) => "the previous version keeps serving",
+                        (true, true) =>
+                            "the previous version stays loaded, but it has failed and serves nothing",
+                        (false, _) => "this family is skipped",
                     }
                 );
                 self.broken_files_mut().insert(path.to_owned(), e.to_string());
