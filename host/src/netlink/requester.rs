@@ -24,7 +24,7 @@ use genl_wire::{GenlHeader, KernelError, NlHeader};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::dump_parts::DumpParts;
+use super::dump_parts::{DumpParts, PartHint, PartHints, ReaderAhead};
 use super::listener_socket::ListenerSocket;
 use super::pool::{DEFAULT_REQUEST_SOCKETS, Lease, Read, SocketPool};
 use super::socket::NlSocket;
@@ -159,6 +159,8 @@ pub struct Requester {
     sockets: Sockets,
     next_seq: AtomicU32,
     timeout: Duration,
+    /// Which dumps came in more than one part last time.
+    part_hints: Arc<PartHints>,
 }
 
 impl Requester {
@@ -189,6 +191,7 @@ impl Requester {
             sockets,
             next_seq: AtomicU32::new(seed | 1),
             timeout: opts.timeout,
+            part_hints: Arc::default(),
         }))
     }
 
@@ -343,8 +346,13 @@ impl Requester {
         let deadline = Instant::now() + bounds.wait;
         let mut lease = pool.take(deadline, bounds.wait).await?;
         let (seq, request) = self.request(family, NLM_F_REQUEST | NLM_F_DUMP, genl, payload);
+        let hint = PartHint::new(&self.part_hints, family, genl.cmd);
+        // A dump that came in several parts last time gets its reader
+        // woken now, so that the wakeup overlaps the kernel's making of
+        // the first part inside the send instead of following it.
+        let ahead = hint.expects_many().then(ReaderAhead::start);
         lease.send_peeked_dump(&request)?;
-        Ok(DumpParts::start(lease, seq, bounds))
+        Ok(DumpParts::start(lease, seq, bounds, ahead, hint))
     }
 }
 
