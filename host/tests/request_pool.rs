@@ -496,5 +496,29 @@ fn every_end_of_a_peeked_dump_leaves_the_pool_with_the_configured_buffer() {
             assert_eq!(receive_buffers(&ns), configured, "round {round}");
         }
         check("whole").await;
+
+        // The dumps above came in many parts, so the next ones wake their
+        // reader before the send: a timeout before the first part, and a
+        // dump dropped before it, leave the socket and reader as before.
+        let mut dump = r.dump_parts(netdev.id, dev_get, &[], none).await;
+        if let Ok(d) = dump.as_mut() {
+            assert!(matches!(d.next_part().await, Err(RequestError::Timeout(_))));
+        }
+        drop(dump);
+        check("timeout, a reader woken ahead").await;
+        drop(dev_dump(&r, &netdev, dev_get).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        check("dropped before the first part, a reader woken ahead").await;
+
+        // In one part again: the reader woken ahead is let go, and each
+        // dump is whole.
+        let gone: String = (0..1500).map(|i| format!("link del ifb{i}\n")).collect();
+        ns.ip_batch(&gone);
+        for round in 0..2 {
+            let mut dump = dev_dump(&r, &netdev, dev_get).await;
+            let n = count_to_end(&mut dump).await;
+            assert_eq!(n, ns.ifindexes().len(), "one part again, round {round}");
+        }
+        check("one part again").await;
     });
 }

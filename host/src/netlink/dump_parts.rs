@@ -271,12 +271,17 @@ impl DumpParts {
                     making,
                 };
                 self.placement = match ahead {
-                    Some(ahead) => match ahead.handoff.send(work) {
-                        Ok(()) => ahead.placement,
-                        // The reader woken ahead is gone (it runs
-                        // nothing else, so not reached): start another.
-                        Err(work) => start_reader(work),
-                    },
+                    // Kept off the CPU the consumer is on now, not the one
+                    // it sent from, before the handoff wakes it.
+                    Some(ahead) => {
+                        let ReaderAhead { handoff, placement } = ahead.follow();
+                        match handoff.send(work) {
+                            Ok(()) => placement,
+                            // The reader woken ahead is gone (it runs
+                            // nothing else, so not reached): start another.
+                            Err(work) => start_reader(work),
+                        }
+                    }
                     None => start_reader(work),
                 };
             }
@@ -385,6 +390,20 @@ pub(super) struct ReaderAhead {
 const HANDOFF_SPIN: Duration = Duration::from_micros(500);
 
 impl ReaderAhead {
+    /// Whether a reader woken early would run beside the consumer: on
+    /// one CPU, or on the blocking pool with every reader thread busy,
+    /// its spin would compete with the send it waits for.
+    pub(super) fn worth_it() -> bool {
+        reader_threads::free_beside()
+    }
+
+    fn follow(self) -> Self {
+        if let Some(placement) = &self.placement {
+            placement.follow();
+        }
+        self
+    }
+
     /// Wake a reader to wait for a dump about to be sent.
     pub(super) fn start() -> Self {
         let (handoff, work) = oneshot::channel::<ReaderWork>();
@@ -416,7 +435,10 @@ impl ReaderAhead {
 /// Whether recent dumps of each (family, command) came in more than one
 /// part: a small table indexed by a hash, the last dump's outcome per
 /// slot, so a plugin sending commands of every number cannot grow it.
-pub(super) struct PartHints([AtomicU32; 64]);
+pub(super) struct PartHints([AtomicU32; PART_HINT_SLOTS]);
+
+/// Slots of [`PartHints`]: a power of two, indexed by a hash's top bits.
+const PART_HINT_SLOTS: usize = 64;
 
 impl Default for PartHints {
     fn default() -> Self {
@@ -439,10 +461,11 @@ impl PartHint {
     }
 
     fn slot(&self) -> &AtomicU32 {
-        let slots = &self.hints.0;
-        // `key` is 24 bits; a multiplicative hash spreads neighbours.
-        let index = (self.key.wrapping_mul(0x9E37_79B9) >> 26) as usize % slots.len();
-        &slots[index]
+        // `key` is 24 bits; a multiplicative hash spreads neighbours, and
+        // its top bits index the slots.
+        const SHIFT: u32 = u32::BITS - PART_HINT_SLOTS.trailing_zeros();
+        let index = (self.key.wrapping_mul(0x9E37_79B9) >> SHIFT) as usize;
+        &self.hints.0[index % PART_HINT_SLOTS]
     }
 
     /// Whether the last dump of this kind had more than one part.
@@ -560,23 +583,28 @@ mod tests {
         assert!(!netdev_dump.expects_many(), "nothing learnt yet");
         netdev_dump.record(true);
         assert!(PartHint::new(&hints, 0x1c, 1).expects_many());
-        // Another command or family is not taken for it, whether or not
-        // it shares the slot.
-        for (family, cmd) in [(0x1c, 2), (0x1d, 1), (0x10, 3)] {
-            assert!(
-                !PartHint::new(&hints, family, cmd).expects_many(),
-                "{family:#x}/{cmd}"
-            );
-        }
         netdev_dump.record(false);
         assert!(!netdev_dump.expects_many(), "one part last time");
-        // Every (family, command) a plugin could send lands in one of 64
-        // slots: the table never grows, and a later dump of a kind whose
-        // slot was taken is a dump not known to be long, nothing worse.
-        for family in 0..=u16::MAX {
-            PartHint::new(&hints, family, 7).record(true);
-        }
-        assert_eq!(hints.0.len(), 64);
-        assert!(PartHint::new(&hints, u16::MAX, 7).expects_many());
+
+        // A kind of dump sharing the slot is never taken for it: the
+        // slot holds the last one's key, and the other finds it unknown.
+        let sharing = (0..=u16::MAX)
+            .flat_map(|family| (0..=u8::MAX).map(move |cmd| (family, cmd)))
+            .filter(|&k| k != (0x1c, 1))
+            .map(|(family, cmd)| PartHint::new(&hints, family, cmd))
+            .find(|other| std::ptr::eq(other.slot(), netdev_dump.slot()))
+            .expect("another kind in the same slot");
+        netdev_dump.record(true);
+        assert!(!sharing.expects_many(), "another kind, same slot");
+        sharing.record(true);
+        assert!(sharing.expects_many());
+        assert!(!netdev_dump.expects_many(), "its slot taken by another kind");
+        // And one in another slot is left alone.
+        let elsewhere = (0..=u8::MAX)
+            .map(|cmd| PartHint::new(&hints, 0x1d, cmd))
+            .find(|other| !std::ptr::eq(other.slot(), sharing.slot()))
+            .expect("a kind in another slot");
+        elsewhere.record(true);
+        assert!(sharing.expects_many(), "a write elsewhere leaves the slot");
     }
 }

@@ -93,6 +93,17 @@ impl Placement {
     }
 }
 
+/// Whether a job handed over now would run on a reader thread of its own
+/// beside the caller: the process may run on more than one CPU, and a
+/// reader thread is idle or may still be started. A job worth running
+/// only beside its caller (a reader woken early, which spins) asks first.
+pub(super) fn free_beside() -> bool {
+    static MANY_CPUS: LazyLock<bool> =
+        LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
+    *MANY_CPUS
+        && (!lock(&READERS.idle).is_empty() || READERS.started.load(Ordering::Acquire) < MAX_READER_THREADS)
+}
+
 /// Run `job` on a reader thread kept off the calling thread's CPU, and
 /// return the hold that keeps it off as the caller moves; on tokio's
 /// blocking pool (and `None`) when every reader thread is busy or one
