@@ -144,12 +144,7 @@ fn a_do_carrying_dump_flags_is_refused_before_the_kernel() {
 
 #[test]
 fn a_sleep_in_a_host_call_ends_at_the_wall_clock_deadline() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\ncall_timeout_ms = 1000\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_family("[limits]\ncall_timeout_ms = 1000\n");
     let bystander = Bystander::start(&gw);
     // A second call queued behind the sleeping one.
     let socket = gw.socket.to_string_lossy().into_owned();
@@ -243,12 +238,7 @@ fn spinning_plugins_on_every_core_cost_bystanders_a_bounded_delay() {
 
 #[test]
 fn outputs_error_codes_and_events_are_bounded() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\noutput_kib = 64\nevent_kib = 1\nlog_lines_per_sec = 5\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_family("[limits]\noutput_kib = 64\nevent_kib = 1\nlog_lines_per_sec = 5\n");
     let bystander = Bystander::start(&gw);
 
     let (status, v) = call_http(&gw, "TASKSTATS", "big-output", r#"{"bytes": 1048576}"#);
@@ -317,12 +307,7 @@ fn outputs_error_codes_and_events_are_bounded() {
 
 #[test]
 fn a_plugin_cannot_forge_or_flood_the_log() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\nlog_line_bytes = 1000\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_family("[limits]\nlog_line_bytes = 1000\n");
     let (ok, v) = gw.call("TASKSTATS", "forge-log", r#"{"bytes": 10485760}"#);
     assert!(ok, "{v}");
     wait_for(10, "the plugin's lines in the log", || {
@@ -343,12 +328,7 @@ fn a_plugin_cannot_forge_or_flood_the_log() {
 
 #[test]
 fn hoarded_host_streams_stop_at_the_resource_cap() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\nmemory_mib = 32\nhost_resources = 128\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_family("[limits]\nmemory_mib = 32\nhost_resources = 128\n");
     let bystander = Bystander::start(&gw);
     let rss_before = proc_kib(gw.child.id(), "VmRSS");
     let (status, v) = call_http(&gw, "TASKSTATS", "handles", r#"{"n": 100000}"#);
@@ -368,12 +348,7 @@ fn hoarded_host_streams_stop_at_the_resource_cap() {
 
 #[test]
 fn a_plugin_claiming_another_family_is_shown_as_its_own() {
-    let config = TestConfig::new();
-    config.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[config]\nclaim = \"nlctrl\"\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_dir, gw) = chaos_family("[config]\nclaim = \"nlctrl\"\n");
     let p = plugin_of(&gw, "TASKSTATS");
     assert_eq!(p["description"]["family"], "TASKSTATS", "{p}");
     assert!(gw.log_text().contains("describes itself as another family"));
@@ -562,10 +537,16 @@ fn hoarded_dumps_stop_at_four_and_end_with_the_plugin_that_held_them() {
 /// A gateway serving nlctrl, and TASKSTATS through chaos with `config`
 /// (lines of its `[config]`); the directory lives as long as the gateway.
 fn chaos_gateway(config: &str) -> (TestConfig, Gateway) {
+    chaos_family(&format!("[config]\n{config}\n"))
+}
+
+/// nlctrl, and chaos serving TASKSTATS with `tables` (`[limits]`,
+/// `[config]`) in its family file.
+fn chaos_family(tables: &str) -> (TestConfig, Gateway) {
     let dir = TestConfig::new();
     dir.family("nlctrl.toml", NLCTRL).family(
         "chaos.toml",
-        &format!("family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[config]\n{config}\n"),
+        &format!("family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n{tables}"),
     );
     let gw = Gateway::start(&dir);
     (dir, gw)
@@ -685,12 +666,7 @@ fn random_bytes_are_bounded_per_call() {
 /// the call stays near that limit (it rose by 128 MiB before).
 #[test]
 fn a_plugin_cannot_make_the_host_copy_more_than_its_memory_limit() {
-    let dir = TestConfig::new();
-    dir.family("nlctrl.toml", NLCTRL).family(
-        "chaos.toml",
-        "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n[limits]\nmemory_mib = 8\n",
-    );
-    let gw = Gateway::start(&dir);
+    let (_dir, gw) = chaos_family("[limits]\nmemory_mib = 8\n");
     assert!(gw.call("nlctrl", "list", "null").0);
     let pid = gw.child.id();
     // clear_refs "5" resets VmHWM (Documentation/filesystems/proc.rst).
