@@ -276,7 +276,7 @@ impl DumpParts {
                     Some(ahead) => {
                         let ReaderAhead { handoff, placement } = ahead.follow();
                         match handoff.send(work) {
-                            Ok(()) => placement,
+                            Ok(()) => Some(placement),
                             // The reader woken ahead is gone (it runs
                             // nothing else, so not reached): start another.
                             Err(work) => start_reader(work),
@@ -383,32 +383,28 @@ impl ReaderWork {
 /// drops the handoff, and the reader goes back to the idle list.
 pub(super) struct ReaderAhead {
     handoff: oneshot::Sender<ReaderWork>,
-    placement: Option<reader_threads::Placement>,
+    placement: reader_threads::Placement,
 }
 
 /// How long a reader woken ahead spins for its socket before it parks.
 const HANDOFF_SPIN: Duration = Duration::from_micros(500);
 
 impl ReaderAhead {
-    /// Whether a reader woken early would run beside the consumer: on
-    /// one CPU, or on the blocking pool with every reader thread busy,
-    /// its spin would compete with the send it waits for.
-    pub(super) fn worth_it() -> bool {
-        reader_threads::free_beside()
-    }
-
     fn follow(self) -> Self {
-        if let Some(placement) = &self.placement {
-            placement.follow();
-        }
+        self.placement.follow();
         self
     }
 
-    /// Wake a reader to wait for a dump about to be sent.
-    pub(super) fn start() -> Self {
+    /// Wake a reader to wait for a dump about to be sent; `None` where it
+    /// would not run beside the consumer (one CPU, or every reader thread
+    /// busy): there its spin would compete with the send it waits for.
+    pub(super) fn start() -> Option<Self> {
+        if !reader_threads::many_cpus() {
+            return None;
+        }
         let (handoff, work) = oneshot::channel::<ReaderWork>();
         let handle = tokio::runtime::Handle::current();
-        let placement = reader_threads::run_off_this_cpu(Box::new(move || {
+        let placement = reader_threads::try_run_off_this_cpu(Box::new(move || {
             handle.block_on(async move {
                 let mut work = work;
                 let start = std::time::Instant::now();
@@ -427,8 +423,9 @@ impl ReaderAhead {
                 };
                 work.read().await;
             });
-        }));
-        Self { handoff, placement }
+        }))
+        .ok()?;
+        Some(Self { handoff, placement })
     }
 }
 

@@ -93,15 +93,12 @@ impl Placement {
     }
 }
 
-/// Whether a job handed over now would run on a reader thread of its own
-/// beside the caller: the process may run on more than one CPU, and a
-/// reader thread is idle or may still be started. A job worth running
-/// only beside its caller (a reader woken early, which spins) asks first.
-pub(super) fn free_beside() -> bool {
+/// Whether the process may run on more than one CPU, so that a reader
+/// can run beside its consumer at all.
+pub(super) fn many_cpus() -> bool {
     static MANY_CPUS: LazyLock<bool> =
         LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
     *MANY_CPUS
-        && (!lock(&READERS.idle).is_empty() || READERS.started.load(Ordering::Acquire) < MAX_READER_THREADS)
 }
 
 /// Run `job` on a reader thread kept off the calling thread's CPU, and
@@ -109,6 +106,18 @@ pub(super) fn free_beside() -> bool {
 /// blocking pool (and `None`) when every reader thread is busy or one
 /// could not be started. Call it from within a tokio runtime.
 pub(super) fn run_off_this_cpu(job: Job) -> Option<Placement> {
+    match try_run_off_this_cpu(job) {
+        Ok(placement) => Some(placement),
+        Err(job) => {
+            tokio::task::spawn_blocking(job);
+            None
+        }
+    }
+}
+
+/// [`run_off_this_cpu`] without the blocking pool: the job back when
+/// every reader thread is busy or one could not be started.
+pub(super) fn try_run_off_this_cpu(job: Job) -> Result<Placement, Job> {
     let readers = &*READERS;
     let id = readers
         .jobs
@@ -123,13 +132,10 @@ pub(super) fn run_off_this_cpu(job: Job) -> Option<Placement> {
         let shared = reader.shared.clone();
         let tasks = reader.tasks.clone();
         return match tasks.send(Task { job, reader }) {
-            Ok(()) => Some(Placement { shared, job: id }),
+            Ok(()) => Ok(Placement { shared, job: id }),
             // Not reached: a thread leaves the idle list to run a job and
             // only a panic in one ends it.
-            Err(mpsc::SendError(task)) => {
-                tokio::task::spawn_blocking(task.job);
-                None
-            }
+            Err(mpsc::SendError(task)) => Err(task.job),
         };
     }
     let claimed = readers
@@ -139,16 +145,9 @@ pub(super) fn run_off_this_cpu(job: Job) -> Option<Placement> {
         })
         .is_ok();
     if !claimed {
-        tokio::task::spawn_blocking(job);
-        return None;
+        return Err(job);
     }
-    match start_thread(job, id, cpu) {
-        Ok(placement) => Some(placement),
-        Err(job) => {
-            tokio::task::spawn_blocking(job);
-            None
-        }
-    }
+    start_thread(job, id, cpu)
 }
 
 /// Start a reader thread, already counted in `started`, with `first` as

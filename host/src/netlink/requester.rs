@@ -350,7 +350,11 @@ impl Requester {
         // A dump that came in several parts last time gets its reader
         // woken now, so that the wakeup overlaps the kernel's making of
         // the first part inside the send instead of following it.
-        let ahead = (hint.expects_many() && ReaderAhead::worth_it()).then(ReaderAhead::start);
+        let ahead = if hint.expects_many() {
+            ReaderAhead::start()
+        } else {
+            None
+        };
         lease.send_peeked_dump(&request)?;
         Ok(DumpParts::start(lease, seq, bounds, ahead, hint))
     }
