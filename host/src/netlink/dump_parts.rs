@@ -47,6 +47,11 @@ struct Part {
     payload: usize,
     /// A message of the datagram carried NLM_F_DUMP_INTR.
     interrupted: bool,
+    /// The datagram carried NLMSG_DONE: the dump is whole. Said in the
+    /// part rather than by the queue closing, which a reader that stopped
+    /// early (a panic) would do too: a dump cut short must not read as
+    /// a short but complete one.
+    last: bool,
 }
 
 /// Where a dump stands, seen from its consumer.
@@ -179,11 +184,9 @@ impl DumpParts {
                     };
                     match next {
                         Some(Ok(part)) => part,
-                        // The reader hung up after handing over the end.
-                        None => {
-                            self.state = State::Ended;
-                            return Ok(None);
-                        }
+                        // Gone without handing over the end: the dump is
+                        // not whole, whatever was read of it.
+                        None => return Err(self.fail(RequestError::Io(READER_STOPPED.into()))),
                         Some(Err(e)) => return Err(self.fail(e)),
                     }
                 }
@@ -192,6 +195,9 @@ impl DumpParts {
             self.bytes = self.bytes.saturating_add(part.payload);
             if self.bytes > self.bounds.reply_bytes {
                 return Err(self.fail(RequestError::ReplyTooLarge(self.bounds.reply_bytes)));
+            }
+            if part.last {
+                self.state = State::Ended;
             }
             if !part.bytes.is_empty() {
                 return Ok(Some(part.bytes));
@@ -292,7 +298,6 @@ impl DumpParts {
                 lease.discard().map_err(|e| self.fail(e))?;
                 lease.complete();
                 drop(lease);
-                // With the sender gone, the next call sees the end.
                 drop(tx);
                 end.map_err(|e| self.fail(e))?;
             }
@@ -327,6 +332,9 @@ impl DumpParts {
         e
     }
 }
+
+/// Why a dump failed whose reader stopped before the kernel's end.
+const READER_STOPPED: &str = "the dump's reader stopped before the kernel ended the dump (see the gateway's log for a panic); the dump is incomplete, try again";
 
 /// How long a consumer spins for a part the kernel is making before it
 /// parks: a little more than the kernel takes to make a 32 KiB part of
@@ -490,6 +498,7 @@ async fn read_datagram(
         bytes: Vec::new(),
         payload: 0,
         interrupted: false,
+        last: false,
     };
     let scan = lease
         .next(Read::Peek, seq, deadline, wait, |msg, raw, datagram| {
@@ -504,6 +513,7 @@ async fn read_datagram(
         })
         .await?;
     part.interrupted = scan.interrupted;
+    part.last = scan.end.is_some();
     Ok((part, scan.end))
 }
 
@@ -572,6 +582,66 @@ async fn read_ahead(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A consumer whose reader is the test: parts go in through the
+    /// returned sender.
+    fn consumer() -> (DumpParts, mpsc::Sender<Result<Part, RequestError>>) {
+        let (tx, parts) = mpsc::channel(1);
+        let bounds = RequestBounds {
+            wait: Duration::from_secs(5),
+            reply_bytes: 1 << 20,
+        };
+        let dump = DumpParts {
+            first: None,
+            parts,
+            making: Arc::new(AtomicBool::new(false)),
+            placement: None,
+            deadline: Instant::now() + bounds.wait,
+            bounds,
+            bytes: 0,
+            interrupted: false,
+            state: State::Reading,
+        };
+        (dump, tx)
+    }
+
+    fn part(bytes: &[u8], last: bool) -> Part {
+        Part {
+            bytes: bytes.to_vec(),
+            payload: bytes.len(),
+            interrupted: false,
+            last,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dump_whose_reader_stops_before_the_end_fails_instead_of_ending_short() {
+        // A reader that panics drops its sender mid-dump, as this does.
+        let (mut dump, tx) = consumer();
+        tx.send(Ok(part(b"first", false))).await.unwrap();
+        drop(tx);
+        assert_eq!(dump.next_part().await.unwrap().as_deref(), Some(&b"first"[..]));
+        let cut = dump.next_part().await.expect_err("a dump cut short is an error");
+        assert!(cut.to_string().contains("incomplete"), "{cut}");
+        assert!(dump.next_part().await.is_err(), "and stays one");
+
+        // The end said by the last part: whole, even with the sender gone.
+        let (mut dump, tx) = consumer();
+        tx.send(Ok(part(b"first", false))).await.unwrap();
+        let second = tx.clone();
+        tokio::spawn(async move { second.send(Ok(part(b"last", true))).await });
+        drop(tx);
+        assert_eq!(dump.next_part().await.unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(dump.next_part().await.unwrap().as_deref(), Some(&b"last"[..]));
+        assert_eq!(dump.next_part().await.unwrap(), None);
+        assert_eq!(dump.next_part().await.unwrap(), None);
+
+        // An end in a datagram of its own (no messages) ends it too.
+        let (mut dump, tx) = consumer();
+        tx.send(Ok(part(b"", true))).await.unwrap();
+        drop(tx);
+        assert_eq!(dump.next_part().await.unwrap(), None);
+    }
 
     #[test]
     fn a_part_hint_remembers_the_last_dump_of_its_kind_only() {
