@@ -229,6 +229,59 @@ fn log_spam_is_rate_limited() {
 }
 
 #[test]
+fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fixed() {
+    let config = TestConfig::new();
+    let plugins = config.private_plugins();
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", &chaos("[config]\ntag = \"v1\"\n"));
+    let gw = Gateway::start(&config);
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+
+    // The file renamed, now naming a broken plugin: its load fails, and
+    // the version serving stays, though its own file is gone.
+    std::fs::write(plugins.join("broken.wasm"), b"\0asm not really").unwrap();
+    let families = config.path().with_file_name("families.d");
+    std::fs::remove_file(families.join("chaos.toml")).unwrap();
+    config.family(
+        "taskstats.toml",
+        "family = \"TASKSTATS\"\nplugin = \"broken.wasm\"\n[config]\ntag = \"v2\"\n",
+    );
+    for _ in 0..2 {
+        // Twice: a later reload must not remove it either.
+        let out = gw.cli(&["reload"]);
+        let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let taskstats: Vec<&Value> = outcomes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["family"] == "TASKSTATS")
+            .collect();
+        assert_eq!(taskstats.len(), 1, "{outcomes}");
+        assert_eq!(
+            (&taskstats[0]["result"], &taskstats[0]["kept_previous"]),
+            (&json!("failed"), &json!(true)),
+            "{outcomes}"
+        );
+        assert!(
+            taskstats[0]["file"].as_str().unwrap().ends_with("taskstats.toml"),
+            "{outcomes}"
+        );
+        assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    }
+    assert_eq!(plugin_state(&gw, "TASKSTATS")["state"], "ready");
+
+    // Fixed, and reloaded by family name: the renamed file is the one read.
+    config.family("taskstats.toml", &chaos("[config]\ntag = \"v2\"\n"));
+    let out = gw.cli(&["reload", "TASKSTATS"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    assert_eq!(v["result"], "reloaded", "{v}");
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v2");
+    others_still_answer(&gw);
+}
+
+#[test]
 fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
     let config = TestConfig::new();
     let plugins = config.private_plugins();

@@ -130,6 +130,13 @@ impl Gateway {
             }
         };
         let mut seen = BTreeSet::new();
+        // Families some file still configures, loaded or not: a family
+        // whose file was renamed keeps its previous version while the
+        // renamed file fails to load, as any other failed reload does.
+        let configured: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| f.as_ref().ok().map(|f| f.family.clone()))
+            .collect();
         let mut loads = tokio::task::JoinSet::new();
         for (i, parsed) in files.into_iter().enumerate() {
             let path = match &parsed {
@@ -163,11 +170,12 @@ impl Gateway {
         }
         outcomes.sort_by_key(|(i, _)| *i);
         let mut outcomes: Vec<ReloadOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
-        // Families whose file is gone stop being served.
+        // Families whose file is gone, and that no other file configures
+        // now, stop being served.
         let removed: Vec<(String, PathBuf)> = self
             .families()
             .into_iter()
-            .filter(|(_, e)| !seen.contains(&e.config.path))
+            .filter(|(name, e)| !seen.contains(&e.config.path) && !configured.contains(name))
             .map(|(n, e)| (n, e.config.path.clone()))
             .collect();
         for (name, path) in removed {
@@ -201,6 +209,11 @@ impl Gateway {
     /// only for a load of the same file already under way.
     pub async fn reload_family(self: &Arc<Self>, name: &str) -> Option<ReloadOutcome> {
         let path = match self.family(name) {
+            // Its file renamed, and the renamed one failed to load: the
+            // version serving is the old file's, the file to load the new.
+            Some(e) if !e.config.path.exists() => {
+                self.file_configuring(name).unwrap_or(e.config.path.clone())
+            }
             Some(e) => e.config.path.clone(),
             None => self.loading.file(name)?,
         };
@@ -208,6 +221,15 @@ impl Gateway {
         let _turn = turn.lock().await;
         let parsed = self.config.load_family(&path);
         Some(self.reload_file(&path, parsed, true).await)
+    }
+
+    /// The family file that configures `name` now, if one parses.
+    fn file_configuring(&self, name: &str) -> Option<PathBuf> {
+        self.config
+            .load_families()
+            .ok()?
+            .into_iter()
+            .find_map(|f| f.ok().filter(|f| f.family == name).map(|f| f.path))
     }
 
     /// Load one file, in its turn.
