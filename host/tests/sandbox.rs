@@ -269,7 +269,51 @@ fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fi
         );
         assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
     }
-    assert_eq!(plugin_state(&gw, "TASKSTATS")["state"], "ready");
+    let state = plugin_state(&gw, "TASKSTATS");
+    assert_eq!(state["state"], "ready", "{state}");
+    assert!(
+        state["failed_reload"].as_str().is_some_and(|why| !why.is_empty()),
+        "{state}"
+    );
+
+    // The old name reused for another family: that family is added, and
+    // the renamed one's version stays.
+    config.family(
+        "chaos.toml",
+        "family = \"netdev\"\nplugin = \"chaos.wasm\"\n[config]\ntag = \"z\"\n",
+    );
+    let out = gw.cli(&["reload"]);
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results: Vec<(&str, &str, bool)> = outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["family"] != "nlctrl")
+        .map(|o| {
+            (
+                o["family"].as_str().unwrap_or(""),
+                o["result"].as_str().unwrap_or(""),
+                o["kept_previous"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [("netdev", "added", false), ("TASKSTATS", "failed", true)],
+        "{outcomes}"
+    );
+    assert_eq!(gw.call("netdev", "ping", "null").1["pong"], "z");
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    // Reloaded by name, it reads its renamed file, not the reused one.
+    let out = gw.cli(&["reload", "TASKSTATS"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v["result"], &v["kept_previous"]),
+        (&json!("failed"), &json!(true)),
+        "{v}"
+    );
+    assert!(v["file"].as_str().unwrap().ends_with("taskstats.toml"), "{v}");
+    assert_eq!(gw.call("netdev", "ping", "null").1["pong"], "z");
 
     // Fixed, and reloaded by family name: the renamed file is the one read.
     config.family("taskstats.toml", &chaos("[config]\ntag = \"v2\"\n"));
@@ -278,6 +322,23 @@ fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fi
     assert!(out.status.success(), "{v}");
     assert_eq!(v["result"], "reloaded", "{v}");
     assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v2");
+    assert!(plugin_state(&gw, "TASKSTATS")["failed_reload"].is_null());
+
+    // Its file deleted: the family goes, the other stays.
+    std::fs::remove_file(families.join("taskstats.toml")).unwrap();
+    let out = gw.cli(&["reload"]);
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        outcomes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["family"] == "TASKSTATS" && o["result"] == "removed"),
+        "{outcomes}"
+    );
+    let (ok, v) = gw.call("TASKSTATS", "ping", "null");
+    assert!(!ok, "{v}");
+    assert_eq!(gw.call("netdev", "ping", "null").1["pong"], "z");
     others_still_answer(&gw);
 }
 

@@ -209,12 +209,17 @@ impl Gateway {
     /// only for a load of the same file already under way.
     pub async fn reload_family(self: &Arc<Self>, name: &str) -> Option<ReloadOutcome> {
         let path = match self.family(name) {
-            // Its file renamed, and the renamed one failed to load: the
-            // version serving is the old file's, the file to load the new.
-            Some(e) if !e.config.path.exists() => {
-                self.file_configuring(name).unwrap_or(e.config.path.clone())
+            Some(e) => {
+                // Its file renamed, and the renamed one's plugin failed:
+                // the version serving names the old file (gone, or reused
+                // for another family), and the file to read is the new.
+                let own = e.config.path.clone();
+                match self.config.load_family(&own) {
+                    Ok(c) if c.family != name => self.file_configuring(name).unwrap_or(own),
+                    Err(_) if !own.exists() => self.file_configuring(name).unwrap_or(own),
+                    _ => own,
+                }
             }
-            Some(e) => e.config.path.clone(),
             None => self.loading.file(name)?,
         };
         let turn = self.turn(&path);
@@ -239,7 +244,14 @@ impl Gateway {
         parsed: Result<FamilyConfig, ConfigError>,
         force: bool,
     ) -> ReloadOutcome {
-        let current = self.families().into_iter().find(|(_, e)| e.config.path == path);
+        // The family this file serves. A family whose file was renamed,
+        // kept while the renamed file's plugin failed, still names this
+        // path: a new file here is not that family's, unless it says so.
+        let current = self.families().into_iter().find(|(name, e)| {
+            e.config.path == path
+                && (parsed.as_ref().is_ok_and(|c| c.family == *name)
+                    || self.file_configuring(name).is_none_or(|p| p == path))
+        });
         let outcome = |family: Option<&str>, result, error: Option<String>, kept_previous| ReloadOutcome {
             file: path.display().to_string(),
             family: family.map(str::to_owned),
