@@ -228,15 +228,21 @@ fn log_spam_is_rate_limited() {
     others_still_answer(&gw);
 }
 
+/// A gateway serving nlctrl and chaos (tag v1) from `config`, v1 answering.
+fn serving_chaos_v1(config: &TestConfig) -> Gateway {
+    config
+        .family("nlctrl.toml", NLCTRL)
+        .family("chaos.toml", &chaos("[config]\ntag = \"v1\"\n"));
+    let gw = Gateway::start(config);
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    gw
+}
+
 #[test]
 fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fixed() {
     let config = TestConfig::new();
     let plugins = config.private_plugins();
-    config
-        .family("nlctrl.toml", NLCTRL)
-        .family("chaos.toml", &chaos("[config]\ntag = \"v1\"\n"));
-    let gw = Gateway::start(&config);
-    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    let gw = serving_chaos_v1(&config);
 
     // The file renamed, now naming a broken plugin: its load fails, and
     // the version serving stays, though its own file is gone.
@@ -347,11 +353,7 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
     let config = TestConfig::new();
     let plugins = config.private_plugins();
     config.set("plugins", "watch = true");
-    config
-        .family("nlctrl.toml", NLCTRL)
-        .family("chaos.toml", &chaos("[config]\ntag = \"v1\"\n"));
-    let gw = Gateway::start(&config);
-    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    let gw = serving_chaos_v1(&config);
 
     // A broken .wasm, reloaded through the API: refused, v1 keeps serving.
     std::fs::write(plugins.join("chaos.wasm"), b"\0asm not really").unwrap();
