@@ -238,6 +238,17 @@ fn serving_chaos_v1(config: &TestConfig) -> Gateway {
     gw
 }
 
+/// v1 still serves TASKSTATS, and says its last reload failed.
+fn v1_serves_with_a_failed_reload(gw: &Gateway) {
+    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+    let state = plugin_state(gw, "TASKSTATS");
+    assert_eq!(state["state"], "ready", "{state}");
+    assert!(
+        state["failed_reload"].as_str().is_some_and(|why| !why.is_empty()),
+        "{state}"
+    );
+}
+
 #[test]
 fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fixed() {
     let config = TestConfig::new();
@@ -273,14 +284,8 @@ fn a_family_file_renamed_with_a_broken_plugin_keeps_the_serving_version_until_fi
             taskstats[0]["file"].as_str().unwrap().ends_with("taskstats.toml"),
             "{outcomes}"
         );
-        assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
+        v1_serves_with_a_failed_reload(&gw);
     }
-    let state = plugin_state(&gw, "TASKSTATS");
-    assert_eq!(state["state"], "ready", "{state}");
-    assert!(
-        state["failed_reload"].as_str().is_some_and(|why| !why.is_empty()),
-        "{state}"
-    );
 
     // The old name reused for another family: that family is added, and
     // the renamed one's version stays.
@@ -365,15 +370,9 @@ fn hot_reload_swaps_good_versions_and_keeps_the_old_one_on_a_broken_one() {
         (json!("failed"), json!(true)),
         "{v}"
     );
-    assert_eq!(gw.call("TASKSTATS", "ping", "null").1["pong"], "v1");
     // What serves says its reload failed, in the API and the table, where
     // it used to show `ready` and nothing else.
-    let state = plugin_state(&gw, "TASKSTATS");
-    assert_eq!(state["state"], "ready", "{state}");
-    assert!(
-        state["failed_reload"].as_str().is_some_and(|why| !why.is_empty()),
-        "{state}"
-    );
+    v1_serves_with_a_failed_reload(&gw);
     let table = String::from_utf8_lossy(&gw.cli(&["plugins"]).stdout).into_owned();
     assert!(
         table
