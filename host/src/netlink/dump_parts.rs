@@ -133,16 +133,28 @@ impl DumpParts {
     ) -> Self {
         let (tx, parts) = mpsc::channel(1);
         let making = Arc::new(AtomicBool::new(false));
+        let first = InLineRead {
+            lease,
+            seq,
+            wait: bounds.wait,
+            tx,
+            making: making.clone(),
+            ahead,
+            hint,
+        };
+        Self::reading(Some(first), parts, making, bounds)
+    }
+
+    /// A dump whose parts come through `parts`, after `first` is read if
+    /// there is one.
+    fn reading(
+        first: Option<InLineRead>,
+        parts: mpsc::Receiver<Result<Part, RequestError>>,
+        making: Arc<AtomicBool>,
+        bounds: RequestBounds,
+    ) -> Self {
         Self {
-            first: Some(InLineRead {
-                lease,
-                seq,
-                wait: bounds.wait,
-                tx,
-                making: making.clone(),
-                ahead,
-                hint,
-            }),
+            first,
             parts,
             making,
             placement: None,
@@ -279,8 +291,8 @@ impl DumpParts {
                 self.placement = match ahead {
                     // Kept off the CPU the consumer is on now, not the one
                     // it sent from, before the handoff wakes it.
-                    Some(ahead) => {
-                        let ReaderAhead { handoff, placement } = ahead.follow();
+                    Some(ReaderAhead { handoff, placement }) => {
+                        placement.follow();
                         match handoff.send(work) {
                             Ok(()) => Some(placement),
                             // The reader woken ahead is gone (it runs
@@ -398,11 +410,6 @@ pub(super) struct ReaderAhead {
 const HANDOFF_SPIN: Duration = Duration::from_micros(500);
 
 impl ReaderAhead {
-    fn follow(self) -> Self {
-        self.placement.follow();
-        self
-    }
-
     /// Wake a reader to wait for a dump about to be sent; `None` where it
     /// would not run beside the consumer (one CPU, or every reader thread
     /// busy): there its spin would compete with the send it waits for.
@@ -591,17 +598,7 @@ mod tests {
             wait: Duration::from_secs(5),
             reply_bytes: 1 << 20,
         };
-        let dump = DumpParts {
-            first: None,
-            parts,
-            making: Arc::new(AtomicBool::new(false)),
-            placement: None,
-            deadline: Instant::now() + bounds.wait,
-            bounds,
-            bytes: 0,
-            interrupted: false,
-            state: State::Reading,
-        };
+        let dump = DumpParts::reading(None, parts, Arc::new(AtomicBool::new(false)), bounds);
         (dump, tx)
     }
 
