@@ -596,6 +596,13 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, C
     })
 }
 
+/// The family a family file names, read without the rest of the file's
+/// checks (no spec is parsed); `None` if the file does not parse.
+pub fn family_named_in(path: &Path) -> Option<String> {
+    let text = read(path).ok()?;
+    parse::<RawFamily>(path, &text).ok().map(|raw| raw.family)
+}
+
 fn base_dir(path: &Path) -> PathBuf {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -887,18 +894,8 @@ impl GatewayConfig {
     /// file stands alone: a broken one is returned as an error beside the
     /// good ones, so it never stops the others.
     pub fn load_families(&self) -> Result<Vec<Result<FamilyConfig, ConfigError>>, ConfigError> {
-        let dir = &self.families_dir;
-        let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
         let mut families: Vec<Result<FamilyConfig, ConfigError>> =
-            paths.iter().map(|p| self.load_family(p)).collect();
+            self.family_files()?.iter().map(|p| self.load_family(p)).collect();
         // A family served twice would route its messages ambiguously.
         for i in 0..families.len() {
             let dup = match &families[i] {
@@ -921,6 +918,33 @@ impl GatewayConfig {
             }
         }
         Ok(families)
+    }
+
+    /// The `*.toml` files of the families directory, in name order.
+    fn family_files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let dir = &self.families_dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// The file that configures family `name`, as [`Self::load_families`]
+    /// has it: the first in name order that names it and loads (a later
+    /// one is refused as a duplicate). Only the files naming it are
+    /// loaded, so only their specs are parsed.
+    pub fn family_file(&self, name: &str) -> Option<PathBuf> {
+        self.family_files()
+            .ok()?
+            .into_iter()
+            .filter(|p| family_named_in(p).as_deref() == Some(name))
+            .find(|p| self.load_family(p).is_ok())
     }
 
     /// Read one family file.

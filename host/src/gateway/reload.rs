@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::loading::LoadingMark;
 use super::{FamilyEntry, Gateway, Listener, listener, watch};
-use crate::config::{ConfigError, FamilyConfig};
+use crate::config::{ConfigError, FamilyConfig, family_named_in};
 use crate::families::{self, ResolveError};
 use crate::netlink::SocketOptions;
 use crate::plugin::{KernelAccess, LoadedPlugin, PluginPhase};
@@ -213,11 +213,17 @@ impl Gateway {
                 // Its file renamed, and the renamed one's plugin failed:
                 // the version serving names the old file (gone, or reused
                 // for another family), and the file to read is the new.
+                // Nearly always its own file, which names it: known
+                // without loading the file (and parsing its spec) twice.
                 let own = e.config.path.clone();
-                match self.config.load_family(&own) {
-                    Ok(c) if c.family != name => self.file_configuring(name).unwrap_or(own),
-                    Err(_) if !own.exists() => self.file_configuring(name).unwrap_or(own),
-                    _ => own,
+                if family_named_in(&own).as_deref() == Some(name) {
+                    own
+                } else {
+                    match self.config.load_family(&own) {
+                        Ok(c) if c.family != name => self.config.family_file(name).unwrap_or(own),
+                        Err(_) if !own.exists() => self.config.family_file(name).unwrap_or(own),
+                        _ => own,
+                    }
                 }
             }
             None => self.loading.file(name)?,
@@ -226,15 +232,6 @@ impl Gateway {
         let _turn = turn.lock().await;
         let parsed = self.config.load_family(&path);
         Some(self.reload_file(&path, parsed, true).await)
-    }
-
-    /// The family file that configures `name` now, if one parses.
-    fn file_configuring(&self, name: &str) -> Option<PathBuf> {
-        self.config
-            .load_families()
-            .ok()?
-            .into_iter()
-            .find_map(|f| f.ok().filter(|f| f.family == name).map(|f| f.path))
     }
 
     /// Load one file, in its turn.
@@ -250,7 +247,7 @@ impl Gateway {
         let current = self.families().into_iter().find(|(name, e)| {
             e.config.path == path
                 && (parsed.as_ref().is_ok_and(|c| c.family == *name)
-                    || self.file_configuring(name).is_none_or(|p| p == path))
+                    || self.config.family_file(name).is_none_or(|p| p == path))
         });
         let outcome = |family: Option<&str>, result, error: Option<String>, kept_previous| ReloadOutcome {
             file: path.display().to_string(),
