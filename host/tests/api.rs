@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{Gateway, NLCTRL, Netns, TestConfig, binary, http, wait_output};
+use common::{Gateway, NLCTRL, Netns, TestConfig, binary, free_port, http, wait_output};
 use serde_json::Value;
 
 const READ_NLCTRL: &str = "read-token-nlctrl-0001";
@@ -15,14 +15,6 @@ const WRITE_ALL: &str = "write-token-all-00002";
 const ADMIN: &str = "admin-token-all-000003";
 const READ_MPTCP: &str = "read-token-mptcp-00004";
 const ADMIN_NLCTRL: &str = "admin-token-nlctrl-005";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn chaos_family() -> &'static str {
     "family = \"TASKSTATS\"\nplugin = \"chaos.wasm\"\n"

@@ -68,7 +68,7 @@ fn the_gateway_joins_the_bus_survives_its_loss_and_reconnects() {
 #[test]
 fn a_gateway_whose_bus_never_answers_serves_locally() {
     // A port nothing listens on.
-    let port = common::nats::free_port();
+    let port = common::free_port();
     let ns = Netns::new("nobus");
     let config = TestConfig::new();
     config

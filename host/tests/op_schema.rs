@@ -345,10 +345,7 @@ fn the_openapi_document_is_valid_and_scoped() {
             common::plugin("nlctrl").display()
         ),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     config.set(
         "api",
         &format!(

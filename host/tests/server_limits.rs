@@ -482,11 +482,7 @@ fn a_subscription_names_at_most_64_topics() {
 /// the TCP listener with 3,500 slow-header connections and no token.
 #[test]
 fn one_local_user_cannot_hold_every_connection_of_the_tcp_listener() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config = TestConfig::new();
     config
         .set("api", "max_connections = 6")

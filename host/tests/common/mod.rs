@@ -4,6 +4,44 @@
 
 pub mod nats;
 
+/// A free TCP port on loopback for a server a test starts, below the
+/// kernel's range of ephemeral ports (`ip_local_port_range`): a port from
+/// that range, bound and released, could be given to any connection's
+/// source port before the server binds it (a NATS node's monitor port
+/// was, and the node could not start). Each port is handed out once per
+/// test binary, so tests running side by side never share one.
+pub fn free_port() -> u16 {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const LOWEST: u32 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("/proc/sys/net/ipv4/ip_local_port_range");
+    let ephemeral: u32 = range
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("the first ephemeral port");
+    let span = ephemeral
+        .checked_sub(LOWEST)
+        .filter(|&n| n >= 1000)
+        .unwrap_or_else(|| panic!("ephemeral ports start at {ephemeral}: no room below for test servers"));
+    // Test binaries run one after another; a per-process start spreads them.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let port = u16::try_from(LOWEST + (start + i) % span).expect("a port number");
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOWEST} and {ephemeral}");
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

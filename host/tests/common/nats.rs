@@ -4,7 +4,9 @@
 //! killed and restarted to test the bus going away.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+
+use super::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,15 +26,6 @@ pub struct Node {
 pub struct NatsCluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
-}
-
-/// A free TCP port on loopback (bound and released: another process could
-/// take it in between, which a test on a shared machine accepts).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl NatsCluster {
